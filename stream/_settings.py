@@ -1,0 +1,69 @@
+"""The one settings object, built at the entry point and passed down.
+
+Every field can be set from the environment with the ``SLUICE_`` prefix and ``__`` between
+levels, e.g. ``SLUICE_KAFKA__BOOTSTRAP_SERVERS`` or ``SLUICE_LLM__API_KEY``. Nothing reads the
+environment at import time: ``Settings()`` does, when the CLI (or a test) builds it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["KafkaSettings", "LLMSettings", "Settings", "TopicNames", "WorkerSettings"]
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "PLAIN"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    group_id: str = Field("sluice", description="consumer group of the workers, and Faust app id")
+    partitions: int = Field(6, ge=1, description="partitions of topics that Sluice creates")
+    replication_factor: int = Field(1, ge=1)
+    retention_hours: int = Field(72, ge=1, description="retention of the non-compacted topics")
+
+
+class TopicNames(BaseModel):
+    events: str = "events"
+    suspects: str = "suspects"
+    alerts: str = "alerts"
+    feedback: str = "feedback"
+    models: str = "models"
+    deadletter: str = "deadletter"
+
+
+class LLMSettings(BaseModel):
+    """Any OpenAI-compatible endpoint; no base_url means the offline heuristic analyst."""
+
+    base_url: str | None = None
+    api_key: SecretStr | None = None
+    model: str = "gpt-4o-mini"
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class WorkerSettings(BaseModel):
+    data_dir: Path = Field(
+        Path("/tmp/sluice-worker"), description="Faust's local state directory (no tables kept)"
+    )
+    web_port: int | None = Field(None, description="Faust web server port; None disables it")
+    log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SLUICE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicNames = Field(default_factory=TopicNames)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)

@@ -1,0 +1,70 @@
+"""Shared fixtures: the real broker's address, and factories for unique topics and groups."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "kafka_bootstrap" in fixtures and item.get_closest_marker("integration") is None:
+            raise pytest.UsageError(f"{item.nodeid} uses the broker but is not marked integration")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """The local broker's address. Unreachable: skip locally, fail under CI=true."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    port = os.environ.get("SLUICE_KAFKA_PORT", "9092")
+    addr = os.environ.get("SLUICE_TEST_BOOTSTRAP", f"127.0.0.1:{port}")
+    try:
+        KafkaAdminClient(bootstrap_servers=addr, request_timeout_ms=5000).close()
+    except (KafkaError, OSError) as exc:
+        msg = f"no Kafka broker at {addr} ({exc!r}); start one with `deploy/local/kafka start`"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return addr
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Names that no other test (or earlier run) uses: topics, groups, app ids."""
+    test = request.node.name.replace("[", "-").replace("]", "")[:40]
+
+    def make(prefix: str) -> str:
+        return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+
+    return make
+
+
+@pytest.fixture
+def topic_factory(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> Iterator[Callable[..., str]]:
+    """Create unique topics for one test; deleted afterwards."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    made: list[str] = []
+
+    def make(prefix: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = unique_name(prefix)
+        admin.create_topics([NewTopic(name, partitions, 1, topic_configs=config or {})])
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        admin.delete_topics(made)
+    admin.close()

@@ -1,0 +1,62 @@
+"""Settings: env prefix, nesting, and secrets that never show."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from stream import Settings, client_config
+
+SECRET = "s3cr3t-do-not-print-9f8e7d"
+
+
+def test_defaults_need_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for k in list(__import__("os").environ):
+        if k.startswith("SLUICE_"):
+            monkeypatch.delenv(k)
+    s = Settings()
+    assert s.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert s.topics.events == "events"
+    assert s.llm.base_url is None and s.llm.api_key is None
+
+
+def test_env_prefix_and_nesting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "broker-a:9093,broker-b:9093")
+    monkeypatch.setenv("SLUICE_KAFKA__PARTITIONS", "12")
+    monkeypatch.setenv("SLUICE_TOPICS__ALERTS", "prod-alerts")
+    monkeypatch.setenv("SLUICE_LLM__MODEL", "llama3")
+    monkeypatch.setenv("KAFKA__PARTITIONS", "99")  # without the prefix: ignored
+    s = Settings()
+    assert s.kafka.bootstrap_servers == "broker-a:9093,broker-b:9093"
+    assert s.kafka.partitions == 12
+    assert s.topics.alerts == "prod-alerts"
+    assert s.llm.model == "llama3"
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLUICE_KAFKA__SECURITY_PROTOCOL", "CARRIER_PIGEON")
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+def test_secrets_are_secretstr_and_never_shown(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SLUICE_LLM__API_KEY", SECRET)
+    monkeypatch.setenv("SLUICE_KAFKA__SASL_PASSWORD", SECRET)
+    monkeypatch.setenv("SLUICE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("SLUICE_KAFKA__SASL_USERNAME", "svc")
+    s = Settings()
+    assert isinstance(s.llm.api_key, SecretStr)
+    assert isinstance(s.kafka.sasl_password, SecretStr)
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("sluice.test").info("settings: %s / %r", s, s)
+    rendered = [repr(s), str(s), s.model_dump_json(), str(s.model_dump()), caplog.text]
+    for text in rendered:
+        assert SECRET not in text
+    assert "**********" in repr(s)
+    # The secret is still usable where it is needed: the Kafka client configuration.
+    assert client_config(s.kafka)["sasl_plain_password"] == SECRET
+    assert s.llm.api_key is not None and s.llm.api_key.get_secret_value() == SECRET
