@@ -32,7 +32,7 @@ lint: install ## ruff and mypy (strict)
 	$(VENV)/bin/mypy
 
 bench: install ## benchmarks that print figures
-	@echo "no benchmarks yet"
+	$(PY) -m bench.filter
 
 kafka-start: ## start the local Kafka (deploy/local/kafka start)
 	@$(KAFKA) start

@@ -9,6 +9,7 @@ import sys
 import click
 from pydantic import ValidationError
 
+from models.filter._cli import model as model_group
 from stream._kafka import SluiceKafkaError, describe_topics, ensure_topics
 from stream._settings import Settings
 
@@ -83,6 +84,9 @@ def topics_describe(settings: Settings) -> None:
     """Print each topic's partitions and cleanup policy as JSON lines."""
     for row in describe_topics(settings):
         click.echo(json.dumps(row))
+
+
+cli.add_command(model_group)
 
 
 def main() -> None:

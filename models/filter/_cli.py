@@ -1,0 +1,109 @@
+"""`sluice model ...`: inspect, score with, and train filter models."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from models.filter._model import FilterError, FilterModel, Source
+from models.filter._normalize import decode_line
+from models.filter._runtime import default_model
+from models.filter._train import Example, train
+
+__all__ = ["model"]
+
+_BATCH = 4096
+
+
+class _Row(BaseModel):
+    """One line of a training file (JSON lines)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str
+    label: bool
+    weight: float = 1.0
+    source: Source = "human"
+
+
+def _load(path: str | None) -> FilterModel:
+    try:
+        return FilterModel.from_path(path) if path else default_model()
+    except FilterError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+def model() -> None:
+    """Inspect, score with, and train filter models (default: the model that ships)."""
+
+
+@model.command("info")
+@click.argument("path", required=False)
+def info(path: str | None) -> None:
+    """Print a model's metadata as JSON: version, threshold, validation figures, feature spec."""
+    click.echo(json.dumps(_load(path).describe(), indent=2))
+
+
+@model.command("score")
+@click.argument("path", required=False)
+@click.option("--flag-only", is_flag=True, help="print only the lines the model flags")
+def score(path: str | None, flag_only: bool) -> None:
+    """Score lines from stdin: prints `score<TAB>flag<TAB>line` per line."""
+    m = _load(path)
+    stdin = sys.stdin.buffer
+    out = sys.stdout
+    while True:
+        raw = stdin.readlines(_BATCH * 256)  # bytes: invalid UTF-8 is replaced, not fatal
+        if not raw:
+            break
+        lines = [decode_line(r.rstrip(b"\r\n")) for r in raw]
+        for s, line in zip(m.score(lines).tolist(), lines, strict=True):
+            flagged = s >= m.threshold
+            if flagged or not flag_only:
+                out.write(f"{s:.6f}\t{int(flagged)}\t{line}\n")
+    out.flush()
+
+
+@model.command("train")
+@click.option(
+    "--data",
+    "data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON lines: {text, label, weight?, source?}",
+)
+@click.option("--out", required=True, type=click.Path(dir_okay=False))
+@click.option("--target-recall", default=0.99, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--seed", default=0, show_default=True)
+def train_cmd(data: str, out: str, target_recall: float, seed: int) -> None:
+    """Train a model from labeled lines and write the .onnx file."""
+    examples: list[Example] = []
+    with open(data, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                r = _Row.model_validate_json(line)
+            except ValidationError as exc:
+                raise click.ClickException(f"{data}:{n}: not a training row: {exc}") from None
+            examples.append(Example(r.text, r.label, r.weight, r.source))
+    try:
+        m = train(examples, target_recall=target_recall, seed=seed)
+    except FilterError as exc:
+        raise click.ClickException(str(exc)) from None
+    m.save(Path(out))
+    v = m.meta.validation
+    figures = (
+        (
+            f"validation recall {v.recall:.4f}, precision {v.precision:.4f}, "
+            f"forward ratio {v.forward_ratio:.4f}"
+        )
+        if v
+        else "no validation split"
+    )
+    click.echo(f"model {m.version} written to {out}: threshold {m.threshold:.4f}, {figures}")
