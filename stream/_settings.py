@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.analyst._config import LLMSettings
+
 __all__ = ["KafkaSettings", "LLMSettings", "Settings", "TopicNames", "WorkerSettings"]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -38,16 +40,6 @@ class TopicNames(BaseModel):
     feedback: str = "feedback"
     models: str = "models"
     deadletter: str = "deadletter"
-
-
-class LLMSettings(BaseModel):
-    """Any OpenAI-compatible endpoint; no base_url means the offline heuristic analyst."""
-
-    base_url: str | None = None
-    api_key: SecretStr | None = None
-    model: str = "gpt-4o-mini"
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    timeout_s: float = Field(30.0, gt=0)
 
 
 class WorkerSettings(BaseModel):

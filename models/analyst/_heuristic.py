@@ -1,0 +1,148 @@
+"""A deterministic analyst with no network: the offline default and the degraded fallback."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from models.analyst._bundle import Bundle, Digest, compress
+from models.analyst._schema import (
+    AffectedService,
+    Analysis,
+    AnalysisKind,
+    GraphEdge,
+    IncidentReport,
+    Provenance,
+    RootCause,
+    Severity,
+    TemplateVerdict,
+)
+
+__all__ = ["HeuristicAnalyst"]
+
+_CRITICAL_WORDS = (
+    "outage",
+    "unavailable",
+    "fatal",
+    "panic",
+    "out of memory",
+    "oom",
+    "connection refused",
+    "no route to host",
+)
+
+
+class HeuristicAnalyst:
+    """Fills the incident report from the bundle alone.
+
+    - severity from levels and alarm keywords;
+    - affected services ranked by their share of anomalous events (alarming templates);
+    - graph edges from trace context;
+    - root-cause candidate: the service with errors furthest down the call chain (a callee with
+      errors whose own callees show none), because a failing dependency makes its callers fail.
+    """
+
+    name = "heuristic"
+
+    def __init__(self, prompt_token_budget: int = 6000, examples_per_template: int = 3) -> None:
+        self._budget = prompt_token_budget
+        self._k = examples_per_template
+
+    async def analyze(self, bundle: Bundle) -> Analysis:
+        return self.from_digest(bundle, compress(bundle, self._budget, self._k), "heuristic")
+
+    def from_digest(
+        self, bundle: Bundle, digest: Digest, kind: AnalysisKind, error: str | None = None
+    ) -> Analysis:
+        bad = [g for g in digest.groups if g.alarming]
+        per_service: Counter[str] = Counter()
+        for g in bad:
+            per_service.update(g.services)
+        total_bad = sum(per_service.values())
+        errors = sum(g.count for g in bad if g.severity >= 4)
+        text = " ".join(g.template for g in bad)
+        severity: Severity
+        if any(g.severity >= 5 for g in bad) or any(w in text for w in _CRITICAL_WORDS):
+            severity = "critical"
+        elif errors >= 10 or len(per_service) >= 3:
+            severity = "high"
+        elif bad:
+            severity = "warning"
+        else:
+            severity = "info"
+        edges = digest.edges
+        callees: dict[str, set[str]] = {}
+        for a, b, _ in edges:
+            callees.setdefault(a, set()).add(b)
+        ranked = [s for s, _ in per_service.most_common()]
+        # The deepest failing service: none of its callees fail. Ties go to the larger share.
+        roots = [s for s in ranked if not (callees.get(s, set()) & set(ranked))]
+        root = roots[0] if roots else (ranked[0] if ranked else None)
+        affected = [
+            AffectedService(
+                service=s,
+                role="root_cause" if s == root else "impacted",
+                evidence=f"{per_service[s]} of {total_bad} anomalous events ("
+                + ", ".join(g.id for g in bad if s in g.services)[:200]
+                + ")",
+            )
+            for s in ranked[:10]
+        ]
+        graph = [GraphEdge(source=a, target=b, evidence=f"{n} traces") for a, b, n in edges[:30]]
+        causes = []
+        if root is not None:
+            share = per_service[root] / total_bad if total_bad else 0.0
+            top = next(g for g in bad if root in g.services)
+            causes.append(
+                RootCause(
+                    service=root,
+                    description=f"{top.template[:300]}",
+                    confidence=round(min(0.9, 0.3 + 0.5 * share), 3),
+                )
+            )
+        title = (
+            (
+                f"{len(per_service)} service(s) logging errors in {bundle.scope}; "
+                f"likely origin {root}"
+            )
+            if root
+            else f"No anomaly evident in {bundle.scope}"
+        )
+        summary = (
+            f"{sum(g.count for g in bad)} anomalous events in {len(bad)} templates across "
+            f"{len(per_service)} services out of {digest.n_events} forwarded events."
+        )
+        recs = (
+            [
+                f"Check recent changes, health and dependencies of {root}.",
+                "Watch the impacted callers recover once the origin is fixed.",
+            ]
+            if root
+            else []
+        )
+        report = IncidentReport(
+            scope=bundle.scope,
+            is_incident=bool(bad) and severity in ("critical", "high"),
+            severity=severity,
+            title=title,
+            summary=summary,
+            first_seen=digest.first,
+            last_seen=digest.last,
+            affected_services=affected,
+            service_graph=graph,
+            root_causes=causes,
+            recommendations=recs,
+        )
+        verdicts = [TemplateVerdict(template_id=g.id, relevant=g.alarming) for g in digest.groups]
+        prov = Provenance(
+            analysis=kind,
+            filter_version=bundle.filter_version,
+            templates_in_prompt=len(digest.included),
+            templates_truncated=digest.truncated,
+            error=error,
+        )
+        return Analysis(
+            report=report,
+            verdicts=verdicts,
+            provenance=prov,
+            templates={g.id: g.template for g in digest.groups},
+        )

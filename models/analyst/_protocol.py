@@ -1,0 +1,30 @@
+"""The Analyst seam and its factory."""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from models.analyst._bundle import Bundle
+from models.analyst._config import LLMSettings
+from models.analyst._heuristic import HeuristicAnalyst
+from models.analyst._schema import Analysis
+
+__all__ = ["Analyst", "create_analyst"]
+
+
+@runtime_checkable
+class Analyst(Protocol):
+    """Turns a bundle into an incident report and per-template verdicts. Never raises."""
+
+    name: str
+
+    async def analyze(self, bundle: Bundle) -> Analysis: ...
+
+
+def create_analyst(cfg: LLMSettings) -> Analyst:
+    """The LLM analyst when an endpoint is configured, else the offline heuristic one."""
+    if cfg.base_url:
+        from models.analyst._openai import OpenAIAnalyst
+
+        return OpenAIAnalyst(cfg)
+    return HeuristicAnalyst(cfg.prompt_token_budget, cfg.examples_per_template)

@@ -1,0 +1,133 @@
+"""An OpenAI-compatible chat-completions server on 127.0.0.1 for tests, with scriptable failures.
+
+Each request consumes the next behaviour from `script` (``ok`` when empty):
+``ok`` | ``429:<retry-after s>`` | ``500`` | ``slow:<s>`` | ``invalid_json`` | ``schema_violation``
+| ``drop`` (close the connection without answering).
+An ``ok`` answer is computed from the request: every template whose text mentions error,
+exception or timeout is relevant, and the service with most relevant events is the root cause.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import Counter, deque
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_BLOCK = re.compile(r"^\[(T\d+)\] count=(\d+) .*?services=(\S+)", re.MULTILINE)
+_TEMPLATE = re.compile(r"^  template: (.*)$", re.MULTILINE)
+_RELEVANT = re.compile(r"error|exception|timeout", re.IGNORECASE)
+
+
+def compute_answer(body: dict[str, Any]) -> dict[str, Any]:
+    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    blocks = _BLOCK.findall(user)
+    templates = _TEMPLATE.findall(user)
+    verdicts, per_service = [], Counter[str]()
+    for (tid, count, services), template in zip(blocks, templates, strict=False):
+        relevant = bool(_RELEVANT.search(template))
+        verdicts.append({"template_id": tid, "relevant": relevant})
+        if relevant:
+            for part in services.split(","):
+                name, _, n = part.rpartition("(")
+                per_service[name] += int(n.rstrip(")"))
+    ranked = [s for s, _ in per_service.most_common()]
+    root = ranked[0] if ranked else None
+    return {
+        "is_incident": root is not None,
+        "severity": "high" if root else "info",
+        "title": f"errors in {root}" if root else "no incident",
+        "summary": f"{sum(per_service.values())} relevant events",
+        "affected_services": [
+            {"service": s, "role": "root_cause" if s == root else "impacted", "evidence": "logs"}
+            for s in ranked
+        ],
+        "service_graph": [],
+        "root_causes": (
+            [{"service": root, "description": "most errors", "confidence": 0.7}] if root else []
+        ),
+        "recommendations": [f"restart {root}"] if root else [],
+        "verdicts": verdicts,
+    }
+
+
+class FakeLLM:
+    def __init__(self) -> None:
+        self.script: deque[str] = deque()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def start(self) -> FakeLLM:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:  # keep test output clean
+                pass
+
+            def _send(self, status: int, payload: dict[str, Any], extra: dict[str, str]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in extra.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self) -> None:
+                if self.path.rstrip("/") != "/v1/chat/completions":
+                    self._send(404, {"error": {"message": "not found"}}, {})
+                    return
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(body)
+                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                mode = fake.script.popleft() if fake.script else "ok"
+                if mode == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if mode.startswith("429"):
+                    after = mode.split(":", 1)[1] if ":" in mode else "1"
+                    err = {"error": {"message": "rate limited", "type": "rate_limit"}}
+                    self._send(429, err, {"Retry-After": after})
+                    return
+                if mode == "500":
+                    self._send(500, {"error": {"message": "boom", "type": "server_error"}}, {})
+                    return
+                if mode.startswith("slow:"):
+                    time.sleep(float(mode.split(":", 1)[1]))
+                if mode == "invalid_json":
+                    content = "Sure! Here is the analysis: {not json"
+                elif mode == "schema_violation":
+                    content = json.dumps({"is_incident": "maybe", "severity": "apocalyptic"})
+                else:
+                    content = json.dumps(compute_answer(body))
+                prompt_tokens = len(json.dumps(body["messages"])) // 4
+                self._send(200, {
+                    "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion",
+                    "created": int(time.time()), "model": body.get("model", "fake"),
+                    "choices": [{"index": 0, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": content}}],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 120,
+                              "total_tokens": prompt_tokens + 120},
+                }, {})  # fmt: skip
+
+        return Handler
