@@ -33,6 +33,7 @@ lint: install ## ruff and mypy (strict)
 
 bench: install ## benchmarks that print figures
 	$(PY) -m bench.filter
+	$(PY) -m bench.analyst
 
 kafka-start: ## start the local Kafka (deploy/local/kafka start)
 	@$(KAFKA) start

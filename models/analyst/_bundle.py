@@ -20,7 +20,15 @@ from itertools import pairwise
 from models.analyst._tokens import TokenCounter, token_counter
 from models.filter import normalize_batch
 
-__all__ = ["Bundle", "BundleEvent", "Digest", "TemplateGroup", "compress", "level_rank"]
+__all__ = [
+    "Bundle",
+    "BundleEvent",
+    "Digest",
+    "TemplateGroup",
+    "compress",
+    "is_alarming",
+    "level_rank",
+]
 
 _LEVELS = {
     "FATAL": 5,
@@ -41,6 +49,11 @@ EXAMPLE_CHARS = 400
 
 def level_rank(level: str) -> int:
     return _LEVELS.get(level.upper(), 2)
+
+
+def is_alarming(level: str, text: str) -> bool:
+    """ERROR or worse, or an alarm word (exception, timeout, refused, ...) at any level."""
+    return level_rank(level) >= 4 or bool(_ALARM.search(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +95,10 @@ class TemplateGroup:
     @property
     def alarming(self) -> bool:
         return self.severity >= 4 or bool(_ALARM.search(self.template))
+
+    @property
+    def audit_only(self) -> bool:
+        return self.audit == self.count
 
 
 @dataclass
@@ -144,7 +161,7 @@ def _group(events: Sequence[BundleEvent], k: int) -> list[TemplateGroup]:
         g.levels[e.level.upper() or "?"] += 1
         g.severity = max(g.severity, level_rank(e.level) if e.level else 2)
         g.audit += e.audit
-        if len(g.examples) < k:
+        if len(g.examples) < k and not e.audit:
             g.examples.append(e.text[:EXAMPLE_CHARS])
             if e.source:
                 g.sources.append(e.source)
@@ -166,7 +183,7 @@ def _render_group(g: TemplateGroup, fence: str, with_examples: bool) -> str:
         + (f" audit={g.audit}" if g.audit else ""),
         f"  template: {clean(g.template)}",
     ]
-    if with_examples:
+    if with_examples:  # audit-only groups carry none: the template is what gets a verdict
         lines += [f"  example: {clean(x)}" for x in g.examples]
     return "\n".join(lines)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from models.analyst._bundle import Bundle, Digest, compress
+from models.analyst._bundle import Bundle, Digest, compress, is_alarming
 from models.analyst._schema import (
     AffectedService,
     Analysis,
@@ -35,10 +35,13 @@ class HeuristicAnalyst:
     """Fills the incident report from the bundle alone.
 
     - severity from levels and alarm keywords;
+    - severity: critical on fatal levels or outage words; high when errors propagate (in at
+      least two traces, more than one service logs alarming lines); warning for isolated errors;
     - affected services ranked by their share of anomalous events (alarming templates);
     - graph edges from trace context;
-    - root-cause candidate: the service with errors furthest down the call chain (a callee with
-      errors whose own callees show none), because a failing dependency makes its callers fail.
+    - root-cause candidate: the most upstream failing service, read from traces as the service
+      that logs the first alarming line of a trace most often (a failure starts at the
+      dependency and travels up to its callers); without trace context, the largest share.
     """
 
     name = "heuristic"
@@ -46,6 +49,21 @@ class HeuristicAnalyst:
     def __init__(self, prompt_token_budget: int = 6000, examples_per_template: int = 3) -> None:
         self._budget = prompt_token_budget
         self._k = examples_per_template
+
+    @staticmethod
+    def _trace_evidence(bundle: Bundle) -> tuple[Counter[str], int]:
+        """Origin votes (first alarming service per trace) and traces where errors propagate."""
+        first: dict[str, tuple[float, int, str]] = {}
+        failing: dict[str, set[str]] = {}
+        for i, e in enumerate(bundle.events):
+            if not e.trace_id or not is_alarming(e.level, e.text):
+                continue
+            key = (e.ts.timestamp() if e.ts else 0.0, i, e.service)
+            if e.trace_id not in first or key < first[e.trace_id]:
+                first[e.trace_id] = key
+            failing.setdefault(e.trace_id, set()).add(e.service)
+        votes = Counter(v[2] for v in first.values())
+        return votes, sum(1 for services in failing.values() if len(services) > 1)
 
     async def analyze(self, bundle: Bundle) -> Analysis:
         return self.from_digest(bundle, compress(bundle, self._budget, self._k), "heuristic")
@@ -58,25 +76,23 @@ class HeuristicAnalyst:
         for g in bad:
             per_service.update(g.services)
         total_bad = sum(per_service.values())
-        errors = sum(g.count for g in bad if g.severity >= 4)
+        origins, propagating = self._trace_evidence(bundle)
         text = " ".join(g.template for g in bad)
         severity: Severity
         if any(g.severity >= 5 for g in bad) or any(w in text for w in _CRITICAL_WORDS):
             severity = "critical"
-        elif errors >= 10 or len(per_service) >= 3:
+        elif propagating >= 2:
             severity = "high"
         elif bad:
             severity = "warning"
         else:
             severity = "info"
         edges = digest.edges
-        callees: dict[str, set[str]] = {}
-        for a, b, _ in edges:
-            callees.setdefault(a, set()).add(b)
         ranked = [s for s, _ in per_service.most_common()]
-        # The deepest failing service: none of its callees fail. Ties go to the larger share.
-        roots = [s for s in ranked if not (callees.get(s, set()) & set(ranked))]
-        root = roots[0] if roots else (ranked[0] if ranked else None)
+        voted = [s for s, _ in origins.most_common() if s in per_service]
+        root = voted[0] if voted else (ranked[0] if ranked else None)
+        if root is not None:  # the origin leads the list of affected services
+            ranked = [root, *(s for s in ranked if s != root)]
         affected = [
             AffectedService(
                 service=s,
