@@ -27,7 +27,7 @@ def compute_answer(body: dict[str, Any]) -> dict[str, Any]:
     blocks = _BLOCK.findall(user)
     templates = _TEMPLATE.findall(user)
     verdicts, per_service = [], Counter[str]()
-    for (tid, count, services), template in zip(blocks, templates, strict=False):
+    for (tid, _count, services), template in zip(blocks, templates, strict=False):
         relevant = bool(_RELEVANT.search(template))
         verdicts.append({"template_id": tid, "relevant": relevant})
         if relevant:
@@ -121,13 +121,27 @@ class FakeLLM:
                 else:
                     content = json.dumps(compute_answer(body))
                 prompt_tokens = len(json.dumps(body["messages"])) // 4
-                self._send(200, {
-                    "id": f"chatcmpl-{len(fake.requests)}", "object": "chat.completion",
-                    "created": int(time.time()), "model": body.get("model", "fake"),
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 120,
-                              "total_tokens": prompt_tokens + 120},
-                }, {})  # fmt: skip
+                self._send(
+                    200,
+                    {
+                        "id": f"chatcmpl-{len(fake.requests)}",
+                        "object": "chat.completion",
+                        "created": int(time.time()),
+                        "model": body.get("model", "fake"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": content},
+                            }
+                        ],
+                        "usage": {
+                            "prompt_tokens": prompt_tokens,
+                            "completion_tokens": 120,
+                            "total_tokens": prompt_tokens + 120,
+                        },
+                    },
+                    {},
+                )
 
         return Handler

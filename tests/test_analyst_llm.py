@@ -79,11 +79,20 @@ class Clock:
 
 
 def analyst(server: FakeLLM, clock: Clock | None = None, **over: object) -> OpenAIAnalyst:
-    cfg = LLMSettings.model_validate({
-        "base_url": server.base_url, "api_key": SECRET, "model": "fake-1", "timeout_s": 5,
-        "max_retries": 3, "backoff_base_s": 0.01, "backoff_max_s": 30,
-        "price_prompt_per_mtok": 1.0, "price_completion_per_mtok": 2.0, **over,
-    })  # fmt: skip
+    cfg = LLMSettings.model_validate(
+        {
+            "base_url": server.base_url,
+            "api_key": SECRET,
+            "model": "fake-1",
+            "timeout_s": 5,
+            "max_retries": 3,
+            "backoff_base_s": 0.01,
+            "backoff_max_s": 30,
+            "price_prompt_per_mtok": 1.0,
+            "price_completion_per_mtok": 2.0,
+            **over,
+        }
+    )
     if clock is None:
         return OpenAIAnalyst(cfg)
     return OpenAIAnalyst(cfg, clock=clock, sleep=clock.sleep)
@@ -137,9 +146,12 @@ def test_prompt_injection_changes_neither_instructions_nor_schema(server: FakeLL
     fence_c = clean["messages"][1]["content"].split(">", 1)[0].lstrip("<")
     fence_d = dirty["messages"][1]["content"].split(">", 1)[0].lstrip("<")
     assert len(dirty["messages"]) == 2 and [m["role"] for m in dirty["messages"]] == [
-        "system", "user"]  # fmt: skip
+        "system",
+        "user",
+    ]
     assert dirty["messages"][0]["content"].replace(fence_d, "F") == clean["messages"][0][
-        "content"].replace(fence_c, "F")  # fmt: skip
+        "content"
+    ].replace(fence_c, "F")
     assert dirty["response_format"] == clean["response_format"]
     user = dirty["messages"][1]["content"]
     inside = user[user.index(f"<{fence_d}>") : user.index(f"</{fence_d}>")]
@@ -223,8 +235,13 @@ def test_failed_probe_reopens_the_circuit(server: FakeLLM) -> None:
 def test_unreachable_endpoint_never_raises_and_hides_the_key(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    cfg = LLMSettings(base_url="http://127.0.0.1:9/v1", api_key=SecretStr(SECRET),
-                      max_retries=1, backoff_base_s=0.0, timeout_s=1)  # fmt: skip
+    cfg = LLMSettings(
+        base_url="http://127.0.0.1:9/v1",
+        api_key=SecretStr(SECRET),
+        max_retries=1,
+        backoff_base_s=0.0,
+        timeout_s=1,
+    )
     with caplog.at_level(logging.DEBUG):
         out = asyncio.run(OpenAIAnalyst(cfg).analyze(bundle()))
     assert out.provenance.analysis == "degraded"

@@ -37,13 +37,28 @@ def chain_bundle() -> Bundle:
         ev += [
             BundleEvent("gateway", f"INFO GET /orders/{i}", "INFO", t, tr),
             BundleEvent("order", f"INFO create order {i}", "INFO", t + ms, tr),
-            BundleEvent("contacts", f"ERROR query contact {i} failed: java.sql.SQLException",
-                        "ERROR", t + 2 * ms, tr),
-            BundleEvent("order", f"ERROR contacts call for order {i} failed with status 500",
-                        "ERROR", t + 3 * ms, tr),
-            BundleEvent("gateway", f"WARN upstream order returned 500 for request {i}",
-                        "WARN", t + 4 * ms, tr),
-        ]  # fmt: skip
+            BundleEvent(
+                "contacts",
+                f"ERROR query contact {i} failed: java.sql.SQLException",
+                "ERROR",
+                t + 2 * ms,
+                tr,
+            ),
+            BundleEvent(
+                "order",
+                f"ERROR contacts call for order {i} failed with status 500",
+                "ERROR",
+                t + 3 * ms,
+                tr,
+            ),
+            BundleEvent(
+                "gateway",
+                f"WARN upstream order returned 500 for request {i}",
+                "WARN",
+                t + 4 * ms,
+                tr,
+            ),
+        ]
     ev += [BundleEvent("billing", f"INFO invoice {i} sent", "INFO", T0) for i in range(200)]
     return Bundle("shop", ev, filter_version="f1")
 
@@ -61,8 +76,14 @@ def test_compress_groups_orders_and_derives_the_call_graph() -> None:
 
 
 def test_compress_respects_the_budget_and_records_truncation() -> None:
-    events = [BundleEvent(f"svc{i % 7}", f"ERROR distinct failure kind {chr(65 + i % 26)}"
-                          f"{chr(65 + i // 26)} in module m{i}", "ERROR") for i in range(400)]  # fmt: skip
+    events = [
+        BundleEvent(
+            f"svc{i % 7}",
+            f"ERROR distinct failure kind {chr(65 + i % 26)}{chr(65 + i // 26)} in module m{i}",
+            "ERROR",
+        )
+        for i in range(400)
+    ]
     d = compress(Bundle("s", events), budget_tokens=600)
     assert d.prompt_tokens <= 600
     assert d.truncated > 0 and len(d.included) + d.truncated == len(d.groups)
