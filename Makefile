@@ -24,7 +24,7 @@ test: install ## start the local Kafka, run every test, stop Kafka (even when te
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
 
 demo: install ## run the main job on bundled sample data (no broker, no API key)
-	$(VENV)/bin/sluice --help
+	$(VENV)/bin/sluice scan stream/demo/trainticket-contacts-fault.jsonl.gz
 
 lint: install ## ruff and mypy (strict)
 	$(VENV)/bin/ruff check stream models tests bench

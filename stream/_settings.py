@@ -15,7 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.analyst._config import LLMSettings
 
-__all__ = ["KafkaSettings", "LLMSettings", "Settings", "TopicNames", "WorkerSettings"]
+__all__ = [
+    "KafkaSettings",
+    "LLMSettings",
+    "PipelineSettings",
+    "Settings",
+    "TopicNames",
+    "WorkerSettings",
+]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -42,6 +49,31 @@ class TopicNames(BaseModel):
     deadletter: str = "deadletter"
 
 
+class PipelineSettings(BaseModel):
+    """How events become suspects, windows and bundles (the same in `scan` and `worker`)."""
+
+    audit_rate: float = Field(0.005, ge=0.0, le=1.0, description="share of unflagged events sent")
+    window_s: float = Field(60.0, gt=0, description="event-time window per scope")
+    allowed_lateness_s: float = Field(
+        10.0, ge=0, description="a window closes when event time passes its end by this much"
+    )
+    idle_close_s: float = Field(
+        30.0, gt=0, description="worker: close windows of a scope that got no events this long"
+    )
+    max_bundle_events: int = Field(2000, ge=1, description="a fuller window closes at once")
+    max_event_bytes: int = Field(65536, ge=256)
+    batch_size: int = Field(1000, ge=1, description="events scored per filter call")
+    default_service: str = "unknown"
+    scope: str = Field("default", description="scope of events without a `scope` attribute")
+    model_path: Path | None = Field(None, description="filter model file; None: the shipped one")
+    alert_time: Literal["wall", "event"] = Field(
+        "wall", description="generated_at of alerts: the wall clock, or the window's end (fixed)"
+    )
+    degraded_retries: int = Field(
+        3, ge=0, description="re-analyses of a window whose report was degraded (LLM down)"
+    )
+
+
 class WorkerSettings(BaseModel):
     data_dir: Path = Field(
         Path("/tmp/sluice-worker"), description="Faust's local state directory (no tables kept)"
@@ -58,4 +90,5 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     topics: TopicNames = Field(default_factory=TopicNames)
     llm: LLMSettings = Field(default_factory=LLMSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)

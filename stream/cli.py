@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 from pydantic import ValidationError
 
 from models.filter._cli import model as model_group
-from stream._kafka import SluiceKafkaError, describe_topics, ensure_topics
+from stream._kafka import SluiceKafkaError, client_config, describe_topics, ensure_topics
 from stream._settings import Settings
+from stream._sources import Record
 
 __all__ = ["main"]
 
@@ -21,7 +27,7 @@ log = logging.getLogger(__name__)
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--log-level",
-    default="info",
+    default="warning",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
@@ -30,7 +36,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
     """Sluice: a fast small model filters a log stream; an LLM analyses only what it flags.
 
     Every setting comes from the environment (SLUICE_ prefix, `__` between levels, for example
-    SLUICE_KAFKA__BOOTSTRAP_SERVERS or SLUICE_LLM__API_KEY).
+    SLUICE_KAFKA__BOOTSTRAP_SERVERS, SLUICE_LLM__BASE_URL, SLUICE_PIPELINE__WINDOW_S).
     """
     logging.basicConfig(
         level=log_level.upper(),
@@ -38,12 +44,16 @@ def cli(ctx: click.Context, log_level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if log_level != "debug":  # client libraries narrate every connection at INFO
-        for noisy in ("kafka", "aiokafka"):
+        for noisy in ("kafka", "aiokafka", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         ctx.obj = Settings()
     except ValidationError as exc:
         raise click.ClickException(f"invalid settings:\n{exc}") from None
+
+
+def _fail(exc: Exception) -> click.ClickException:
+    return click.ClickException(str(exc))
 
 
 @cli.command()
@@ -52,14 +62,189 @@ def worker(settings: Settings) -> None:
     """Run a stream worker (joins the consumer group; scale out by starting more)."""
     import faust
 
+    from models.filter import FilterError
     from stream._app import create_app
 
     try:
         ensure_topics(settings)
-    except SluiceKafkaError as exc:
-        raise click.ClickException(str(exc)) from None
-    app = create_app(settings)
+        app = create_app(settings)
+    except (SluiceKafkaError, FilterError) as exc:
+        raise _fail(exc) from None
     faust.Worker(app, loglevel=settings.worker.log_level).execute_from_commandline()
+
+
+@cli.command()
+@click.argument("file")
+@click.option("--json", "as_json", is_flag=True, help="alerts as JSON lines")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "lines", "nezha"]),
+    default="auto",
+    show_default=True,
+    help="lines: one event per line (text or JSON)",
+)
+@click.option(
+    "--deadletter",
+    type=click.Path(dir_okay=False),
+    help="write records that could not be parsed here (JSON lines)",
+)
+@click.pass_obj
+def scan(settings: Settings, file: str, as_json: bool, fmt: str, deadletter: str | None) -> None:
+    """Run the whole pipeline on FILE (or - for stdin) in-process: no broker needed."""
+    from models.analyst import create_analyst
+    from models.filter import FilterError
+    from stream._app import build_filter
+    from stream._render import render_alert
+    from stream._scan import scan as run_scan
+    from stream._sources import read_records
+
+    cfg = settings.pipeline
+    try:
+        filt = build_filter(cfg)
+    except FilterError as exc:
+        raise _fail(exc) from None
+    analyst = create_analyst(settings.llm)
+    if file != "-" and not Path(file).exists():
+        raise click.ClickException(f"{file}: no such file")
+
+    def emit(alert: object) -> None:
+        from stream._records import Alert
+
+        assert isinstance(alert, Alert)
+        click.echo(alert.model_dump_json() if as_json else render_alert(alert) + "\n")
+
+    records = read_records(file, fmt)  # type: ignore[arg-type]
+    progress = file != "-" and sys.stderr.isatty()
+    if progress:
+        records = _with_progress(records, Path(file).stat().st_size)
+    started = time.perf_counter()
+    result = asyncio.run(
+        run_scan(records, cfg, filt, analyst, lambda: datetime.now(UTC), on_alert=emit)
+    )
+    elapsed = time.perf_counter() - started
+    for d in result.deadletters[:5]:
+        click.echo(f"dead letter {d.topic}: {d.reason}", err=True)
+    if deadletter:
+        with open(deadletter, "w", encoding="utf-8") as fh:
+            fh.writelines(d.model_dump_json() + "\n" for d in result.deadletters)
+    click.echo(
+        f"scanned {result.events} events in {elapsed:.1f}s: {result.suspects} forwarded to the "
+        f"{analyst.name} analyst in {result.windows} windows, {len(result.alerts)} alerts, "
+        f"{len(result.deadletters)} unparseable (filter {filt.version})",
+        err=True,
+    )
+
+
+def _with_progress(records: Iterable[Record], size: int) -> Iterator[Record]:
+    with click.progressbar(length=size, label="scanning", file=sys.stderr) as bar:
+        for rec in records:
+            bar.update(len(rec[0]) + 1)
+            yield rec
+
+
+@cli.command()
+@click.argument("file")
+@click.option("--topic", default=None, help="default: the events topic from settings")
+@click.option("--rate", type=float, default=None, help="records per second (default: as fast)")
+@click.option("--loop", is_flag=True, help="start over at the end of the file, until stopped")
+@click.option("--format", "fmt", type=click.Choice(["auto", "lines", "nezha"]), default="auto")
+@click.pass_obj
+def produce(
+    settings: Settings, file: str, topic: str | None, rate: float | None, loop: bool, fmt: str
+) -> None:
+    """Replay a log file into Kafka, one record per line (or per Nezha CSV row)."""
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from stream._sources import read_records
+
+    topic = topic or settings.topics.events
+    try:
+        producer = KafkaProducer(
+            **client_config(settings.kafka), linger_ms=20, max_request_size=8 * 1024 * 1024
+        )
+    except KafkaError as exc:
+        raise click.ClickException(f"cannot reach Kafka: {exc}") from None
+    sent, t0 = 0, time.perf_counter()
+    try:
+        while True:
+            for value, key, _source in read_records(file, fmt):  # type: ignore[arg-type]
+                producer.send(topic, value=value, key=key)
+                sent += 1
+                if rate:
+                    ahead = sent / rate - (time.perf_counter() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            if not loop:
+                break
+        producer.flush(timeout=60)
+    except KafkaError as exc:
+        raise click.ClickException(
+            f"producing to {topic} failed after {sent} records: {exc}"
+        ) from None
+    finally:
+        producer.close(timeout=10)
+    click.echo(f"produced {sent} records to {topic} in {time.perf_counter() - t0:.1f}s", err=True)
+
+
+@cli.command()
+@click.option("--follow", "-f", is_flag=True, help="keep waiting for new alerts")
+@click.option("--json", "as_json", is_flag=True, help="JSON lines instead of text")
+@click.option(
+    "--timeout",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="without --follow: stop after this many seconds without a new alert",
+)
+@click.pass_obj
+def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> None:
+    """Print the alerts on the alerts topic (from the beginning)."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    from stream._records import Alert
+    from stream._render import render_alert
+
+    try:
+        consumer = KafkaConsumer(
+            settings.topics.alerts,
+            **client_config(settings.kafka),
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            consumer_timeout_ms=-1 if follow else int(timeout * 1000),
+        )
+    except KafkaError as exc:
+        raise click.ClickException(f"cannot reach Kafka: {exc}") from None
+    try:
+        for msg in consumer:
+            try:
+                alert = Alert.model_validate_json(msg.value)
+            except ValidationError as exc:
+                click.echo(
+                    f"skipping offset {msg.partition}:{msg.offset}: not an alert "
+                    f"({exc.errors()[0]['msg']})",
+                    err=True,
+                )
+                continue
+            click.echo(alert.model_dump_json() if as_json else render_alert(alert) + "\n")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+@cli.command()
+@click.argument(
+    "record", type=click.Choice(["alert", "feedback", "event", "suspect", "deadletter"])
+)
+def schema(record: str) -> None:
+    """Print the JSON Schema of a wire record."""
+    from stream._records import record_schema
+
+    click.echo(json.dumps(record_schema(record), indent=2))  # type: ignore[arg-type]
 
 
 @cli.group()
@@ -74,7 +259,7 @@ def topics_create(settings: Settings) -> None:
     try:
         created = ensure_topics(settings)
     except SluiceKafkaError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise _fail(exc) from None
     click.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
