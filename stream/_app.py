@@ -127,9 +127,10 @@ def create_app(
                 await suspects_t.send(key=s.scope.encode(), value=s.to_bytes())
 
     async def process(w: ClosedWindow, attempt: int = 0) -> None:
-        now = w.end if cfg.alert_time == "event" else datetime.now(UTC)
         try:
-            alerts, feedback, analysis = await analyse_window(w, the_analyst, book, now)
+            alerts, feedback, analysis = await analyse_window(
+                w, the_analyst, book, cfg, lambda: datetime.now(UTC)
+            )
         except Exception:
             log.exception("analysis of window %s %s failed; kept for retry", w.scope, w.start)
             retry.append((w, attempt + 1))

@@ -6,9 +6,10 @@ feedback. Nothing here touches Kafka, so the two entry points cannot drift apart
 Windows: tumbling, `window_s` of event time per scope. A window closes when the latest event
 time seen in its scope passes its end by `allowed_lateness_s`, when it holds `max_bundle_events`,
 when the scope has been idle for `idle_close_s` (worker), or at end of input (scan). A late event,
-whose window already closed, reopens that window: its next analysis publishes a new revision of
-the same alert (the fingerprint is stable). Events without a timestamp join the newest window
-of their scope.
+whose window already closed, reopens that window; a reopened window gathers late events until it
+is idle (or the input ends), so a burst of late events costs one more analysis, which publishes
+a new revision of the same alert (the fingerprint is stable). Events without a timestamp join
+the newest window of their scope.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class _Open:
     start: datetime
     suspects: list[Suspect] = field(default_factory=list)
     touched: float = 0.0  # wall clock of the last event
+    late: bool = False  # reopened by late events: closes on idle or at the end only
 
 
 class WindowCollector:
@@ -98,7 +100,8 @@ class WindowCollector:
                 self._watermark[scope] = ts
         w = windows.get(start)
         if w is None:
-            w = windows[start] = _Open(start)
+            mark = self._watermark.get(scope, _EPOCH)
+            w = windows[start] = _Open(start, late=start + self._size + self._late <= mark)
         w.suspects.append(s)
         w.touched = self._wall()
         closed = []
@@ -107,7 +110,7 @@ class WindowCollector:
         mark = self._watermark.get(scope)
         if mark is not None:
             for st in sorted(windows):
-                if st + self._size + self._late <= mark:
+                if st + self._size + self._late <= mark and not windows[st].late:
                     closed.append(self._close(scope, st, "watermark"))
         return closed
 
@@ -186,9 +189,14 @@ def _bundle_event(s: Suspect) -> BundleEvent:
 
 
 async def analyse_window(
-    w: ClosedWindow, analyst: Analyst, book: AlertBook, now: datetime
+    w: ClosedWindow,
+    analyst: Analyst,
+    book: AlertBook,
+    cfg: PipelineSettings,
+    clock: Callable[[], datetime],
 ) -> tuple[list[Alert], list[Feedback], Analysis]:
     """One bundle -> alerts (new, revised or resolved) and one feedback record per template."""
+    now = w.end if cfg.alert_time == "event" else clock()
     versions = sorted({s.model_version for s in w.suspects})
     bundle = Bundle(
         w.scope, [_bundle_event(s) for s in w.suspects], w.start, w.end, ",".join(versions) or None

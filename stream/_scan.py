@@ -45,7 +45,7 @@ async def scan(
 
     async def close(windows: list[ClosedWindow]) -> None:
         for w in windows:
-            alerts, feedback, _ = await analyse_window(w, analyst, book, now())
+            alerts, feedback, _ = await analyse_window(w, analyst, book, cfg, now)
             result.windows += 1
             result.feedback += feedback
             for a in alerts:
