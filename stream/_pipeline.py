@@ -107,10 +107,10 @@ class WindowCollector:
         closed = []
         if len(w.suspects) >= self._max:
             closed.append(self._close(scope, start, "full"))
-        mark = self._watermark.get(scope)
-        if mark is not None:
+        current = self._watermark.get(scope)
+        if current is not None:
             for st in sorted(windows):
-                if st + self._size + self._late <= mark and not windows[st].late:
+                if st + self._size + self._late <= current and not windows[st].late:
                     closed.append(self._close(scope, st, "watermark"))
         return closed
 

@@ -208,6 +208,16 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
     from stream._render import render_alert
 
     try:
+        probe = KafkaConsumer(**client_config(settings.kafka))
+        exists = settings.topics.alerts in probe.topics()
+        probe.close()
+    except KafkaError as exc:
+        raise click.ClickException(f"cannot reach Kafka: {exc}") from None
+    if not exists:
+        raise click.ClickException(
+            f"topic {settings.topics.alerts} does not exist: run `sluice topics create`"
+        )
+    try:
         consumer = KafkaConsumer(
             settings.topics.alerts,
             **client_config(settings.kafka),

@@ -16,24 +16,32 @@ from kafka import KafkaAdminClient, KafkaConsumer
 TOPICS = ("events", "suspects", "alerts", "feedback", "models", "deadletter")
 
 
-def worker_env(bootstrap: str, unique_name: Callable[[str], str], tmp: Path,
-               **settings: str) -> dict[str, str]:  # fmt: skip
+def worker_env(
+    bootstrap: str, unique_name: Callable[[str], str], tmp: Path, **settings: str
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
-    env.update({
-        "SLUICE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-        "SLUICE_KAFKA__GROUP_ID": unique_name("group"),
-        "SLUICE_KAFKA__PARTITIONS": "2",
-        "SLUICE_WORKER__DATA_DIR": str(tmp / "worker-data"),
-        **{f"SLUICE_TOPICS__{t.upper()}": unique_name(t) for t in TOPICS},
-        **settings,
-    })  # fmt: skip
+    env.update(
+        {
+            "SLUICE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "SLUICE_KAFKA__GROUP_ID": unique_name("group"),
+            "SLUICE_KAFKA__PARTITIONS": "2",
+            "SLUICE_WORKER__DATA_DIR": str(tmp / "worker-data"),
+            **{f"SLUICE_TOPICS__{t.upper()}": unique_name(t) for t in TOPICS},
+            **settings,
+        }
+    )
     return env
 
 
 def sluice(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     """Run the CLI (not imported: the real command line, in its own process)."""
-    proc = subprocess.run([sys.executable, "-m", "stream", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "stream", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout + proc.stderr
 
@@ -41,8 +49,12 @@ def sluice(env: dict[str, str], *args: str, timeout: float = 120) -> str:
 @contextmanager
 def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = open(log_path, "wb")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "stream", "--log-level", "info", "worker"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream", "--log-level", "info", "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         admin = KafkaAdminClient(bootstrap_servers=env["SLUICE_KAFKA__BOOTSTRAP_SERVERS"])
         deadline = time.monotonic() + 60
@@ -62,18 +74,29 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
         log.close()
 
 
-def read_until(bootstrap: str, topic: str, done: Callable[[list[bytes]], bool],
-               timeout: float, on_timeout: Callable[[], str] = lambda: "") -> list[bytes]:  # fmt: skip
+def read_until(
+    bootstrap: str,
+    topic: str,
+    done: Callable[[list[bytes]], bool],
+    timeout: float,
+    on_timeout: Callable[[], str] = lambda: "",
+) -> list[bytes]:
     """Values of `topic` from the beginning until done(values) holds; fails after timeout."""
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=1000)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=1000,
+    )
     values: list[bytes] = []
     deadline = time.monotonic() + timeout
     try:
         while not done(values):
             assert time.monotonic() < deadline, (
-                f"gave up on {topic} with {len(values)} records\n{on_timeout()}")  # fmt: skip
+                f"gave up on {topic} with {len(values)} records\n{on_timeout()}"
+            )
             values += [m.value for m in consumer]
     finally:
         consumer.close()

@@ -31,8 +31,9 @@ NEZHA = shared_data_dir() / "nezha-trainticket"
 def test_hostile_records_go_to_deadletter_and_the_stream_goes_on(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path,
-                     SLUICE_PIPELINE__MAX_EVENT_BYTES="1024")  # fmt: skip
+    env = worker_env(
+        kafka_bootstrap, unique_name, tmp_path, SLUICE_PIPELINE__MAX_EVENT_BYTES="1024"
+    )
     hostile = {
         b"\xff\xfe\xfd not utf-8": "invalid UTF-8",
         b"E" * 5000: "exceeds the maximum of 1024",
@@ -40,9 +41,17 @@ def test_hostile_records_go_to_deadletter_and_the_stream_goes_on(
         b"[1, 2, 3]": "JSON list",
         b"": "empty event",
     }
-    good = [json.dumps({"service": "pay", "level": "ERROR", "ts": f"2024-01-01T00:00:0{i}Z",
-                        "message": f"ERROR payment {i} failed: connection refused"}).encode()
-            for i in range(3)]  # fmt: skip
+    good = [
+        json.dumps(
+            {
+                "service": "pay",
+                "level": "ERROR",
+                "ts": f"2024-01-01T00:00:0{i}Z",
+                "message": f"ERROR payment {i} failed: connection refused",
+            }
+        ).encode()
+        for i in range(3)
+    ]
     with running_worker(env, tmp_path / "worker.log"):
         producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
         for value in [*hostile, *good]:
@@ -50,10 +59,16 @@ def test_hostile_records_go_to_deadletter_and_the_stream_goes_on(
         producer.flush()
         producer.close()
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
-        dead = read_until(kafka_bootstrap, env["SLUICE_TOPICS__DEADLETTER"],
-                          lambda v: len(v) >= len(hostile), 90, log)  # fmt: skip
-        suspects = read_until(kafka_bootstrap, env["SLUICE_TOPICS__SUSPECTS"],
-                              lambda v: len(v) >= len(good), 60, log)  # fmt: skip
+        dead = read_until(
+            kafka_bootstrap,
+            env["SLUICE_TOPICS__DEADLETTER"],
+            lambda v: len(v) >= len(hostile),
+            90,
+            log,
+        )
+        suspects = read_until(
+            kafka_bootstrap, env["SLUICE_TOPICS__SUSPECTS"], lambda v: len(v) >= len(good), 60, log
+        )
     letters = [DeadLetter.model_validate_json(v) for v in dead]
     by_value = {base64.b64decode(d.value_b64): d for d in letters}
     assert set(by_value) == set(hostile)
@@ -75,25 +90,28 @@ def test_nezha_replay_raises_alerts_naming_the_injected_service(
 ) -> None:
     """Normal window 08:50, then the `return` fault on ts-contacts-service at 08:52:06 and the
     one on ts-basic-service at 09:12:56, replayed in time order with `sluice produce`."""
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path,
-                     SLUICE_PIPELINE__IDLE_CLOSE_S="4")  # fmt: skip
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, SLUICE_PIPELINE__IDLE_CLOSE_S="4")
     files = [NEZHA / "normal-2023-01-29" / "08_50_log.csv.gz"] + [
         NEZHA / "2023-01-29" / f"{m}_log.csv.gz" for m in ("08_52", "08_53", "09_12", "09_13")
     ]
-    faults = {"ts-contacts-service": datetime(2023, 1, 29, 8, 52, 6, tzinfo=UTC),
-              "ts-basic-service": datetime(2023, 1, 29, 9, 12, 56, tzinfo=UTC)}  # fmt: skip
+    faults = {
+        "ts-contacts-service": datetime(2023, 1, 29, 8, 52, 6, tzinfo=UTC),
+        "ts-basic-service": datetime(2023, 1, 29, 9, 12, 56, tzinfo=UTC),
+    }
     with running_worker(env, tmp_path / "worker.log"):
         for f in files:
             sluice(env, "produce", str(f))
 
         def named(alerts: list[Alert], service: str, at: datetime) -> bool:
             return any(
-                a.report.first_seen and a.report.last_seen
-                and a.report.first_seen.timestamp() - 180 <= at.timestamp()
+                a.report.first_seen
+                and a.report.last_seen
+                and a.report.first_seen.timestamp() - 180
+                <= at.timestamp()
                 <= a.report.last_seen.timestamp() + 60
                 and service in [s.service for s in a.report.affected_services[:3]]
                 for a in alerts
-            )  # fmt: skip
+            )
 
         def done(values: list[bytes]) -> bool:
             al = _alerts(values)
@@ -101,8 +119,9 @@ def test_nezha_replay_raises_alerts_naming_the_injected_service(
 
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
         values = read_until(kafka_bootstrap, env["SLUICE_TOPICS__ALERTS"], done, 150, log)
-        feedback = read_until(kafka_bootstrap, env["SLUICE_TOPICS__FEEDBACK"],
-                              lambda v: len(v) > 0, 30, log)  # fmt: skip
+        feedback = read_until(
+            kafka_bootstrap, env["SLUICE_TOPICS__FEEDBACK"], lambda v: len(v) > 0, 30, log
+        )
     alerts = _alerts(values)
     normal_end = datetime(2023, 1, 29, 8, 51, 0, tzinfo=UTC)
     normal = [a for a in alerts if a.report.last_seen and a.report.last_seen < normal_end]
@@ -121,19 +140,33 @@ def test_scan_and_worker_produce_the_same_alerts(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
     """Same filter, same analyst, alert time fixed to event time; windows close when idle."""
-    pipeline = {"SLUICE_PIPELINE__ALERT_TIME": "event",
-                "SLUICE_PIPELINE__ALLOWED_LATENESS_S": "86400",
-                "SLUICE_PIPELINE__IDLE_CLOSE_S": "5"}  # fmt: skip
+    pipeline = {
+        "SLUICE_PIPELINE__ALERT_TIME": "event",
+        "SLUICE_PIPELINE__ALLOWED_LATENESS_S": "86400",
+        "SLUICE_PIPELINE__IDLE_CLOSE_S": "5",
+    }
     cfg = PipelineSettings(alert_time="event", allowed_lateness_s=86400, idle_close_s=5)
-    offline = asyncio.run(scan(read_records(str(DEMO)), cfg, OnnxFilter(), HeuristicAnalyst(),
-                               lambda: datetime.now(UTC)))  # fmt: skip
+    offline = asyncio.run(
+        scan(
+            read_records(str(DEMO)),
+            cfg,
+            OnnxFilter(),
+            HeuristicAnalyst(),
+            lambda: datetime.now(UTC),
+        )
+    )
     assert offline.alerts
     env = worker_env(kafka_bootstrap, unique_name, tmp_path, **pipeline)
     with running_worker(env, tmp_path / "worker.log"):
         out = sluice(env, "produce", str(DEMO))
         assert "produced 6306 records" in out
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
-        values = read_until(kafka_bootstrap, env["SLUICE_TOPICS__ALERTS"],
-                            lambda v: len(v) >= len(offline.alerts), 120, log)  # fmt: skip
+        values = read_until(
+            kafka_bootstrap,
+            env["SLUICE_TOPICS__ALERTS"],
+            lambda v: len(v) >= len(offline.alerts),
+            120,
+            log,
+        )
     online = _alerts(values)
     assert sorted(map(_comparable, online)) == sorted(map(_comparable, offline.alerts))

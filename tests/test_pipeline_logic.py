@@ -59,17 +59,30 @@ def test_bad_records_get_a_reason(raw: bytes, reason: str | None) -> None:
 
 
 def test_json_and_text_fields() -> None:
-    e = parse_event(b'{"@timestamp": 1674982284968, "app": "pay", "severity": "warning", '
-                    b'"msg": "slow", "region": "eu", "n": 3}', None, "d", 10_000)  # fmt: skip
+    e = parse_event(
+        b'{"@timestamp": 1674982284968, "app": "pay", "severity": "warning", '
+        b'"msg": "slow", "region": "eu", "n": 3}',
+        None,
+        "d",
+        10_000,
+    )
     assert (e.service, e.level, e.message) == ("pay", "WARN", "slow")
     assert e.ts == datetime(2023, 1, 29, 8, 51, 24, 968000, tzinfo=UTC)
     assert e.attributes == {"region": "eu", "n": "3"}
     t = parse_event(b"2024-05-01 10:00:00,123 ERROR [main] db down", b"orders", "d", 10_000)
     assert (t.service, t.level) == ("orders", "ERROR")
     assert t.ts == datetime(2024, 5, 1, 10, 0, 0, 123000, tzinfo=UTC)
-    k8s = parse_event(json.dumps({"service": "ts-order-service-5b67c48447-mv5hb",
-                                  "log": '{"log": "hi\\n", "stream": "stdout"}'}).encode(),
-                      None, "d", 10_000)  # fmt: skip
+    k8s = parse_event(
+        json.dumps(
+            {
+                "service": "ts-order-service-5b67c48447-mv5hb",
+                "log": '{"log": "hi\\n", "stream": "stdout"}',
+            }
+        ).encode(),
+        None,
+        "d",
+        10_000,
+    )
     assert (k8s.service, k8s.message) == ("ts-order-service", "hi")
 
 
@@ -86,8 +99,12 @@ def test_schemas_are_versioned() -> None:
 
 
 def ev(i: int, text: str = "ERROR boom", service: str = "a", sec: float = 0) -> Event:
-    return Event(ts=T0 + timedelta(seconds=sec), service=service, level=text.split()[0],
-                 message=f"{text} {i}")  # fmt: skip
+    return Event(
+        ts=T0 + timedelta(seconds=sec),
+        service=service,
+        level=text.split()[0],
+        message=f"{text} {i}",
+    )
 
 
 def test_screen_flags_and_samples_deterministically() -> None:
@@ -103,14 +120,19 @@ def test_screen_flags_and_samples_deterministically() -> None:
 
 
 def suspect(sec: float, scope: str = "s", text: str = "ERROR x", audit: bool = False) -> Suspect:
-    return Suspect(event=ev(int(sec), text, sec=sec), score=0.9, model_version="m", audit=audit,
-                   sampling_probability=0.01 if audit else 1.0, scope=scope)  # fmt: skip
+    return Suspect(
+        event=ev(int(sec), text, sec=sec),
+        score=0.9,
+        model_version="m",
+        audit=audit,
+        sampling_probability=0.01 if audit else 1.0,
+        scope=scope,
+    )
 
 
 def test_windows_close_on_watermark_size_idle_and_end() -> None:
     now = [0.0]
-    cfg = PipelineSettings(window_s=60, allowed_lateness_s=10, max_bundle_events=5,
-                           idle_close_s=30)  # fmt: skip
+    cfg = PipelineSettings(window_s=60, allowed_lateness_s=10, max_bundle_events=5, idle_close_s=30)
     c = WindowCollector(cfg, lambda: now[0])
     assert c.add(suspect(5)) == [] and c.add(suspect(50)) == []
     assert c.add(suspect(65)) == []  # the 0-60 window waits for late events until 70
@@ -134,15 +156,38 @@ def test_alert_book_revisions_and_resolution() -> None:
         cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, alert_time="event")
         c = WindowCollector(cfg, lambda: 0.0)
         for i in range(12):
-            c.add(Suspect(event=Event(ts=T0 + timedelta(seconds=i), service="db", level="ERROR",
-                                      message=f"ERROR db timeout {i}", trace_id=f"t{i}"),
-                          score=0.9, model_version="m", audit=False, sampling_probability=1,
-                          scope="s"))  # fmt: skip
-            c.add(Suspect(event=Event(ts=T0 + timedelta(seconds=i, milliseconds=5), service="api",
-                                      level="ERROR", message=f"ERROR db call failed {i}",
-                                      trace_id=f"t{i}"),
-                          score=0.9, model_version="m", audit=False, sampling_probability=1,
-                          scope="s"))  # fmt: skip
+            c.add(
+                Suspect(
+                    event=Event(
+                        ts=T0 + timedelta(seconds=i),
+                        service="db",
+                        level="ERROR",
+                        message=f"ERROR db timeout {i}",
+                        trace_id=f"t{i}",
+                    ),
+                    score=0.9,
+                    model_version="m",
+                    audit=False,
+                    sampling_probability=1,
+                    scope="s",
+                )
+            )
+            c.add(
+                Suspect(
+                    event=Event(
+                        ts=T0 + timedelta(seconds=i, milliseconds=5),
+                        service="api",
+                        level="ERROR",
+                        message=f"ERROR db call failed {i}",
+                        trace_id=f"t{i}",
+                    ),
+                    score=0.9,
+                    model_version="m",
+                    audit=False,
+                    sampling_probability=1,
+                    scope="s",
+                )
+            )
         (w,) = c.close_all()
         a1, fb, analysis = await analyse_window(w, HeuristicAnalyst(), book, cfg, datetime.now)
         assert [(a.status, a.revision) for a in a1] == [("firing", 1)]
@@ -152,8 +197,16 @@ def test_alert_book_revisions_and_resolution() -> None:
         a2, _, _ = await analyse_window(w, HeuristicAnalyst(), book, cfg, datetime.now)
         assert [(a.fingerprint, a.revision) for a in a2] == [(a1[0].fingerprint, 2)]
         quiet = WindowCollector(cfg, lambda: 0.0)
-        quiet.add(Suspect(event=ev(1, "INFO all good", service="api", sec=120), score=0.1,
-                          model_version="m", audit=True, sampling_probability=0.01, scope="s"))  # fmt: skip
+        quiet.add(
+            Suspect(
+                event=ev(1, "INFO all good", service="api", sec=120),
+                score=0.1,
+                model_version="m",
+                audit=True,
+                sampling_probability=0.01,
+                scope="s",
+            )
+        )
         (qw,) = quiet.close_all()
         a3, fb3, _ = await analyse_window(qw, HeuristicAnalyst(), book, cfg, datetime.now)
         assert [(a.status, a.revision) for a in a3] == [("resolved", 3)]
@@ -163,15 +216,23 @@ def test_alert_book_revisions_and_resolution() -> None:
 
 
 def test_feedback_weights_audit_samples() -> None:
-    f = Feedback(template="t", label=True, source="audit", weight=200.0, model_version="m",
-                 score=0.1)  # fmt: skip
+    f = Feedback(
+        template="t", label=True, source="audit", weight=200.0, model_version="m", score=0.1
+    )
     assert Feedback.model_validate_json(f.to_bytes()) == f
 
 
 def test_scan_of_the_demo_names_the_faulty_service() -> None:
     cfg = PipelineSettings(alert_time="event")
-    result = asyncio.run(scan(read_records(str(DEMO)), cfg, OnnxFilter(), HeuristicAnalyst(),
-                              lambda: datetime.now(UTC)))  # fmt: skip
+    result = asyncio.run(
+        scan(
+            read_records(str(DEMO)),
+            cfg,
+            OnnxFilter(),
+            HeuristicAnalyst(),
+            lambda: datetime.now(UTC),
+        )
+    )
     assert result.events == 6306 and not result.deadletters
     assert 0 < result.suspects < result.events * 0.05
     high = [a for a in result.alerts if a.report.severity in ("critical", "high")]
