@@ -31,9 +31,12 @@ lint: install ## ruff and mypy (strict)
 	$(VENV)/bin/ruff format --check stream models tests bench
 	$(VENV)/bin/mypy
 
-bench: install ## benchmarks that print figures
+bench: install ## benchmarks that print figures (starts the local Kafka for the worker bench)
 	$(PY) -m bench.filter
 	$(PY) -m bench.analyst
+	@started=0; $(KAFKA) status >/dev/null 2>&1 || { $(KAFKA) start && started=1; }; \
+	status=0; $(PY) -m bench.worker || status=$$?; \
+	[ $$started = 1 ] && $(KAFKA) stop; exit $$status
 
 kafka-start: ## start the local Kafka (deploy/local/kafka start)
 	@$(KAFKA) start

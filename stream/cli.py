@@ -208,7 +208,7 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
     from stream._render import render_alert
 
     try:
-        probe = KafkaConsumer(**client_config(settings.kafka))
+        probe = KafkaConsumer(**client_config(settings.kafka), enable_auto_commit=False)
         exists = settings.topics.alerts in probe.topics()
         probe.close()
     except KafkaError as exc:
