@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from models.analyst import Analysis, Analyst, Bundle, BundleEvent
-from models.filter import Filter
+from models.filter import Filter, normalize_batch
 from stream._records import Alert, Event, Feedback, Suspect
 from stream._settings import PipelineSettings
 
@@ -203,8 +203,6 @@ async def analyse_window(
     )
     analysis = await analyst.analyze(bundle)
     alerts = book.publish(w.scope, analysis, analysis.templates, now)
-    from models.filter import normalize_batch
-
     templates = normalize_batch([s.event.message for s in w.suspects])
     first: dict[str, Suspect] = {}
     all_audit: dict[str, bool] = {}

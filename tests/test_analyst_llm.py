@@ -176,7 +176,10 @@ def test_5xx_and_dropped_connections_are_retried(server: FakeLLM) -> None:
     out = run(a)
     assert out.provenance.analysis == "llm" and out.provenance.attempts == 4
     assert len(server.requests) == 4 and a.usage.retries == 3
-    assert clock.sleeps == sorted(clock.sleeps) or len(clock.sleeps) == 3  # jittered backoff
+    # jittered exponential backoff: attempt a waits in [0, min(max, base * 2**a)]
+    assert len(clock.sleeps) == 3
+    for attempt, delay in enumerate(clock.sleeps):
+        assert 0 <= delay <= min(30, 0.01 * 2**attempt)
 
 
 def test_slow_answers_time_out_and_are_retried(server: FakeLLM) -> None:
