@@ -23,7 +23,7 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.structs import TopicPartition
 
 from models.filter.datasets import load_hdfs, nezha_windows
-from stream._sources import read_records
+from stream.sources import read_records
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('SLUICE_KAFKA_PORT', '9092')}"
 

@@ -1,17 +1,37 @@
-"""Sluice's Kafka stream application: settings, topology, the app factory and the CLI."""
+"""Sluice's stream application, one module or package per stage of the data flow.
 
-from stream._app import create_app
-from stream._kafka import SluiceKafkaError, client_config, ensure_topics
-from stream._settings import KafkaSettings, LLMSettings, Settings, TopicNames, WorkerSettings
+- `stream.sources`   reading log files (scan, produce)
+- `stream.parsing`   events -> columns / `Event` (or a dead letter with the reason)
+- `stream.filtering` the filter stage: events -> suspects, on aiokafka batches
+- `stream.analysis`  the analysis stage: suspects -> windows -> alerts and feedback, on Faust
+- `stream.scan`      both stages in-process on a file (`sluice scan`)
+- `stream.records`   wire records and their JSON Schemas
+- `stream.broker`    Kafka client configuration and topics
+- `stream.worker`, `stream.cli`   the entry points
+
+Importing `stream` loads neither Faust nor a Kafka client.
+"""
+
+from stream._errors import SluiceError
+from stream._settings import (
+    KafkaSettings,
+    LLMSettings,
+    PipelineSettings,
+    Settings,
+    TopicNames,
+    WorkerSettings,
+)
+from stream.broker import SluiceKafkaError, client_config, ensure_topics
 
 __all__ = [
     "KafkaSettings",
     "LLMSettings",
+    "PipelineSettings",
     "Settings",
+    "SluiceError",
     "SluiceKafkaError",
     "TopicNames",
     "WorkerSettings",
     "client_config",
-    "create_app",
     "ensure_topics",
 ]

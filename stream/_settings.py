@@ -38,6 +38,14 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(6, ge=1, description="partitions of topics that Sluice creates")
     replication_factor: int = Field(1, ge=1)
     retention_hours: int = Field(72, ge=1, description="retention of the non-compacted topics")
+    instance_id: str | None = Field(
+        None,
+        description="static group membership (group.instance.id): a worker restarted with the "
+        "same id gets its partitions back without a rebalance; unique per worker",
+    )
+    session_timeout_s: float = Field(
+        10.0, ge=6, le=300, description="a worker silent this long leaves the group"
+    )
 
 
 class TopicNames(BaseModel):
@@ -62,7 +70,9 @@ class PipelineSettings(BaseModel):
     )
     max_bundle_events: int = Field(2000, ge=1, description="a fuller window closes at once")
     max_event_bytes: int = Field(65536, ge=256)
-    batch_size: int = Field(1000, ge=1, description="events scored per filter call")
+    batch_size: int = Field(
+        2000, ge=1, description="events fetched, parsed and scored at once per partition"
+    )
     default_service: str = "unknown"
     scope: str = Field("default", description="scope of events without a `scope` attribute")
     model_path: Path | None = Field(None, description="filter model file; None: the shipped one")
@@ -72,14 +82,27 @@ class PipelineSettings(BaseModel):
     degraded_retries: int = Field(
         3, ge=0, description="re-analyses of a window whose report was degraded (LLM down)"
     )
+    retry_after_s: float = Field(
+        30.0, ge=0, description="wait before a degraded or failed window is analysed again"
+    )
+    max_analysis_failures: int = Field(
+        3, ge=1, description="a window whose analysis raises this often goes to the dead letters"
+    )
+    max_live_scopes: int = Field(
+        1000, ge=1, description="scopes with state per suspects partition; beyond: dead letters"
+    )
+    scope_evict_s: float = Field(
+        3600.0, gt=0, description="state of a scope with nothing open or firing is dropped then"
+    )
 
 
 class WorkerSettings(BaseModel):
-    data_dir: Path = Field(
-        Path("/tmp/sluice-worker"), description="Faust's local state directory (no tables kept)"
-    )
+    data_dir: Path = Field(Path("/tmp/sluice-worker"), description="Faust's local state directory")
     web_port: int | None = Field(None, description="Faust web server port; None disables it")
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
+    standby_replicas: int = Field(
+        1, ge=0, description="warm copies of the analysis state on other workers (failover)"
+    )
 
 
 class Settings(BaseSettings):

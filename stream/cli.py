@@ -15,9 +15,9 @@ import click
 from pydantic import ValidationError
 
 from models.filter._cli import model as model_group
-from stream._kafka import SluiceKafkaError, client_config, describe_topics, ensure_topics
 from stream._settings import Settings
-from stream._sources import Record
+from stream.broker import SluiceKafkaError, client_config, describe_topics, ensure_topics
+from stream.sources import Record
 
 __all__ = ["main"]
 
@@ -60,17 +60,14 @@ def _fail(exc: Exception) -> click.ClickException:
 @click.pass_obj
 def worker(settings: Settings) -> None:
     """Run a stream worker (joins the consumer group; scale out by starting more)."""
-    import faust
-
     from models.filter import FilterError
-    from stream._app import create_app
+    from stream.worker import run_worker
 
     try:
         ensure_topics(settings)
-        app = create_app(settings)
+        run_worker(settings)
     except (SluiceKafkaError, FilterError) as exc:
         raise _fail(exc) from None
-    faust.Worker(app, loglevel=settings.worker.log_level).execute_from_commandline()
 
 
 @cli.command()
@@ -94,10 +91,10 @@ def scan(settings: Settings, file: str, as_json: bool, fmt: str, deadletter: str
     """Run the whole pipeline on FILE (or - for stdin) in-process: no broker needed."""
     from models.analyst import create_analyst
     from models.filter import FilterError
-    from stream._app import build_filter
-    from stream._render import render_alert
-    from stream._scan import scan as run_scan
-    from stream._sources import read_records
+    from stream.filtering import build_filter
+    from stream.render import render_alert
+    from stream.scan import scan as run_scan
+    from stream.sources import read_records
 
     cfg = settings.pipeline
     try:
@@ -109,7 +106,7 @@ def scan(settings: Settings, file: str, as_json: bool, fmt: str, deadletter: str
         raise click.ClickException(f"{file}: no such file")
 
     def emit(alert: object) -> None:
-        from stream._records import Alert
+        from stream.records import Alert
 
         assert isinstance(alert, Alert)
         click.echo(alert.model_dump_json() if as_json else render_alert(alert) + "\n")
@@ -157,7 +154,7 @@ def produce(
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from stream._sources import read_records
+    from stream.sources import read_records
 
     topic = topic or settings.topics.events
     try:
@@ -204,8 +201,8 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    from stream._records import Alert
-    from stream._render import render_alert
+    from stream.records import Alert
+    from stream.render import render_alert
 
     try:
         probe = KafkaConsumer(**client_config(settings.kafka), enable_auto_commit=False)
@@ -248,11 +245,12 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
 
 @cli.command()
 @click.argument(
-    "record", type=click.Choice(["alert", "feedback", "event", "suspect", "deadletter"])
+    "record",
+    type=click.Choice(["alert", "feedback", "event", "suspect", "suspects", "deadletter"]),
 )
 def schema(record: str) -> None:
     """Print the JSON Schema of a wire record."""
-    from stream._records import record_schema
+    from stream.records import record_schema
 
     click.echo(json.dumps(record_schema(record), indent=2))  # type: ignore[arg-type]
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from kafka import KafkaAdminClient, KafkaConsumer
 
+from stream.records import Suspect, SuspectBatch, parse_suspects_record
+
 TOPICS = ("events", "suspects", "alerts", "feedback", "models", "deadletter")
 
 
@@ -101,3 +103,13 @@ def read_until(
     finally:
         consumer.close()
     return values
+
+
+def suspects_in(values: list[bytes]) -> list[Suspect]:
+    """The suspects in records of the suspects topic (batches; ticks and results skipped)."""
+    out: list[Suspect] = []
+    for v in values:
+        rec = parse_suspects_record(v)
+        if isinstance(rec, SuspectBatch):
+            out += rec.suspects
+    return out

@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from stream import Settings, ensure_topics
-from stream._kafka import describe_topics
+from stream.broker import describe_topics, state_changelog_topic
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ def test_ensure_topics_creates_topology_once(
     prefix = unique_name("topo")
     s = Settings.model_validate(
         {
-            "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 3},
+            "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 3, "group_id": prefix},
             "topics": {
                 n: f"{prefix}-{n}"
                 for n in ("events", "suspects", "alerts", "feedback", "models", "deadletter")
@@ -53,7 +53,7 @@ def test_ensure_topics_creates_topology_once(
         }
     )
     created = ensure_topics(s)
-    assert len(created) == 6
+    assert len(created) == 7  # the six topics and the analysis state's changelog
     assert ensure_topics(s) == []  # idempotent
     rows = {r["topic"]: r for r in describe_topics(s)}
     assert rows[s.topics.events]["partitions"] == 3
@@ -61,3 +61,5 @@ def test_ensure_topics_creates_topology_once(
     assert rows[s.topics.feedback]["cleanup.policy"] == "compact"
     assert rows[s.topics.models]["cleanup.policy"] == "compact"
     assert rows[s.topics.events]["cleanup.policy"] == "delete"
+    changelog = rows[state_changelog_topic(s)]  # one partition per suspects partition
+    assert (changelog["partitions"], changelog["cleanup.policy"]) == (3, "compact")

@@ -15,11 +15,11 @@ from kafka import KafkaProducer
 from models.analyst import HeuristicAnalyst
 from models.filter import OnnxFilter
 from models.filter.datasets import shared_data_dir
-from stream._records import Alert, DeadLetter, Feedback, Suspect
-from stream._scan import scan
-from stream._settings import PipelineSettings
-from stream._sources import read_records
-from tests.kafka_helpers import read_until, running_worker, sluice, worker_env
+from stream import PipelineSettings
+from stream.records import Alert, DeadLetter, Feedback
+from stream.scan import scan
+from stream.sources import read_records
+from tests.kafka_helpers import read_until, running_worker, sluice, suspects_in, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,11 @@ def test_hostile_records_go_to_deadletter_and_the_stream_goes_on(
             log,
         )
         suspects = read_until(
-            kafka_bootstrap, env["SLUICE_TOPICS__SUSPECTS"], lambda v: len(v) >= len(good), 60, log
+            kafka_bootstrap,
+            env["SLUICE_TOPICS__SUSPECTS"],
+            lambda v: len(suspects_in(v)) >= len(good),
+            60,
+            log,
         )
     letters = [DeadLetter.model_validate_json(v) for v in dead]
     by_value = {base64.b64decode(d.value_b64): d for d in letters}
@@ -77,7 +81,7 @@ def test_hostile_records_go_to_deadletter_and_the_stream_goes_on(
         assert reason in d.reason
         assert d.topic == env["SLUICE_TOPICS__EVENTS"] and d.offset is not None
     # The events after the hostile ones were processed: flagged and forwarded.
-    got = sorted(Suspect.model_validate_json(v).event.message for v in suspects)
+    got = sorted(s.event.message for s in suspects_in(suspects))
     assert got == sorted(json.loads(g)["message"] for g in good)
 
 

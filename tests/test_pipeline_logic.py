@@ -14,12 +14,23 @@ from hypothesis import strategies as st
 
 from models.analyst import HeuristicAnalyst
 from models.filter import KeywordFilter, OnnxFilter
-from stream._parse import ParseError, parse_event
-from stream._pipeline import AlertBook, WindowCollector, analyse_window, screen
-from stream._records import Alert, DeadLetter, Event, Feedback, Suspect, record_schema
-from stream._scan import scan
-from stream._settings import PipelineSettings
-from stream._sources import read_records
+from stream import PipelineSettings
+from stream.analysis import AnalysisState, ClosedWindow, MemoryStore, bundle_of
+from stream.filtering import screen_batch
+from stream.parsing import ParseError, parse_event
+from stream.records import (
+    Alert,
+    Analysed,
+    DeadLetter,
+    Event,
+    Feedback,
+    Suspect,
+    SuspectBatch,
+    parse_suspects_record,
+    record_schema,
+)
+from stream.scan import scan
+from stream.sources import read_records
 
 T0 = datetime(2023, 1, 29, 8, 52, tzinfo=UTC)
 DEMO = (
@@ -107,16 +118,45 @@ def ev(i: int, text: str = "ERROR boom", service: str = "a", sec: float = 0) -> 
     )
 
 
+def _screen(values: list[bytes], cfg: PipelineSettings, keywords: list[str]) -> list[Suspect]:
+    out = screen_batch(
+        values, [None] * len(values), lambda i: (f"t:{i}", None, None), KeywordFilter(keywords), cfg
+    )
+    assert not out.dead
+    recs = [parse_suspects_record(m) for ms in out.messages.values() for m in ms]
+    return [s for r in recs if isinstance(r, SuspectBatch) for s in r.suspects]
+
+
 def test_screen_flags_and_samples_deterministically() -> None:
     cfg = PipelineSettings(audit_rate=0.2)
-    events = [ev(i, "INFO fine") for i in range(2000)] + [ev(i) for i in range(10)]
-    s1 = screen(events, KeywordFilter(["boom"]), cfg)
-    s2 = screen(events, KeywordFilter(["boom"]), cfg)
+    values = [f"INFO fine {i}".encode() for i in range(2000)] + [
+        f"ERROR boom {i}".encode() for i in range(10)
+    ]
+    s1 = _screen(values, cfg, ["boom"])
+    s2 = _screen(values, cfg, ["boom"])
     assert [x.event for x in s1] == [x.event for x in s2]  # content-hashed, repeatable
     flagged = [x for x in s1 if not x.audit]
     audits = [x for x in s1 if x.audit]
     assert len(flagged) == 10 and all(x.sampling_probability == 1.0 for x in flagged)
     assert 300 < len(audits) < 500 and all(x.sampling_probability == 0.2 for x in audits)
+    assert {x.event.source for x in flagged} == {f"t:{i}" for i in range(2000, 2010)}
+
+
+def test_screen_splits_large_batches_under_the_record_limit() -> None:
+    from stream.filtering import MAX_SUSPECTS_MESSAGE_BYTES
+
+    values = [(f"ERROR {i} " + "x" * 4000).encode() for i in range(600)]  # ~2.4 MB flagged
+    out = screen_batch(
+        values,
+        [None] * 600,
+        lambda i: ("f", None, None),
+        KeywordFilter(["error"]),
+        PipelineSettings(),
+    )
+    messages = out.messages["default"]
+    assert len(messages) >= 3 and all(len(m) <= MAX_SUSPECTS_MESSAGE_BYTES for m in messages)
+    got = [s.event.message for m in messages for s in parse_suspects_record(m).suspects]  # type: ignore[union-attr]
+    assert got == [v.decode() for v in values]
 
 
 def suspect(sec: float, scope: str = "s", text: str = "ERROR x", audit: bool = False) -> Suspect:
@@ -130,89 +170,185 @@ def suspect(sec: float, scope: str = "s", text: str = "ERROR x", audit: bool = F
     )
 
 
+def _closed(state: AnalysisState, scope: str) -> list[ClosedWindow]:
+    return state.due(scope, ignore_wait=True)
+
+
 def test_windows_close_on_watermark_size_idle_and_end() -> None:
     now = [0.0]
     cfg = PipelineSettings(window_s=60, allowed_lateness_s=10, max_bundle_events=5, idle_close_s=30)
-    c = WindowCollector(cfg, lambda: now[0])
-    assert c.add(suspect(5)) == [] and c.add(suspect(50)) == []
-    assert c.add(suspect(65)) == []  # the 0-60 window waits for late events until 70
-    closed = c.add(suspect(71))
+    c = AnalysisState(cfg, MemoryStore(), lambda: now[0])
+    c.add("s", [suspect(5), suspect(50)])
+    c.add("s", [suspect(65)])  # the 0-60 window waits for late events until 70
+    assert _closed(c, "s") == []
+    c.add("s", [suspect(71)])
+    closed = _closed(c, "s")
     assert [(w.reason, len(w.suspects)) for w in closed] == [("watermark", 2)]
     assert closed[0].suspects[0].event.ts < closed[0].suspects[1].event.ts
-    late = c.add(suspect(30))  # its window closed: the event reopens it
-    assert late == [] and c.open_events == 3
-    for i in range(4):
-        out = c.add(suspect(100 + i, scope="t"))
-    assert out == [] and [w.reason for w in c.add(suspect(104, scope="t"))] == ["full"]
+    c.add("s", [suspect(30)])  # its window closed: the event reopens it
+    assert len(_closed(c, "s")) == 1 and c.open_events("s") == 3
+    c.add("t", [suspect(100 + i, scope="t") for i in range(4)])
+    assert _closed(c, "t") == []
+    c.add("t", [suspect(104, scope="t")])
+    assert [w.reason for w in _closed(c, "t")] == ["full"]
     now[0] = 31
-    idle = c.close_idle()
-    assert {(w.scope, w.reason) for w in idle} == {("s", "idle")}
-    assert c.close_all() == [] and c.open_events == 0
+    c.close_idle("s")
+    c.close_idle("t")
+    assert [w.reason for w in _closed(c, "s")] == ["watermark", "idle", "idle"]
+    c.close_all("s")
+    assert c.open_events("s") == 0 and len(_closed(c, "s")) == 3
 
 
-def test_alert_book_revisions_and_resolution() -> None:
-    async def go() -> None:
-        book = AlertBook()
-        cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, alert_time="event")
-        c = WindowCollector(cfg, lambda: 0.0)
-        for i in range(12):
-            c.add(
-                Suspect(
-                    event=Event(
-                        ts=T0 + timedelta(seconds=i),
-                        service="db",
-                        level="ERROR",
-                        message=f"ERROR db timeout {i}",
-                        trace_id=f"t{i}",
-                    ),
-                    score=0.9,
-                    model_version="m",
-                    audit=False,
-                    sampling_probability=1,
-                    scope="s",
-                )
-            )
-            c.add(
-                Suspect(
-                    event=Event(
-                        ts=T0 + timedelta(seconds=i, milliseconds=5),
-                        service="api",
-                        level="ERROR",
-                        message=f"ERROR db call failed {i}",
-                        trace_id=f"t{i}",
-                    ),
-                    score=0.9,
-                    model_version="m",
-                    audit=False,
-                    sampling_probability=1,
-                    scope="s",
-                )
-            )
-        (w,) = c.close_all()
-        a1, fb, analysis = await analyse_window(w, HeuristicAnalyst(), book, cfg, datetime.now)
-        assert [(a.status, a.revision) for a in a1] == [("firing", 1)]
-        assert a1[0].generated_at == w.end  # event time: reproducible
-        assert a1[0].report.root_causes[0].service == "db"
-        assert {f.template for f in fb} == set(analysis.templates.values())
-        a2, _, _ = await analyse_window(w, HeuristicAnalyst(), book, cfg, datetime.now)
-        assert [(a.fingerprint, a.revision) for a in a2] == [(a1[0].fingerprint, 2)]
-        quiet = WindowCollector(cfg, lambda: 0.0)
-        quiet.add(
-            Suspect(
-                event=ev(1, "INFO all good", service="api", sec=120),
-                score=0.1,
-                model_version="m",
-                audit=True,
-                sampling_probability=0.01,
-                scope="s",
+def test_state_survives_a_round_trip_through_its_store() -> None:
+    """What the worker keeps in its table is all there is: a new owner continues from it."""
+    cfg = PipelineSettings(window_s=60, allowed_lateness_s=10)
+    store = MemoryStore()
+    AnalysisState(cfg, store, lambda: 0.0).add("s", [suspect(5), suspect(6)])
+    heir = AnalysisState(cfg, store, lambda: 0.0)  # another process, the same changelog
+    heir.add("s", [suspect(80)])
+    (w,) = _closed(heir, "s")
+    assert [s.event.message for s in w.suspects] == ["ERROR x 5", "ERROR x 6"]
+
+
+def _window_events(i: int) -> list[Suspect]:
+    def one(service: str, text: str, ms: int) -> Suspect:
+        return Suspect(
+            event=Event(
+                ts=T0 + timedelta(seconds=i, milliseconds=ms),
+                service=service,
+                level="ERROR",
+                message=f"{text} {i}",
+                trace_id=f"t{i}",
+            ),
+            score=0.9,
+            model_version="m",
+            audit=False,
+            sampling_probability=1,
+            scope="s",
+        )
+
+    return [one("db", "ERROR db timeout", 0), one("api", "ERROR db call failed", 5)]
+
+
+async def _analyse_all(state: AnalysisState, scope: str) -> tuple[list[Alert], list[Feedback]]:
+    for w in state.due(scope, ignore_wait=True):
+        analysis = await HeuristicAnalyst().analyze(bundle_of(w))
+        state.on_analysed(
+            Analysed(
+                scope=scope,
+                seq=w.seq,
+                attempt=w.attempt,
+                analysis=analysis.model_dump_json(),
+                done_at=datetime.now(UTC),
             )
         )
-        (qw,) = quiet.close_all()
-        a3, fb3, _ = await analyse_window(qw, HeuristicAnalyst(), book, cfg, datetime.now)
+    out = state.publish(scope)
+    return out.alerts, out.feedback
+
+
+def test_alert_revisions_and_resolution() -> None:
+    async def go() -> None:
+        cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, alert_time="event")
+        state = AnalysisState(cfg, MemoryStore(), lambda: 0.0)
+        state.add("s", [s for i in range(12) for s in _window_events(i)])
+        state.close_all("s")
+        a1, fb = await _analyse_all(state, "s")
+        assert [(a.status, a.revision) for a in a1] == [("firing", 1)]
+        assert a1[0].generated_at == T0 + timedelta(seconds=60)  # event time: reproducible
+        assert a1[0].report.root_causes[0].service == "db"
+        assert {f.template for f in fb} == set(a1[0].evidence.values())
+        state.add("s", [s for i in range(60, 72) for s in _window_events(i)])
+        state.close_all("s")
+        a2, _ = await _analyse_all(state, "s")
+        assert [(a.fingerprint, a.revision) for a in a2] == [(a1[0].fingerprint, 2)]
+        state.add(
+            "s",
+            [
+                Suspect(
+                    event=ev(1, "INFO all good", service="api", sec=180),
+                    score=0.1,
+                    model_version="m",
+                    audit=True,
+                    sampling_probability=0.01,
+                    scope="s",
+                )
+            ],
+        )
+        state.close_all("s")
+        a3, fb3 = await _analyse_all(state, "s")
         assert [(a.status, a.revision) for a in a3] == [("resolved", 3)]
         assert [(f.source, f.weight, f.label) for f in fb3] == [("heuristic", 100.0, False)]
 
     asyncio.run(go())
+
+
+def test_results_publish_in_window_order_whatever_order_they_finish_in() -> None:
+    async def go() -> None:
+        cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, alert_time="event")
+        state = AnalysisState(cfg, MemoryStore(), lambda: 0.0)
+        for k in range(3):
+            state.add("s", [s for i in range(60 * k, 60 * k + 5) for s in _window_events(i)])
+        state.close_all("s")
+        windows = state.due("s")
+        assert [w.seq for w in windows] == [0, 1, 2]
+        for w in reversed(windows):  # the last one finishes first
+            analysis = await HeuristicAnalyst().analyze(bundle_of(w))
+            state.on_analysed(
+                Analysed(scope="s", seq=w.seq, attempt=0, analysis=analysis.model_dump_json(),
+                         done_at=datetime.now(UTC))
+            )  # fmt: skip
+            if w.seq:
+                assert state.publish("s").alerts == []  # held until window 0 is done
+        alerts = state.publish("s").alerts
+        assert [a.revision for a in alerts] == [1, 2, 3]
+        assert [a.generated_at for a in alerts] == [
+            T0 + timedelta(seconds=60 * (k + 1)) for k in range(3)
+        ]
+
+    asyncio.run(go())
+
+
+def test_a_window_whose_analysis_keeps_failing_is_dead_lettered() -> None:
+    now = [0.0]
+    cfg = PipelineSettings(max_analysis_failures=3, retry_after_s=10)
+    state = AnalysisState(cfg, MemoryStore(), lambda: now[0])
+    state.add("s", [suspect(5), suspect(6)])
+    state.close_all("s")
+    for attempt in range(3):
+        (w,) = state.due("s")
+        state.on_analysed(
+            Analysed(scope="s", seq=w.seq, attempt=w.attempt, error="RuntimeError",
+                     done_at=datetime.now(UTC))
+        )  # fmt: skip
+        assert state.due("s") == []  # waits retry_after_s before the next try
+        now[0] += 10
+        if attempt < 2:
+            assert state.publish("s").dead == []
+    out = state.publish("s")
+    assert len(out.dead) == 1 and "analysis failed 3 times: RuntimeError" in out.dead[0].reason
+    back = json.loads(base64.b64decode(out.dead[0].value_b64))
+    assert [s["event"]["message"] for s in back] == ["ERROR x 5", "ERROR x 6"]
+    assert state.due("s") == [] and state.pending("s") == 0
+
+
+def test_scopes_beyond_the_cap_are_dead_lettered_and_idle_scopes_evicted() -> None:
+    now = [0.0]
+    cfg = PipelineSettings(max_live_scopes=2, scope_evict_s=100, idle_close_s=10)
+    state = AnalysisState(cfg, MemoryStore(), lambda: now[0])
+    batch = lambda scope: SuspectBatch(scope=scope, suspects=[suspect(5, scope)])  # noqa: E731
+    assert state.on_suspects(0, 1, batch("a")) == [] and state.on_suspects(0, 2, batch("b")) == []
+    (dead,) = state.on_suspects(0, 3, batch("c"))
+    assert "max_live_scopes" in dead.reason and dead.offset == 3
+    assert state.on_suspects(1, 4, batch("c")) == []  # another partition has room
+    now[0] = 20
+    state.on_tick(0)  # windows close on idle, nothing published yet: the scopes stay
+    assert state.scopes(0) == ["a", "b"]
+    for scope in ("a", "b"):
+        state.store.delete(f"scope/{scope}")  # as if analysed and quiet
+        state.store.put(f"scope/{scope}", b"{}")
+    now[0] = 200
+    state.on_tick(0)
+    assert state.scopes(0) == []
 
 
 def test_feedback_weights_audit_samples() -> None:

@@ -1,22 +1,45 @@
-"""The small model: a fast, self-contained ONNX filter, its training, and a default that ships."""
+"""The small model: a fast, self-contained ONNX filter, its training, and a default that ships.
 
-from models.filter._features import FeatureSpec
-from models.filter._model import (
-    FilterError,
-    FilterModel,
-    FilterModelError,
-    ModelMetadata,
-    ValidationMetrics,
-)
-from models.filter._normalize import (
-    MAX_LINE_CHARS,
-    NORMALIZER_VERSION,
-    decode_line,
-    normalize,
-    normalize_batch,
-)
-from models.filter._runtime import Assessment, Filter, KeywordFilter, OnnxFilter, default_model
-from models.filter._train import Example, TrainingError, choose_threshold, train
+Names are loaded on first use (PEP 562), so importing the package is cheap: the CLI and the
+settings do not pay for ONNX Runtime, scikit-learn or the openai client until they need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.filter._features import (
+        FeatureSpec,
+    )
+    from models.filter._model import (
+        FilterError,
+        FilterModel,
+        FilterModelError,
+        ModelMetadata,
+        ValidationMetrics,
+    )
+    from models.filter._normalize import (
+        MAX_LINE_CHARS,
+        NORMALIZER_VERSION,
+        decode_line,
+        normalize,
+        normalize_batch,
+    )
+    from models.filter._runtime import (
+        Assessment,
+        Filter,
+        KeywordFilter,
+        OnnxFilter,
+        default_model,
+    )
+    from models.filter._train import (
+        Example,
+        TrainingError,
+        choose_threshold,
+        train,
+    )
 
 __all__ = [
     "MAX_LINE_CHARS",
@@ -40,3 +63,39 @@ __all__ = [
     "normalize_batch",
     "train",
 ]
+
+_WHERE = {
+    "FeatureSpec": "models.filter._features",
+    "FilterError": "models.filter._model",
+    "FilterModel": "models.filter._model",
+    "FilterModelError": "models.filter._model",
+    "ModelMetadata": "models.filter._model",
+    "ValidationMetrics": "models.filter._model",
+    "MAX_LINE_CHARS": "models.filter._normalize",
+    "NORMALIZER_VERSION": "models.filter._normalize",
+    "decode_line": "models.filter._normalize",
+    "normalize": "models.filter._normalize",
+    "normalize_batch": "models.filter._normalize",
+    "Assessment": "models.filter._runtime",
+    "Filter": "models.filter._runtime",
+    "KeywordFilter": "models.filter._runtime",
+    "OnnxFilter": "models.filter._runtime",
+    "default_model": "models.filter._runtime",
+    "Example": "models.filter._train",
+    "TrainingError": "models.filter._train",
+    "choose_threshold": "models.filter._train",
+    "train": "models.filter._train",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

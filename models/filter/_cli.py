@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from models.filter._model import FilterError, FilterModel, Source
 from models.filter._normalize import decode_line
-from models.filter._runtime import default_model
-from models.filter._train import Example, train
+from models.filter._types import Source
+
+if TYPE_CHECKING:
+    from models.filter._model import FilterModel
 
 __all__ = ["model"]
 
@@ -31,6 +33,9 @@ class _Row(BaseModel):
 
 
 def _load(path: str | None) -> FilterModel:
+    from models.filter._model import FilterError, FilterModel
+    from models.filter._runtime import default_model
+
     try:
         return FilterModel.from_path(path) if path else default_model()
     except FilterError as exc:
@@ -82,6 +87,9 @@ def score(path: str | None, flag_only: bool) -> None:
 @click.option("--seed", default=0, show_default=True)
 def train_cmd(data: str, out: str, target_recall: float, seed: int) -> None:
     """Train a model from labeled lines and write the .onnx file."""
+    from models.filter._model import FilterError
+    from models.filter._train import Example, train
+
     examples: list[Example] = []
     with open(data, encoding="utf-8", errors="replace") as fh:
         for n, line in enumerate(fh, start=1):

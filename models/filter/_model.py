@@ -20,10 +20,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from models.filter._features import FeatureSpec, featurize
 from models.filter._normalize import NORMALIZER_VERSION, cache_keys, template_of_key
+from models.filter._types import Source
 
 __all__ = ["FilterError", "FilterModel", "FilterModelError", "ModelMetadata", "ValidationMetrics"]
 
-Source = Literal["llm", "human", "audit", "dataset", "heuristic"]
 _META_KEY = "sluice.filter"
 _OPSET = 17
 #: Entries per score cache before it is cleared (bounded memory: ~25 MB each at full size).

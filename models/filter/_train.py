@@ -24,12 +24,12 @@ from models.filter._model import (
     FilterError,
     FilterModel,
     ModelMetadata,
-    Source,
     ValidationMetrics,
     build_onnx,
     content_version,
 )
 from models.filter._normalize import normalize_batch
+from models.filter._types import Source
 
 __all__ = ["Example", "TrainingError", "choose_threshold", "train"]
 

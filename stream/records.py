@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from models.analyst import IncidentReport, Provenance
 
 __all__ = [
     "SCHEMA_VERSION",
     "Alert",
+    "Analysed",
     "DeadLetter",
     "Event",
     "Feedback",
+    "RecordName",
     "Suspect",
+    "SuspectBatch",
+    "SuspectsRecord",
+    "Tick",
+    "parse_suspects_record",
     "record_schema",
 ]
 
@@ -55,6 +62,49 @@ class Suspect(_Record):
     scope: str
 
 
+class SuspectBatch(_Record):
+    """What the filter stage forwards from one fetched batch of one partition, for one scope.
+
+    One message per batch and scope instead of one per event: the analysis stage (Faust) pays its
+    per-message cost once per batch, and its state changes once per batch.
+    """
+
+    kind: Literal["suspects"] = "suspects"
+    scope: str
+    suspects: list[Suspect]
+
+
+class Tick(_Record):
+    """A worker's timer, sent to a suspects partition it owns: idle windows close in order."""
+
+    kind: Literal["tick"] = "tick"
+
+
+class Analysed(_Record):
+    """The outcome of one window's analysis, sent back to the window's partition.
+
+    The analysis runs outside the stream (concurrently, never blocking it); its result enters the
+    state through the stream like any record, so state changes only in partition order.
+    """
+
+    kind: Literal["analysed"] = "analysed"
+    scope: str
+    seq: int
+    attempt: int
+    analysis: str | None = Field(None, description="the Analysis as JSON; None when it raised")
+    error: str | None = None
+    done_at: datetime
+
+
+SuspectsRecord = Annotated[SuspectBatch | Tick | Analysed, Field(discriminator="kind")]
+_SUSPECTS_ADAPTER: TypeAdapter[SuspectBatch | Tick | Analysed] = TypeAdapter(SuspectsRecord)
+
+
+def parse_suspects_record(raw: bytes) -> SuspectBatch | Tick | Analysed:
+    """A record of the suspects topic; raises pydantic's ValidationError otherwise."""
+    return _SUSPECTS_ADAPTER.validate_json(raw)
+
+
 class Alert(_Record):
     fingerprint: str
     revision: int
@@ -74,6 +124,10 @@ class Feedback(_Record):
     model_version: str | None
     score: float | None
     scope: str | None = None
+
+    def key(self) -> str:
+        """The feedback topic's key: compaction keeps the latest label per template."""
+        return hashlib.sha256(self.template.encode()).hexdigest()[:16]
 
 
 class DeadLetter(_Record):
@@ -96,12 +150,15 @@ class DeadLetter(_Record):
         )
 
 
-def record_schema(
-    name: Literal["event", "suspect", "alert", "feedback", "deadletter"],
-) -> dict[str, Any]:
+RecordName = Literal["event", "suspect", "suspects", "alert", "feedback", "deadletter"]
+
+
+def record_schema(name: RecordName) -> dict[str, Any]:
+    """The JSON Schema of a wire record (`sluice schema NAME`)."""
     models: dict[str, type[BaseModel]] = {
         "event": Event,
         "suspect": Suspect,
+        "suspects": SuspectBatch,
         "alert": Alert,
         "feedback": Feedback,
         "deadletter": DeadLetter,

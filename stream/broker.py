@@ -1,4 +1,7 @@
-"""Client configuration and topic management shared by the worker and the CLI tools."""
+"""Kafka plumbing shared by the worker and the CLI tools: client configuration and the topology.
+
+kafka-python is imported where it is used, so importing this module costs nothing.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,23 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
-
+from stream._errors import SluiceError
 from stream._settings import KafkaSettings, Settings
 
-__all__ = ["SluiceKafkaError", "TopicSpec", "client_config", "describe_topics", "ensure_topics"]
+__all__ = [
+    "SluiceKafkaError",
+    "TopicSpec",
+    "client_config",
+    "describe_topics",
+    "ensure_topics",
+    "state_changelog_topic",
+    "topic_specs",
+]
 
 log = logging.getLogger(__name__)
 
 
-class SluiceKafkaError(Exception):
+class SluiceKafkaError(SluiceError):
     """A Kafka operation Sluice needs failed; carries the topic when one is involved."""
 
     def __init__(self, message: str, *, topic: str | None = None) -> None:
@@ -47,7 +55,11 @@ class TopicSpec:
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
-    """The topology: compaction where the latest record per key is the state (feedback, models)."""
+    """The topology: compaction where the latest record per key is the state.
+
+    The analysis state's changelog is created here too (Faust's name for it, compacted, one
+    partition per suspects partition), so the topology has one owner.
+    """
     k, t = settings.kafka, settings.topics
     retention = {"cleanup.policy": "delete", "retention.ms": str(k.retention_hours * 3_600_000)}
     compacted = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024 * 1024)}
@@ -58,11 +70,21 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.deadletter, k.partitions, retention),
         TopicSpec(t.feedback, k.partitions, compacted),
         TopicSpec(t.models, 1, compacted),
+        TopicSpec(state_changelog_topic(settings), k.partitions, compacted),
     ]
+
+
+def state_changelog_topic(settings: Settings) -> str:
+    """The analysis stage's table changelog, named as Faust names it (app id, table, changelog)."""
+    return f"{settings.kafka.group_id}-analysis-state-changelog"
 
 
 def ensure_topics(settings: Settings) -> list[str]:
     """Create the missing topics of the topology; returns the names created. Idempotent."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
     specs = topic_specs(settings)
     try:
         admin = KafkaAdminClient(**client_config(settings.kafka), client_id="sluice-admin")
@@ -102,6 +124,9 @@ def ensure_topics(settings: Settings) -> list[str]:
 
 def describe_topics(settings: Settings) -> list[dict[str, Any]]:
     """Partitions and the cleanup policy of each topic of the topology (missing ones flagged)."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
     admin = KafkaAdminClient(**client_config(settings.kafka), client_id="sluice-admin")
     try:
         names = [s.name for s in topic_specs(settings)]

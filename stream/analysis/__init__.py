@@ -1,0 +1,42 @@
+"""The analysis stage: suspects -> event-time windows per scope -> analysis -> alerts, feedback.
+
+`AnalysisState` is the stage's logic over a key-value store (a dict in `scan`, a Faust table with
+a changelog topic in the worker); `create_app` builds the worker's Faust app around it. Importing
+this package does not import Faust: `create_app` loads it when called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from stream.analysis._core import (
+    AnalysisState,
+    ClosedWindow,
+    MemoryStore,
+    Published,
+    StagedStore,
+    StateStore,
+    bundle_of,
+)
+
+if TYPE_CHECKING:
+    from stream.analysis._app import create_app
+
+__all__ = [
+    "AnalysisState",
+    "ClosedWindow",
+    "MemoryStore",
+    "Published",
+    "StagedStore",
+    "StateStore",
+    "bundle_of",
+    "create_app",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from stream.analysis._app import create_app
+
+        return create_app
+    raise AttributeError(name)

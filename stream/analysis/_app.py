@@ -1,0 +1,227 @@
+"""The worker's analysis stage on Faust: one agent over `suspects`, its state in a table.
+
+Everything that changes the state enters through the agent, in partition order: suspect batches
+from the filter stage, `Tick`s from each worker's timer (idle windows close, retries come due),
+and `Analysed` results of analyses that ran concurrently outside the stream (up to
+`llm.concurrency`; the stream never waits for the LLM). Faust tables can only be changed inside
+stream iteration, and this keeps every change on the partition it belongs to.
+
+Per record: apply it to a staged view of the state; publish what became final (alerts, feedback,
+dead letters) and wait for the broker's acknowledgements; then write the state, including the
+record's offset. Faust flushes the producer (table changelog included) before it commits an
+offset. After a crash the new owner restores the table from its changelog (from a standby
+replica when one is warm) and skips records whose offset the state already holds; a record whose
+effects were published but whose state was lost is published again with the same revision and
+the same content (its time comes from the `Analysed` record, not the clock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+from pydantic import ValidationError
+
+from models.analyst import Analyst, create_analyst
+from stream._settings import Settings
+from stream.analysis._core import AnalysisState, ClosedWindow, Published, StagedStore, bundle_of
+from stream.records import Analysed, DeadLetter, SuspectBatch, Tick, parse_suspects_record
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+_TABLE = "state"
+
+
+def _app_id(settings: Settings) -> str:
+    """The analysis stage's consumer group; `broker.state_changelog_topic` follows this name."""
+    return f"{settings.kafka.group_id}-analysis"
+
+
+def _broker_credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    ssl_context = None
+    if k.security_protocol.endswith("SSL"):
+        import ssl
+
+        ssl_context = ssl.create_default_context()
+    if not k.security_protocol.startswith("SASL"):
+        return faust.SSLCredentials(ssl_context) if ssl_context else None
+    password = k.sasl_password.get_secret_value() if k.sasl_password else ""
+    return faust.SASLCredentials(
+        username=k.sasl_username or "",
+        password=password,
+        mechanism=k.sasl_mechanism,
+        ssl_context=ssl_context,
+    )
+
+
+class _TableStore:
+    """A StateStore over a Faust table (bytes keys and values, changelog-backed)."""
+
+    def __init__(self, table: Any) -> None:
+        self._table = table
+
+    def get(self, key: str) -> bytes | None:
+        value = self._table.get(key.encode())
+        return value if isinstance(value, bytes) else None
+
+    def put(self, key: str, value: bytes) -> None:
+        self._table[key.encode()] = value
+
+    def delete(self, key: str) -> None:
+        k = key.encode()
+        if k in self._table:
+            del self._table[k]
+
+
+def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.App:
+    """Build the analysis stage's Faust app from settings (agents run with concurrency 1)."""
+    k, t, cfg = settings.kafka, settings.topics, settings.pipeline
+    app = faust.App(
+        _app_id(settings),
+        broker=[f"kafka://{b}" for b in k.bootstrap_servers.split(",")],
+        broker_credentials=_broker_credentials(settings),
+        broker_session_timeout=k.session_timeout_s,
+        broker_heartbeat_interval=max(1.0, k.session_timeout_s / 4),
+        consumer_group_instance_id=f"{k.instance_id}-analysis" if k.instance_id else None,
+        store="memory://",
+        table_standby_replicas=settings.worker.standby_replicas,
+        datadir=str(settings.worker.data_dir),
+        web_enabled=settings.worker.web_port is not None,
+        web_port=settings.worker.web_port or 6066,
+        topic_partitions=k.partitions,
+        topic_replication_factor=k.replication_factor,
+        topic_allow_declare=False,  # `sluice topics create` owns the topology
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",  # every Sluice record, the table's changelog included, is bytes
+        value_serializer="raw",
+    )
+
+    def raw(name: str) -> Any:
+        return app.topic(
+            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+        )
+
+    suspects_t, alerts_t = raw(t.suspects), raw(t.alerts)
+    feedback_t, dead_t = raw(t.feedback), raw(t.deadletter)
+    table = app.Table(_TABLE, key_type=bytes, value_type=bytes, partitions=k.partitions)
+    the_analyst = analyst or create_analyst(settings.llm)
+    runner = _Runner(settings, the_analyst, suspects_t)
+
+    async def publish(out: Published) -> None:
+        sent = []
+        for a in out.alerts:
+            sent.append(await alerts_t.send(key=a.fingerprint.encode(), value=a.to_bytes()))
+        for f in out.feedback:
+            sent.append(await feedback_t.send(key=f.key().encode(), value=f.to_bytes()))
+        for d in out.dead:
+            log.warning("dead letter (analysis): %s", d.reason)
+            sent.append(await dead_t.send(value=d.to_bytes()))
+        for fut in sent:
+            await fut  # acknowledged by the broker before the state moves on
+
+    async def handle(partition: int, offset: int, value: bytes) -> None:
+        staged = StagedStore(_TableStore(table))
+        state = AnalysisState(cfg, staged, time.time, t.suspects)
+        if state.applied(partition, offset):
+            return  # replayed after a crash: its effects are in the restored state
+        out = Published()
+        scopes: list[str] = []
+        try:
+            rec = parse_suspects_record(value)
+        except ValidationError as exc:
+            reason = f"not a suspects record: {exc.errors()[0]['msg']}"
+            out.dead.append(DeadLetter.of(value, t.suspects, partition, offset, reason))
+        else:
+            if isinstance(rec, SuspectBatch):
+                out.dead += state.on_suspects(partition, offset, rec)
+                scopes = [rec.scope]
+            elif isinstance(rec, Tick):
+                state.on_tick(partition)
+                scopes = state.scopes(partition)
+            else:
+                state.on_analysed(rec)
+                scopes = [rec.scope]
+            for scope in scopes:
+                out.extend(state.publish(scope))
+        await publish(out)
+        state.mark_applied(partition, offset)
+        staged.apply()
+        for scope in scopes:
+            for w in state.due(scope):
+                runner.launch(partition, w)
+
+    @app.agent(suspects_t, concurrency=1)
+    async def analyse_suspects(stream: Any) -> None:
+        async for ev in stream.events():
+            m = ev.message
+            value = ev.value if isinstance(ev.value, bytes) else b""
+            try:
+                await handle(m.partition, m.offset, value)
+            except Exception as exc:  # Faust would ack it silently: say why, as a dead letter
+                log.exception("analysis of %s:%s:%s failed", m.topic, m.partition, m.offset)
+                reason = f"analysis stage failed: {type(exc).__name__}"
+                await dead_t.send(
+                    value=DeadLetter.of(value, m.topic, m.partition, m.offset, reason).to_bytes()
+                )
+
+    tick_s = max(0.5, min(cfg.idle_close_s / 2, 5.0))
+
+    @app.timer(interval=tick_s)  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        for tp in app.consumer.assignment():
+            if tp.topic == t.suspects:
+                await suspects_t.send(value=Tick().to_bytes(), partition=tp.partition)
+
+    return app
+
+
+class _Runner:
+    """Runs window analyses concurrently (up to llm.concurrency) and reports back via Kafka."""
+
+    def __init__(self, settings: Settings, analyst: Analyst, suspects_t: Any) -> None:
+        self._analyst = analyst
+        self._topic = suspects_t
+        self._limit = asyncio.Semaphore(settings.llm.concurrency)
+        self._running: dict[tuple[str, int, int], asyncio.Task[None]] = {}
+
+    def launch(self, partition: int, w: ClosedWindow) -> None:
+        key = (w.scope, w.seq, w.attempt)
+        if key in self._running:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(partition, w))
+        self._running[key] = task
+        task.add_done_callback(lambda _t: self._running.pop(key, None))
+
+    async def _run(self, partition: int, w: ClosedWindow) -> None:
+        async with self._limit:
+            try:
+                analysis = await self._analyst.analyze(bundle_of(w))
+                rec = Analysed(
+                    scope=w.scope,
+                    seq=w.seq,
+                    attempt=w.attempt,
+                    analysis=analysis.model_dump_json(),
+                    done_at=datetime.now(UTC),
+                )
+            except Exception as exc:  # the analyst promises not to raise; bounded if it does
+                log.exception("analysis of window %s %s raised", w.scope, w.start)
+                rec = Analysed(
+                    scope=w.scope,
+                    seq=w.seq,
+                    attempt=w.attempt,
+                    error=type(exc).__name__,
+                    done_at=datetime.now(UTC),
+                )
+        try:
+            await self._topic.send(key=w.scope.encode(), value=rec.to_bytes(), partition=partition)
+        except Exception:
+            log.exception(
+                "reporting the analysis of %s %s failed; a tick retries", w.scope, w.start
+            )

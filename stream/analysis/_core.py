@@ -1,0 +1,513 @@
+"""The analysis stage's logic, shared by `sluice scan` (a dict) and the worker (a Faust table).
+
+suspects -> per-scope event-time windows -> closed windows pending analysis -> results published
+in order as alerts (new, revised, resolved) and feedback. All of it is state in a `StateStore`,
+so in the worker it lives in a table with a changelog topic and survives the worker.
+
+Windows: tumbling, `window_s` of event time per scope. A window closes when the latest event
+time seen in its scope passes its end by `allowed_lateness_s`, when it holds `max_bundle_events`,
+when it got no event for `idle_close_s` (a tick), or at end of input (scan). A late event whose
+window already closed reopens it; a reopened window closes on idle or at the end only, so a burst
+of late events costs one more analysis, published as a new revision of the same alert. Events
+without a timestamp join the newest window of their scope.
+
+Closed windows get a sequence number and wait in `pending`. Their analyses may run concurrently
+and finish in any order; results are published strictly in sequence, so revisions and
+resolutions come out as if analysed one by one (and as `scan` does). A degraded result (LLM down)
+is published at once and its window queued again (`degraded_retries`); an analysis that raised is
+retried, and dead-lettered after `max_analysis_failures`.
+
+Keys of the store: `scope/<scope>` (a ScopeState), `chunk/<scope>/<n>` (suspects of a window,
+written once per record of the suspects topic and window), `part/<p>` (the scopes of a suspects
+partition and the last offset applied, so a record replayed after a crash is not applied twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from pydantic import BaseModel, Field, TypeAdapter
+
+from models.analyst import Analysis, Bundle, BundleEvent
+from models.filter import normalize_batch
+from stream._settings import PipelineSettings
+from stream.records import Alert, Analysed, DeadLetter, Feedback, Suspect, SuspectBatch
+
+__all__ = [
+    "AnalysisState",
+    "ClosedWindow",
+    "MemoryStore",
+    "Published",
+    "StagedStore",
+    "StateStore",
+    "bundle_of",
+]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SUSPECTS: TypeAdapter[list[Suspect]] = TypeAdapter(list[Suspect])
+
+
+class StateStore(Protocol):
+    """Where the analysis state lives: bytes by key."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class MemoryStore:
+    """A StateStore in a dict (scan, tests)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+class StagedStore:
+    """Writes held back until `apply()`: the worker publishes alerts before the state says so."""
+
+    def __init__(self, inner: StateStore) -> None:
+        self._inner = inner
+        self._staged: dict[str, bytes | None] = {}
+
+    def get(self, key: str) -> bytes | None:
+        if key in self._staged:
+            return self._staged[key]
+        return self._inner.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self._staged[key] = value
+
+    def delete(self, key: str) -> None:
+        self._staged[key] = None
+
+    def apply(self) -> None:
+        for key, value in self._staged.items():
+            if value is None:
+                self._inner.delete(key)
+            else:
+                self._inner.put(key, value)
+        self._staged.clear()
+
+
+class _Open(BaseModel):
+    start: datetime
+    chunks: list[str] = Field(default_factory=list)
+    n: int = 0
+    touched: float = 0.0  # wall clock (epoch seconds) of the last event
+    late: bool = False  # reopened by late events: closes on idle or at the end only
+
+
+class _Pending(BaseModel):
+    seq: int
+    start: datetime
+    end: datetime
+    reason: str  # watermark | full | idle | end
+    chunks: list[str]
+    n: int
+    attempt: int = 0
+    failures: int = 0
+    not_before: float = 0.0
+    result: str | None = None  # the Analysis as JSON once it is known
+    done_at: datetime | None = None
+    given_up: bool = False  # failed max_analysis_failures times: published as a dead letter
+
+
+class ScopeState(BaseModel):
+    watermark: datetime | None = None
+    open: list[_Open] = Field(default_factory=list)
+    pending: list[_Pending] = Field(default_factory=list)
+    next_seq: int = 0
+    next_chunk: int = 0
+    revisions: dict[str, int] = Field(default_factory=dict)
+    firing: dict[str, str] = Field(default_factory=dict)  # fingerprint -> Alert JSON
+    touched: float = 0.0
+
+
+class _Partition(BaseModel):
+    scopes: list[str] = Field(default_factory=list)
+    applied: int = -1
+
+
+@dataclass
+class ClosedWindow:
+    """A closed window ready for analysis, with its suspects in order."""
+
+    scope: str
+    start: datetime
+    end: datetime
+    suspects: list[Suspect]
+    reason: str
+    seq: int = 0
+    attempt: int = 0
+
+
+@dataclass
+class Published:
+    """What publishing a scope's finished analyses produced, in order."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    feedback: list[Feedback] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    windows: int = 0
+
+    def extend(self, other: Published) -> None:
+        self.alerts += other.alerts
+        self.feedback += other.feedback
+        self.dead += other.dead
+        self.windows += other.windows
+
+
+def bundle_of(w: ClosedWindow) -> Bundle:
+    """The analyst's input for a window."""
+    versions = sorted({s.model_version for s in w.suspects})
+    events = [
+        BundleEvent(
+            s.event.service,
+            s.event.message,
+            s.event.level,
+            s.event.ts,
+            s.event.trace_id,
+            s.event.span_id,
+            s.audit,
+            s.score,
+            s.event.source,
+        )
+        for s in w.suspects
+    ]
+    return Bundle(w.scope, events, w.start, w.end, ",".join(versions) or None)
+
+
+class AnalysisState:
+    """The analysis stage over a StateStore. Every method is synchronous and deterministic."""
+
+    def __init__(
+        self,
+        cfg: PipelineSettings,
+        store: StateStore,
+        wall: Callable[[], float],
+        suspects_topic: str = "suspects",
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self._wall = wall
+        self._topic = suspects_topic
+        self._size = timedelta(seconds=cfg.window_s)
+        self._late = timedelta(seconds=cfg.allowed_lateness_s)
+
+    # -- state access ---------------------------------------------------------------------------
+
+    def scope_state(self, scope: str) -> ScopeState:
+        raw = self.store.get(f"scope/{scope}")
+        return ScopeState.model_validate_json(raw) if raw else ScopeState()
+
+    def _save(self, scope: str, st: ScopeState) -> None:
+        self.store.put(f"scope/{scope}", st.model_dump_json().encode())
+
+    def _partition(self, p: int) -> _Partition:
+        raw = self.store.get(f"part/{p}")
+        return _Partition.model_validate_json(raw) if raw else _Partition()
+
+    def _save_partition(self, p: int, part: _Partition) -> None:
+        self.store.put(f"part/{p}", part.model_dump_json().encode())
+
+    def scopes(self, partition: int) -> list[str]:
+        return list(self._partition(partition).scopes)
+
+    def applied(self, partition: int, offset: int) -> bool:
+        """Whether the record at offset was applied already (a replay after a crash)."""
+        return offset <= self._partition(partition).applied
+
+    def mark_applied(self, partition: int, offset: int) -> None:
+        part = self._partition(partition)
+        part.applied = max(part.applied, offset)
+        self._save_partition(partition, part)
+
+    # -- records of the suspects topic ----------------------------------------------------------
+
+    def on_suspects(
+        self, partition: int, offset: int | None, rec: SuspectBatch
+    ) -> list[DeadLetter]:
+        """Add a batch of suspects; a new scope beyond `max_live_scopes` is dead-lettered."""
+        part = self._partition(partition)
+        if rec.scope not in part.scopes:
+            if len(part.scopes) >= self.cfg.max_live_scopes:
+                reason = (
+                    f"scope {rec.scope!r} not admitted: {len(part.scopes)} live scopes on "
+                    f"partition {partition} (max_live_scopes)"
+                )
+                return [DeadLetter.of(rec.to_bytes(), self._topic, partition, offset, reason)]
+            part.scopes.append(rec.scope)
+            self._save_partition(partition, part)
+        self.add(rec.scope, rec.suspects)
+        return []
+
+    def on_tick(self, partition: int) -> None:
+        """Close idle windows and forget scopes with nothing left to do."""
+        part = self._partition(partition)
+        now = self._wall()
+        kept = []
+        for scope in part.scopes:
+            self.close_idle(scope)
+            st = self.scope_state(scope)
+            quiet = not (st.open or st.pending or st.firing)
+            if quiet and now - st.touched >= self.cfg.scope_evict_s:
+                self.store.delete(f"scope/{scope}")
+            else:
+                kept.append(scope)
+        if kept != part.scopes:
+            part.scopes = kept
+            self._save_partition(partition, part)
+
+    def on_analysed(self, rec: Analysed) -> None:
+        """Record a finished analysis (the first result for an attempt wins)."""
+        st = self.scope_state(rec.scope)
+        p = next((p for p in st.pending if p.seq == rec.seq and p.attempt == rec.attempt), None)
+        if p is None or p.result is not None or p.given_up:
+            return  # a duplicate, or a window already published
+        if rec.analysis is not None:
+            p.result, p.done_at = rec.analysis, rec.done_at
+        else:
+            p.failures += 1
+            p.not_before = self._wall() + self.cfg.retry_after_s
+            p.done_at = rec.done_at
+            if p.failures < self.cfg.max_analysis_failures:
+                # to the back of the queue: a failing window does not hold up the others
+                st.pending.remove(p)
+                p.seq, st.next_seq = st.next_seq, st.next_seq + 1
+                st.pending.append(p)
+            else:
+                p.given_up = True  # `publish` dead-letters it in its turn
+                p.reason = f"analysis failed {p.failures} times: {rec.error}"
+        self._save(rec.scope, st)
+
+    # -- windows ---------------------------------------------------------------------------------
+
+    def _start_of(self, ts: datetime) -> datetime:
+        n = (ts - _EPOCH) // self._size
+        return _EPOCH + n * self._size
+
+    def add(self, scope: str, suspects: Sequence[Suspect]) -> None:
+        st = self.scope_state(scope)
+        now = self._wall()
+        buffers: dict[int, list[Suspect]] = {}
+        for s in suspects:
+            ts = s.event.ts
+            if ts is None:
+                start = (
+                    max(w.start for w in st.open)
+                    if st.open
+                    else self._start_of(st.watermark or _EPOCH)
+                )
+            else:
+                start = self._start_of(ts)
+                if st.watermark is None or ts > st.watermark:
+                    st.watermark = ts
+            w = next((w for w in st.open if w.start == start), None)
+            if w is None:
+                mark = st.watermark or _EPOCH
+                w = _Open(start=start, late=start + self._size + self._late <= mark)
+                st.open.append(w)
+            buffers.setdefault(id(w), []).append(s)
+            w.n += 1
+            w.touched = now
+            if w.n >= self.cfg.max_bundle_events:
+                self._close(scope, st, w, "full", buffers)
+            if st.watermark is not None:
+                for o in sorted(st.open, key=lambda o: o.start):
+                    if o.start + self._size + self._late <= st.watermark and not o.late:
+                        self._close(scope, st, o, "watermark", buffers)
+        for w in st.open:
+            self._flush(scope, st, w, buffers)
+        st.touched = now
+        self._save(scope, st)
+
+    def _flush(
+        self, scope: str, st: ScopeState, w: _Open, buffers: dict[int, list[Suspect]]
+    ) -> None:
+        batch = buffers.pop(id(w), None)
+        if batch:
+            key = f"chunk/{scope}/{st.next_chunk}"
+            st.next_chunk += 1
+            self.store.put(key, _SUSPECTS.dump_json(batch))
+            w.chunks.append(key)
+
+    def _close(
+        self, scope: str, st: ScopeState, w: _Open, reason: str, buffers: dict[int, list[Suspect]]
+    ) -> None:
+        self._flush(scope, st, w, buffers)
+        st.open.remove(w)
+        st.pending.append(
+            _Pending(
+                seq=st.next_seq,
+                start=w.start,
+                end=w.start + self._size,
+                reason=reason,
+                chunks=w.chunks,
+                n=w.n,
+            )
+        )
+        st.next_seq += 1
+
+    def close_idle(self, scope: str) -> None:
+        st = self.scope_state(scope)
+        now = self._wall()
+        idle = [
+            w
+            for w in sorted(st.open, key=lambda w: w.start)
+            if now - w.touched >= self.cfg.idle_close_s
+        ]
+        for w in idle:
+            self._close(scope, st, w, "idle", {})
+        if idle:
+            self._save(scope, st)
+
+    def close_all(self, scope: str) -> None:
+        st = self.scope_state(scope)
+        for w in sorted(st.open, key=lambda w: w.start):
+            self._close(scope, st, w, "end", {})
+        self._save(scope, st)
+
+    def open_events(self, scope: str) -> int:
+        return sum(w.n for w in self.scope_state(scope).open)
+
+    # -- analysis and publication ----------------------------------------------------------------
+
+    def due(self, scope: str, *, ignore_wait: bool = False) -> list[ClosedWindow]:
+        """Windows to analyse now: closed, without a result, past their retry time."""
+        st = self.scope_state(scope)
+        now = self._wall()
+        return [
+            self._window(scope, p)
+            for p in st.pending
+            if p.result is None and not p.given_up and (ignore_wait or p.not_before <= now)
+        ]
+
+    def pending(self, scope: str) -> int:
+        return len(self.scope_state(scope).pending)
+
+    def _window(self, scope: str, p: _Pending) -> ClosedWindow:
+        suspects: list[Suspect] = []
+        for key in p.chunks:
+            raw = self.store.get(key)
+            if raw:
+                suspects += _SUSPECTS.validate_json(raw)
+        suspects.sort(key=lambda s: (s.event.ts or _EPOCH, s.event.service, s.event.message))
+        return ClosedWindow(scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt)
+
+    def publish(self, scope: str) -> Published:
+        """Publish the finished analyses at the head of the queue, in sequence order."""
+        st = self.scope_state(scope)
+        out = Published()
+        while st.pending and (st.pending[0].result is not None or st.pending[0].given_up):
+            p = st.pending.pop(0)
+            window = self._window(scope, p)
+            if p.result is None:  # given up after repeated failures
+                raw = _SUSPECTS.dump_json(window.suspects)
+                out.dead.append(DeadLetter.of(raw, self._topic, None, None, p.reason))
+                self._drop_chunks(p.chunks)
+                continue
+            analysis = Analysis.model_validate_json(p.result)
+            now = p.end if self.cfg.alert_time == "event" else (p.done_at or p.end)
+            out.alerts += self._alerts(st, scope, analysis, now)
+            degraded = analysis.provenance.analysis == "degraded"
+            if degraded and p.attempt < self.cfg.degraded_retries:
+                st.pending.append(  # analyse again later; its feedback waits for a real answer
+                    p.model_copy(
+                        update={
+                            "seq": st.next_seq,
+                            "attempt": p.attempt + 1,
+                            "result": None,
+                            "done_at": None,
+                            "not_before": self._wall() + self.cfg.retry_after_s,
+                        }
+                    )
+                )
+                st.next_seq += 1
+            else:
+                out.feedback += _feedback(window, analysis)
+                out.windows += 1
+                self._drop_chunks(p.chunks)
+        self._save(scope, st)
+        return out
+
+    def _drop_chunks(self, chunks: Iterable[str]) -> None:
+        for key in chunks:
+            self.store.delete(key)
+
+    def _alerts(self, st: ScopeState, scope: str, analysis: Analysis, now: datetime) -> list[Alert]:
+        """New or revised alerts; an `info` window resolves what was firing in the scope."""
+
+        def revision(fp: str) -> int:
+            st.revisions[fp] = st.revisions.get(fp, 0) + 1
+            return st.revisions[fp]
+
+        report = analysis.report
+        if report.severity == "info":
+            resolved = [
+                Alert.model_validate_json(a).model_copy(
+                    update={"status": "resolved", "generated_at": now, "revision": revision(fp)}
+                )
+                for fp, a in st.firing.items()
+            ]
+            st.firing.clear()
+            return resolved
+        fp = report.fingerprint()
+        alert = Alert(
+            fingerprint=fp,
+            revision=revision(fp),
+            status="firing",
+            report=report,
+            provenance=analysis.provenance,
+            evidence=analysis.templates,
+            generated_at=now,
+        )
+        st.firing[fp] = alert.model_dump_json()
+        return [alert]
+
+
+def _feedback(w: ClosedWindow, analysis: Analysis) -> list[Feedback]:
+    """One labeled record per template the analysis gave a verdict on."""
+    templates = normalize_batch([s.event.message for s in w.suspects])
+    first: dict[str, Suspect] = {}
+    all_audit: dict[str, bool] = {}
+    for s, t in zip(w.suspects, templates, strict=True):
+        first.setdefault(t, s)
+        all_audit[t] = all_audit.get(t, True) and s.audit
+    kind = analysis.provenance.analysis
+    out = []
+    for v in analysis.verdicts:
+        template = analysis.templates.get(v.template_id)
+        if template is None or template not in first:
+            continue
+        s = first[template]
+        audit = all_audit[template]
+        source = ("audit" if audit else "llm") if kind == "llm" else "heuristic"
+        out.append(
+            Feedback(
+                template=template,
+                text=s.event.message[:2000],
+                label=v.relevant,
+                source=source,
+                weight=1.0 / s.sampling_probability
+                if audit and s.sampling_probability > 0
+                else 1.0,
+                model_version=s.model_version,
+                score=s.score,
+                scope=w.scope,
+            )
+        )
+    return out

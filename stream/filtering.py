@@ -1,0 +1,340 @@
+"""The filter stage: events -> suspects (flagged events plus an audit sample) and dead letters.
+
+`screen_batch` is the stage's logic on one fetched batch, shared by `sluice scan` and the worker:
+parse into columns, score with the filter, draw the audit sample, and build records only for what
+is forwarded: one `SuspectBatch` message per scope, each suspect serialized once (orjson).
+
+`FilterStage` is the worker's loop, straight on aiokafka (Faust's per-message path costs ~100x
+what this stage can afford; see docs/architecture.md). Per fetched batch and partition: screen,
+produce, wait for the broker's acknowledgements, then commit. An offset is never committed before
+everything derived from the records below it is acknowledged (at-least-once, no gaps). A
+rebalance waits for the batch in flight, so revoked partitions are committed before they move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from models.filter import Filter, FilterModel, OnnxFilter, default_model
+from stream._errors import SluiceError
+from stream._settings import PipelineSettings, Settings
+from stream.parsing import parse_batch
+from stream.records import SCHEMA_VERSION, DeadLetter
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+__all__ = [
+    "MAX_SUSPECTS_MESSAGE_BYTES",
+    "FilterStage",
+    "FilterStageError",
+    "Screened",
+    "StageCounters",
+    "audit_draws",
+    "build_filter",
+    "screen_batch",
+]
+
+log = logging.getLogger(__name__)
+
+#: A `suspects` message is split above this size (Kafka's default record limit is 1 MiB).
+MAX_SUSPECTS_MESSAGE_BYTES = 900_000
+_UINT32 = float(2**32)
+
+
+class FilterStageError(SluiceError):
+    """The filter stage cannot go on (Kafka unreachable, a batch that cannot be delivered)."""
+
+
+def build_filter(cfg: PipelineSettings) -> OnnxFilter:
+    """The filter the settings name: `model_path`, or the model that ships with Sluice."""
+    return OnnxFilter(FilterModel.from_path(cfg.model_path) if cfg.model_path else default_model())
+
+
+def audit_draws(values: Sequence[bytes]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A uniform draw in [0, 1) per record, fixed by its bytes: scan and worker sample alike."""
+    crc = zlib.crc32
+    return np.fromiter(map(crc, values), dtype=np.float64, count=len(values)) / _UINT32
+
+
+@dataclass
+class Screened:
+    """What one batch became: suspect messages per scope, dead letters, and counts."""
+
+    messages: dict[str, list[bytes]] = field(default_factory=dict)  # scope -> SuspectBatch JSON
+    dead: list[DeadLetter] = field(default_factory=list)
+    events: int = 0
+    flagged: int = 0
+    audited: int = 0
+
+
+def _encode(scope: str, parts: list[bytes]) -> list[bytes]:
+    """SuspectBatch messages for one scope from serialized suspects, each under the size limit."""
+    head = b'{"schema_version":%d,"kind":"suspects","scope":%s,"suspects":[' % (
+        SCHEMA_VERSION,
+        orjson.dumps(scope),
+    )
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = len(head)
+    for p in parts:
+        if chunk and size + len(p) + 3 > MAX_SUSPECTS_MESSAGE_BYTES:
+            out.append(head + b",".join(chunk) + b"]}")
+            chunk, size = [], len(head)
+        chunk.append(p)
+        size += len(p) + 1
+    if chunk:
+        out.append(head + b",".join(chunk) + b"]}")
+    return out
+
+
+def screen_batch(
+    values: Sequence[bytes],
+    keys: Sequence[bytes | None],
+    source: Callable[[int], tuple[str, int | None, int | None]],
+    filt: Filter,
+    cfg: PipelineSettings,
+) -> Screened:
+    """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
+
+    `source(i)` names where record i came from: (topic or file:line, partition, offset).
+    Unflagged events cost the parse of their message, one cache lookup in the filter and one
+    CRC of their bytes; only forwarded events get their other fields parsed and serialized.
+    """
+    out = Screened()
+    parsed = parse_batch(values, cfg.max_event_bytes)
+    for i, reason in parsed.dead:
+        out.dead.append(DeadLetter.of(values[i], *source(i), reason))
+    if not parsed.messages:
+        return out
+    out.events = len(parsed.messages)
+    a = filt.assess(parsed.messages)
+    flagged = a.flagged
+    forward = flagged
+    if cfg.audit_rate > 0:
+        draws = audit_draws([values[i] for i in parsed.index])
+        audit = ~flagged & (draws < cfg.audit_rate)
+        forward = flagged | audit
+    else:
+        audit = np.zeros_like(flagged)
+    chosen = np.flatnonzero(forward)
+    if chosen.size == 0:
+        return out
+    by_scope: dict[str, list[bytes]] = {}
+    scores = a.scores
+    for j in chosen.tolist():
+        i = parsed.index[j]
+        where = source(i)
+        try:
+            ev = parsed.event(j, keys[i], cfg.default_service)
+            is_audit = bool(audit[j])
+            scope = ev["attributes"].get("scope") or cfg.scope
+            ev["schema_version"] = SCHEMA_VERSION
+            ev["source"] = _source_text(where)
+            part = orjson.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "event": ev,
+                    "score": float(scores[j]),
+                    "model_version": a.model_version,
+                    "audit": is_audit,
+                    "sampling_probability": cfg.audit_rate if is_audit else 1.0,
+                    "scope": scope,
+                },
+                option=orjson.OPT_UTC_Z,
+            )
+        except Exception as exc:  # a field no rule foresaw: a dead letter, never a crash
+            out.dead.append(DeadLetter.of(values[i], *where, f"unusable event: {exc!r}"[:500]))
+            continue
+        by_scope.setdefault(scope, []).append(part)
+        if is_audit:
+            out.audited += 1
+        else:
+            out.flagged += 1
+    out.messages = {scope: _encode(scope, parts) for scope, parts in by_scope.items()}
+    return out
+
+
+def _source_text(where: tuple[str, int | None, int | None]) -> str:
+    name, partition, offset = where
+    return name if partition is None else f"{name}:{partition}:{offset}"
+
+
+@dataclass
+class StageCounters:
+    """Running totals of the filter stage (read by the worker's logs and, later, metrics)."""
+
+    batches: int = 0
+    events: int = 0
+    flagged: int = 0
+    audited: int = 0
+    dead: int = 0
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def kafka_client_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka keyword arguments shared by the stage's consumer and producer."""
+    k = settings.kafka
+    opts: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers.split(","),
+        "security_protocol": k.security_protocol,
+    }
+    if k.security_protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = k.sasl_mechanism
+        opts["sasl_plain_username"] = k.sasl_username
+        if k.sasl_password is not None:
+            opts["sasl_plain_password"] = k.sasl_password.get_secret_value()
+    if k.security_protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        opts["ssl_context"] = create_ssl_context()
+    return opts
+
+
+class FilterStage:
+    """The worker's events -> suspects loop on aiokafka; `run()` until `stop()`."""
+
+    def __init__(self, settings: Settings, filt: Filter) -> None:
+        self._settings = settings
+        self._filter = filt
+        self._lock = asyncio.Lock()  # one batch in flight; a rebalance waits for it
+        self._stopping = asyncio.Event()
+        self.counters = StageCounters()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def _make_clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+        s, k = self._settings, self._settings.kafka
+        opts = kafka_client_options(s)
+        consumer = AIOKafkaConsumer(
+            **opts,
+            group_id=k.group_id,
+            group_instance_id=f"{k.instance_id}-filter" if k.instance_id else None,
+            client_id=f"sluice-filter-{k.instance_id or 'worker'}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=int(k.session_timeout_s * 1000),
+            heartbeat_interval_ms=int(k.session_timeout_s * 1000 / 4),
+            rebalance_timeout_ms=int(k.session_timeout_s * 1000),
+            max_poll_interval_ms=300_000,
+        )
+        producer = AIOKafkaProducer(
+            **opts, acks="all", linger_ms=5, max_batch_size=1 << 20, client_id="sluice-filter"
+        )
+        return consumer, producer
+
+    async def run(self) -> None:
+        """Consume, screen, produce, commit, until stopped; raises FilterStageError if it can't."""
+        from aiokafka import ConsumerRebalanceListener
+        from aiokafka.errors import KafkaError
+
+        stage = self
+
+        class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+            async def on_partitions_revoked(self, revoked: Any) -> None:
+                async with stage._lock:  # the batch in flight is produced and committed first
+                    log.info("filter stage: partitions revoked: %s", sorted(map(str, revoked)))
+
+            async def on_partitions_assigned(self, assigned: Any) -> None:
+                log.info("filter stage: partitions assigned: %s", sorted(map(str, assigned)))
+
+        consumer, producer = self._make_clients()
+        self._consumer, self._producer = consumer, producer
+        try:
+            await producer.start()
+            await consumer.start()
+        except KafkaError as exc:
+            await self._close()
+            raise FilterStageError(
+                f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: {exc}"
+            ) from exc
+        consumer.subscribe([self._settings.topics.events], listener=_Listener())
+        try:
+            while not self._stopping.is_set():
+                # Not under the lock: aiokafka runs the revocation listener while a fetch waits.
+                data = await consumer.getmany(
+                    timeout_ms=200, max_records=self._settings.pipeline.batch_size
+                )
+                if data:
+                    async with self._lock:
+                        await self._process(consumer, producer, data)
+        finally:
+            await self._close()
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, data: dict[Any, list[Any]]
+    ) -> None:
+        from aiokafka.errors import CommitFailedError, KafkaError
+
+        t = self._settings.topics
+        cfg = self._settings.pipeline
+        pending: list[asyncio.Future[Any]] = []
+        commits: dict[Any, int] = {}
+        c = self.counters
+        for tp, msgs in data.items():
+            values = [m.value if m.value is not None else b"" for m in msgs]
+            keys = [m.key for m in msgs]
+
+            def source(i: int, _msgs: list[Any] = msgs) -> tuple[str, int | None, int | None]:
+                m = _msgs[i]
+                return m.topic, m.partition, m.offset
+
+            try:
+                screened = screen_batch(values, keys, source, self._filter, cfg)
+            except Exception as exc:  # the filter itself failed: every record is a dead letter
+                log.exception("filter stage: screening %d records of %s failed", len(msgs), tp)
+                reason = f"filter failed: {type(exc).__name__}: {exc}"[:500]
+                screened = Screened(dead=[DeadLetter.of(v, *source(i), reason)
+                                          for i, v in enumerate(values)])  # fmt: skip
+            for scope, messages in screened.messages.items():
+                key = scope.encode()
+                for value in messages:
+                    pending.append(await producer.send(t.suspects, value=value, key=key))
+            for d in screened.dead:
+                log.warning("dead letter %s:%s:%s: %s", d.topic, d.partition, d.offset, d.reason)
+                pending.append(await producer.send(t.deadletter, value=d.to_bytes()))
+            commits[tp] = msgs[-1].offset + 1
+            c.events += screened.events
+            c.flagged += screened.flagged
+            c.audited += screened.audited
+            c.dead += len(screened.dead)
+        c.batches += 1
+        try:
+            await asyncio.gather(*pending)  # every derived record acknowledged ...
+        except KafkaError as exc:
+            # ... or nothing is committed: the batch is fetched again from the last commit.
+            log.error("filter stage: delivery failed (%s); seeking back to the last commit", exc)
+            for tp in commits:
+                committed = await consumer.committed(tp)
+                consumer.seek(tp, committed if committed is not None else 0)
+            await asyncio.sleep(1.0)
+            return
+        try:
+            await consumer.commit(commits)  # ... before the offsets move
+        except (CommitFailedError, KafkaError) as exc:
+            # The partitions moved to another worker, which re-reads from the last commit:
+            # duplicates downstream, never a gap.
+            log.warning("filter stage: commit failed (%s); the batch will be re-read", exc)
+            return
+        for tp, off in commits.items():
+            c.committed[(tp.topic, tp.partition)] = off
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+        self._consumer = self._producer = None

@@ -1,0 +1,258 @@
+"""Parsing `events`: a JSON object or a plain text line -> an event, or a reason it cannot be one.
+
+Two entry points over one set of rules:
+
+- `parse_batch` is the filter stage's hot path. It works on a whole fetched batch and extracts
+  only what the filter needs from every record (the message text); the other fields (time,
+  service, level, trace, attributes) are worked out by `ParsedBatch.event` only for the few events
+  that are forwarded. No pydantic model is built per record.
+- `parse_event` parses one record into a validated `Event` (tests, tools).
+
+Text that merely starts with `[` (Apache error logs, Proxifier) is a text line unless it is valid
+JSON; text starting with `{` must be a JSON object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from stream._errors import SluiceError
+from stream.records import Event
+
+__all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]
+
+_TS_KEYS = ("ts", "timestamp", "@timestamp", "time", "Timestamp")
+_SERVICE_KEYS = ("service", "app", "application", "logger", "service_name", "PodName")
+_HOST_KEYS = ("host", "hostname", "Node", "node")
+_LEVEL_KEYS = ("level", "severity", "lvl", "loglevel")
+_MESSAGE_KEYS = ("message", "msg", "log", "Log", "text")
+_TRACE_KEYS = ("trace_id", "traceId", "TraceID", "trace")
+_SPAN_KEYS = ("span_id", "spanId", "SpanID", "span")
+_USED_KEYS = frozenset(
+    _TS_KEYS + _SERVICE_KEYS + _HOST_KEYS + _LEVEL_KEYS + _MESSAGE_KEYS + _TRACE_KEYS + _SPAN_KEYS
+)
+_LEVELS = (
+    "FATAL",
+    "CRITICAL",
+    "ERROR",
+    "SEVERE",
+    "WARNING",
+    "WARN",
+    "NOTICE",
+    "INFO",
+    "DEBUG",
+    "TRACE",
+)
+_LEVEL_RE = re.compile(r"\b(" + "|".join(_LEVELS) + r")\b", re.IGNORECASE)
+_ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+_FRACTION = re.compile(r"\d+")
+_POD_HASH = re.compile(r"-[0-9a-f]{8,10}-[0-9a-z]{5}$")
+#: Epoch values above this are taken as milliseconds, microseconds or nanoseconds.
+_EPOCH_SECONDS_MAX = 1e11
+
+
+class ParseError(SluiceError):
+    """Why a record is not an event; its message becomes the dead-letter reason."""
+
+
+def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        v = obj.get(k)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def _parse_ts(value: object) -> datetime | None:
+    """A timestamp from epoch numbers or ISO-8601 text; None when there is none (never raises)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, int | float):  # epoch seconds, millis, micros or nanos
+            v = float(value)
+            if not math.isfinite(v) or v < 0:
+                return None
+            for _ in range(3):  # bounded: a huge number is not a time, not a loop
+                if v <= _EPOCH_SECONDS_MAX:
+                    break
+                v /= 1000
+            return datetime.fromtimestamp(v, tz=UTC) if v <= _EPOCH_SECONDS_MAX else None
+        if isinstance(value, str):
+            m = _ISO_RE.search(value)
+            if m:
+                s = m.group(0).replace(",", ".").replace(" ", "T")
+                if "." in s:  # Python parses at most microseconds
+                    head, _, frac = s.partition(".")
+                    digits = _FRACTION.match(frac)
+                    n = digits.group(0) if digits else ""
+                    s = f"{head}.{n[:6].ljust(6, '0')}{frac[len(n) :]}"
+                dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+                return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):  # 2023-13-45, year 0, out of the platform's range
+        return None
+    return None
+
+
+def _level_of(text: str) -> str:
+    m = _LEVEL_RE.search(text[:200])
+    if not m:
+        return ""
+    level = m.group(1).upper()
+    return "WARN" if level == "WARNING" else level
+
+
+def _loads(raw: bytes) -> Any:
+    """JSON with orjson (fast); what orjson refuses goes to the standard library, which decides.
+
+    The standard library accepts more (NaN, Infinity, integers beyond 64 bits), and a user's
+    producer may well be Python's `json`: such records are events, not dead letters.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ParseError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ParseError("invalid JSON: nested too deeply") from None
+
+
+def _message_of(obj: dict[str, Any]) -> str:
+    message = _first(obj, _MESSAGE_KEYS)
+    if isinstance(message, str) and message.lstrip().startswith("{"):
+        try:  # container runtimes wrap the line: {"log": "...", "stream": ...}
+            inner = orjson.loads(message)
+            if isinstance(inner, dict) and isinstance(inner.get("log"), str):
+                message = inner["log"]
+        except orjson.JSONDecodeError:
+            pass
+    if message is None:
+        raise ParseError("JSON object without a message field (message, msg, log, text)")
+    if not isinstance(message, str):
+        message = json.dumps(message) if isinstance(message, dict | list) else str(message)
+    return message.rstrip("\n")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json_fields(obj: dict[str, Any], message: str, fallback_service: str) -> dict[str, Any]:
+    service = _first(obj, _SERVICE_KEYS)
+    level = _first(obj, _LEVEL_KEYS)
+    level_s = str(level).upper() if level is not None else _level_of(message)
+    return {
+        "ts": _parse_ts(_first(obj, _TS_KEYS)) or _parse_ts(message[:64]),
+        "service": _POD_HASH.sub("", _text(service) or "") or fallback_service,
+        "host": _text(_first(obj, _HOST_KEYS)),
+        "level": "WARN" if level_s == "WARNING" else level_s,
+        "message": message,
+        "trace_id": _text(_first(obj, _TRACE_KEYS)),
+        "span_id": _text(_first(obj, _SPAN_KEYS)),
+        "attributes": {k: _text(v) or "" for k, v in obj.items() if k not in _USED_KEYS},
+    }
+
+
+def _line_fields(line: str, service: str) -> dict[str, Any]:
+    return {
+        "ts": _parse_ts(line[:64]),
+        "service": service,
+        "host": None,
+        "level": _level_of(line),
+        "message": line,
+        "trace_id": None,
+        "span_id": None,
+        "attributes": {},
+    }
+
+
+def _key_service(key: bytes | None) -> str | None:
+    return key.decode("utf-8", errors="replace") if key else None
+
+
+@dataclass
+class ParsedBatch:
+    """Columns of one parsed batch: `messages[j]` is the text of input record `index[j]`."""
+
+    messages: list[str] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+    objects: list[dict[str, Any] | None] = field(default_factory=list)
+    dead: list[tuple[int, str]] = field(default_factory=list)  # input position, reason
+
+    def event(self, j: int, key: bytes | None, default_service: str) -> dict[str, Any]:
+        """Every field of the j-th parsed event (an `Event`'s fields, less schema and source)."""
+        service = _key_service(key) or default_service
+        obj = self.objects[j]
+        if obj is None:
+            return _line_fields(self.messages[j], service)
+        return _json_fields(obj, self.messages[j], service)
+
+
+def parse_batch(values: Sequence[bytes], max_bytes: int) -> ParsedBatch:
+    """Parse a batch; a record that is not an event is listed in `dead` with the reason."""
+    out = ParsedBatch()
+    messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
+    for i, raw in enumerate(values):
+        if len(raw) > max_bytes:
+            dead.append((i, f"event of {len(raw)} bytes exceeds the maximum of {max_bytes}"))
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            dead.append((i, f"invalid UTF-8 at byte {exc.start}"))
+            continue
+        head = text[:1]
+        if head.isspace() or not head:
+            head = text.lstrip()[:1]
+            if not head:
+                dead.append((i, "empty event"))
+                continue
+        if head == "{" or head == "[":
+            try:
+                obj = _loads(raw)
+                if not isinstance(obj, dict):
+                    raise ParseError(f"JSON {type(obj).__name__} where an object was expected")
+                messages.append(_message_of(obj))
+            except ParseError as exc:
+                if head == "[" and str(exc).startswith("invalid JSON"):
+                    obj = None  # `[Sun Dec 04 ...] [error] ...`: a text line, not broken JSON
+                    messages.append(text.rstrip("\r\n"))
+                else:
+                    dead.append((i, str(exc)))
+                    continue
+            except Exception as exc:  # a value no rule foresaw: a dead letter, never a crash
+                dead.append((i, f"unparseable event: {type(exc).__name__}"))
+                continue
+            objects.append(obj)
+        else:
+            messages.append(text.rstrip("\r\n"))
+            objects.append(None)
+        index.append(i)
+    return out
+
+
+def parse_event(
+    raw: bytes, key: bytes | None, default_service: str, max_bytes: int, source: str | None = None
+) -> Event:
+    """One record of `events` to an Event; raises ParseError with the reason otherwise."""
+    batch = parse_batch([raw], max_bytes)
+    if batch.dead:
+        raise ParseError(batch.dead[0][1])
+    try:
+        return Event(**batch.event(0, key, default_service), source=source)
+    except Exception as exc:
+        raise ParseError(f"invalid event fields: {type(exc).__name__}") from None

@@ -1,0 +1,53 @@
+"""`sluice worker`: the filter stage (aiokafka) and the analysis stage (Faust) in one process.
+
+The filter stage runs as a service of the Faust worker, on the same event loop: it shares the
+process's start, stop and logging with the analysis stage, and needs no second process per core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from stream._settings import Settings
+
+__all__ = ["run_worker"]
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> None:
+    """Build both stages and run until SIGTERM/SIGINT (Faust's worker handles the signals)."""
+    import faust
+    import mode
+
+    from stream.analysis import create_app
+    from stream.filtering import FilterStage, build_filter
+
+    stage = FilterStage(settings, build_filter(settings.pipeline))
+    app = create_app(settings)
+
+    class FilterStageService(mode.Service):
+        """Runs the filter stage's loop; a stage that cannot go on stops the worker."""
+
+        _stage_run: asyncio.Future[Any] | None = None
+
+        async def on_start(self) -> None:
+            self._stage_run = self.add_future(self._consume())
+
+        async def _consume(self) -> None:
+            try:
+                await stage.run()
+            except Exception as exc:
+                log.exception("the filter stage stopped")
+                await self.crash(exc)
+
+        async def on_stop(self) -> None:
+            stage.stop()
+            if self._stage_run is not None:
+                await asyncio.wait([self._stage_run], timeout=10)
+
+    faust.Worker(
+        app, FilterStageService(), loglevel=settings.worker.log_level
+    ).execute_from_commandline()
