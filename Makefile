@@ -35,7 +35,7 @@ bench: install ## benchmarks that print figures (starts the local Kafka for the 
 	$(PY) -m bench.filter
 	$(PY) -m bench.analyst
 	@started=0; $(KAFKA) status >/dev/null 2>&1 || { $(KAFKA) start && started=1; }; \
-	status=0; $(PY) -m bench.worker || status=$$?; \
+	status=0; $(PY) -m bench.throughput || status=$$?; \
 	[ $$started = 1 ] && $(KAFKA) stop; exit $$status
 
 kafka-start: ## start the local Kafka (deploy/local/kafka start)

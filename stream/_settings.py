@@ -71,7 +71,7 @@ class PipelineSettings(BaseModel):
     max_bundle_events: int = Field(2000, ge=1, description="a fuller window closes at once")
     max_event_bytes: int = Field(65536, ge=256)
     batch_size: int = Field(
-        2000, ge=1, description="events fetched, parsed and scored at once per partition"
+        10000, ge=1, description="events fetched, parsed and scored at once (per fetch)"
     )
     default_service: str = "unknown"
     scope: str = Field("default", description="scope of events without a `scope` attribute")

@@ -200,13 +200,24 @@ def kafka_client_options(settings: Settings) -> dict[str, Any]:
 
 
 class FilterStage:
-    """The worker's events -> suspects loop on aiokafka; `run()` until `stop()`."""
+    """The worker's events -> suspects loop on aiokafka; `run()` until `stop()`.
+
+    Batches are pipelined: while the broker acknowledges what batch N produced, batch N+1 is
+    fetched and screened. Commits stay in order: batch N+1's commit waits for batch N's, and a
+    batch whose delivery failed fails every batch after it, whose partitions are then read again
+    from their last commit (duplicates downstream, never a gap).
+    """
+
+    #: Batches produced but not yet committed; more waits for the oldest. Measured on HDFS lines,
+    #: one core, stage alone: 2000/batch with 2 in flight 115k/s; 10000 with 4 in flight 200-250k/s.
+    MAX_IN_FLIGHT = 4
 
     def __init__(self, settings: Settings, filt: Filter) -> None:
         self._settings = settings
         self._filter = filt
-        self._lock = asyncio.Lock()  # one batch in flight; a rebalance waits for it
+        self._lock = asyncio.Lock()  # screening and producing a batch; a rebalance waits for it
         self._stopping = asyncio.Event()
+        self._in_flight: list[asyncio.Task[None]] = []
         self.counters = StageCounters()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -227,6 +238,7 @@ class FilterStage:
             heartbeat_interval_ms=int(k.session_timeout_s * 1000 / 4),
             rebalance_timeout_ms=int(k.session_timeout_s * 1000),
             max_poll_interval_ms=300_000,
+            max_partition_fetch_bytes=4 << 20,  # a batch of 10k lines in one fetch
         )
         producer = AIOKafkaProducer(
             **opts, acks="all", linger_ms=5, max_batch_size=1 << 20, client_id="sluice-filter"
@@ -242,8 +254,9 @@ class FilterStage:
 
         class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             async def on_partitions_revoked(self, revoked: Any) -> None:
-                async with stage._lock:  # the batch in flight is produced and committed first
-                    log.info("filter stage: partitions revoked: %s", sorted(map(str, revoked)))
+                async with stage._lock:  # what was produced is acknowledged and committed first
+                    await stage._settle()
+                log.info("filter stage: partitions revoked: %s", sorted(map(str, revoked)))
 
             async def on_partitions_assigned(self, assigned: Any) -> None:
                 log.info("filter stage: partitions assigned: %s", sorted(map(str, assigned)))
@@ -267,15 +280,16 @@ class FilterStage:
                 )
                 if data:
                     async with self._lock:
-                        await self._process(consumer, producer, data)
+                        await self._screen_and_send(consumer, producer, data)
+                if self._in_flight and self._in_flight[-1].done():
+                    await self._settle()
+            await self._settle()
         finally:
             await self._close()
 
-    async def _process(
+    async def _screen_and_send(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, data: dict[Any, list[Any]]
     ) -> None:
-        from aiokafka.errors import CommitFailedError, KafkaError
-
         t = self._settings.topics
         cfg = self._settings.pipeline
         pending: list[asyncio.Future[Any]] = []
@@ -309,30 +323,61 @@ class FilterStage:
             c.audited += screened.audited
             c.dead += len(screened.dead)
         c.batches += 1
-        try:
-            await asyncio.gather(*pending)  # every derived record acknowledged ...
-        except KafkaError as exc:
-            # ... or nothing is committed: the batch is fetched again from the last commit.
-            log.error("filter stage: delivery failed (%s); seeking back to the last commit", exc)
-            for tp in commits:
-                committed = await consumer.committed(tp)
-                consumer.seek(tp, committed if committed is not None else 0)
-            await asyncio.sleep(1.0)
-            return
-        try:
-            await consumer.commit(commits)  # ... before the offsets move
-        except (CommitFailedError, KafkaError) as exc:
-            # The partitions moved to another worker, which re-reads from the last commit:
-            # duplicates downstream, never a gap.
-            log.warning("filter stage: commit failed (%s); the batch will be re-read", exc)
-            return
+        previous = self._in_flight[-1] if self._in_flight else None
+        self._in_flight.append(
+            asyncio.get_running_loop().create_task(
+                self._acknowledge_and_commit(consumer, previous, pending, commits)
+            )
+        )
+        while len(self._in_flight) > self.MAX_IN_FLIGHT:
+            await asyncio.wait([self._in_flight[0]])
+            self._in_flight.pop(0)
+
+    async def _acknowledge_and_commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        previous: asyncio.Task[None] | None,
+        pending: list[asyncio.Future[Any]],
+        commits: dict[Any, int],
+    ) -> None:
+        if previous is not None:
+            await previous  # commits in order; an earlier failure fails this batch too
+        await asyncio.gather(*pending)  # every derived record acknowledged ...
+        await consumer.commit(commits)  # ... before the offsets move
         for tp, off in commits.items():
-            c.committed[(tp.topic, tp.partition)] = off
+            self.counters.committed[(tp.topic, tp.partition)] = off
+
+    async def _settle(self) -> None:
+        """Wait for the batches in flight; after a failure, read again from the last commit."""
+        from aiokafka.errors import KafkaError
+
+        tasks, self._in_flight = self._in_flight, []
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        consumer = self._consumer
+        if not failures or consumer is None:
+            return
+        exc = failures[0]
+        if not isinstance(exc, KafkaError | OSError | asyncio.TimeoutError):
+            raise FilterStageError(f"filter stage failed: {exc!r}") from exc
+        log.error(
+            "filter stage: delivery or commit failed (%r); re-reading from the last commit", exc
+        )
+        for tp in consumer.assignment():
+            committed = await consumer.committed(tp)
+            if committed is not None:
+                consumer.seek(tp, committed)
+            else:
+                await consumer.seek_to_beginning(tp)
+        await asyncio.sleep(1.0)
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def _close(self) -> None:
+        for task in self._in_flight:
+            task.cancel()
+        self._in_flight = []
         if self._consumer is not None:
             await self._consumer.stop()
         if self._producer is not None:

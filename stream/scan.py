@@ -65,8 +65,9 @@ async def scan(
                 on_alert(a)
 
     async def analyse(scope: str, *, final: bool = False) -> None:
-        while windows := state.due(scope, ignore_wait=final):
-            for w in windows:
+        while due := state.due(scope, ignore_wait=final):
+            for seq, _attempt in due:
+                w = state.window(scope, seq)
                 analysis = await analyst.analyze(bundle_of(w))
                 state.on_analysed(
                     Analysed(

@@ -171,7 +171,7 @@ def suspect(sec: float, scope: str = "s", text: str = "ERROR x", audit: bool = F
 
 
 def _closed(state: AnalysisState, scope: str) -> list[ClosedWindow]:
-    return state.due(scope, ignore_wait=True)
+    return [state.window(scope, seq) for seq, _ in state.due(scope, ignore_wait=True)]
 
 
 def test_windows_close_on_watermark_size_idle_and_end() -> None:
@@ -231,7 +231,7 @@ def _window_events(i: int) -> list[Suspect]:
 
 
 async def _analyse_all(state: AnalysisState, scope: str) -> tuple[list[Alert], list[Feedback]]:
-    for w in state.due(scope, ignore_wait=True):
+    for w in _closed(state, scope):
         analysis = await HeuristicAnalyst().analyze(bundle_of(w))
         state.on_analysed(
             Analysed(
@@ -289,7 +289,7 @@ def test_results_publish_in_window_order_whatever_order_they_finish_in() -> None
         for k in range(3):
             state.add("s", [s for i in range(60 * k, 60 * k + 5) for s in _window_events(i)])
         state.close_all("s")
-        windows = state.due("s")
+        windows = _closed(state, "s")
         assert [w.seq for w in windows] == [0, 1, 2]
         for w in reversed(windows):  # the last one finishes first
             analysis = await HeuristicAnalyst().analyze(bundle_of(w))
@@ -315,7 +315,7 @@ def test_a_window_whose_analysis_keeps_failing_is_dead_lettered() -> None:
     state.add("s", [suspect(5), suspect(6)])
     state.close_all("s")
     for attempt in range(3):
-        (w,) = state.due("s")
+        (w,) = _closed(state, "s")
         state.on_analysed(
             Analysed(scope="s", seq=w.seq, attempt=w.attempt, error="RuntimeError",
                      done_at=datetime.now(UTC))

@@ -154,8 +154,8 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
         state.mark_applied(partition, offset)
         staged.apply()
         for scope in scopes:
-            for w in state.due(scope):
-                runner.launch(partition, w)
+            for seq, attempt in state.due(scope):
+                runner.launch(partition, scope, seq, attempt, state)
 
     @app.agent(suspects_t, concurrency=1)
     async def analyse_suspects(stream: Any) -> None:
@@ -183,21 +183,39 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
 
 
 class _Runner:
-    """Runs window analyses concurrently (up to llm.concurrency) and reports back via Kafka."""
+    """Runs window analyses concurrently (up to llm.concurrency) and reports back via Kafka.
+
+    A window stays "launched" until its result has come back through the stream: between the
+    report and its turn in the partition the window still looks due, and must not run twice.
+    A report that never arrives (the send failed, the partition moved) is relaunched after
+    `relaunch_after_s`.
+    """
 
     def __init__(self, settings: Settings, analyst: Analyst, suspects_t: Any) -> None:
         self._analyst = analyst
         self._topic = suspects_t
         self._limit = asyncio.Semaphore(settings.llm.concurrency)
-        self._running: dict[tuple[str, int, int], asyncio.Task[None]] = {}
+        self._launched: dict[tuple[str, int, int], float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.relaunch_after_s = max(60.0, 4 * settings.llm.timeout_s)
 
-    def launch(self, partition: int, w: ClosedWindow) -> None:
-        key = (w.scope, w.seq, w.attempt)
-        if key in self._running:
+    def launch(
+        self, partition: int, scope: str, seq: int, attempt: int, state: AnalysisState
+    ) -> None:
+        key = (scope, seq, attempt)
+        now = time.monotonic()
+        since = self._launched.get(key)
+        if since is not None and now - since < self.relaunch_after_s:
             return
-        task = asyncio.get_running_loop().create_task(self._run(partition, w))
-        self._running[key] = task
-        task.add_done_callback(lambda _t: self._running.pop(key, None))
+        if len(self._launched) > 10_000:  # forget reports long since applied
+            cutoff = now - self.relaunch_after_s
+            self._launched = {k: t for k, t in self._launched.items() if t >= cutoff}
+        self._launched[key] = now
+        task = asyncio.get_running_loop().create_task(
+            self._run(partition, state.window(scope, seq))
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, partition: int, w: ClosedWindow) -> None:
         async with self._limit:

@@ -386,15 +386,23 @@ class AnalysisState:
 
     # -- analysis and publication ----------------------------------------------------------------
 
-    def due(self, scope: str, *, ignore_wait: bool = False) -> list[ClosedWindow]:
-        """Windows to analyse now: closed, without a result, past their retry time."""
+    def due(self, scope: str, *, ignore_wait: bool = False) -> list[tuple[int, int]]:
+        """(seq, attempt) of windows to analyse now: closed, no result yet, past their retry time.
+
+        Only references: the suspects are loaded by `window`, once, by whoever runs the analysis.
+        """
         st = self.scope_state(scope)
         now = self._wall()
         return [
-            self._window(scope, p)
+            (p.seq, p.attempt)
             for p in st.pending
             if p.result is None and not p.given_up and (ignore_wait or p.not_before <= now)
         ]
+
+    def window(self, scope: str, seq: int) -> ClosedWindow:
+        """A pending window with its suspects, for analysis."""
+        p = next(p for p in self.scope_state(scope).pending if p.seq == seq)
+        return self._window(scope, p)
 
     def pending(self, scope: str) -> int:
         return len(self.scope_state(scope).pending)
