@@ -107,11 +107,12 @@ def test_sigkill_mid_stream_loses_nothing_and_the_group_recovers(
     tps = [TopicPartition(events_topic, p) for p in range(6)]
     group = env["SLUICE_KAFKA__GROUP_ID"]
     sources: dict[int, str] = {}
-    log = (
-        lambda: "\n".join(  # noqa: E731
+
+    def log() -> str:
+        return "\n".join(
             (tmp_path / f"worker-{i}.log").read_text(errors="replace")[-1500:] for i in range(3)
         )
-    )
+
     try:
         time.sleep(15)  # the three workers join both groups
         assert all(w.poll() is None for w in workers), log()
