@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from models.analyst import HeuristicAnalyst
@@ -343,12 +343,13 @@ def test_scopes_beyond_the_cap_are_dead_lettered_and_idle_scopes_evicted() -> No
     now[0] = 20
     state.on_tick(0)  # windows close on idle, nothing published yet: the scopes stay
     assert state.scopes(0) == ["a", "b"]
-    for scope in ("a", "b"):
-        state.store.delete(f"scope/{scope}")  # as if analysed and quiet
-        state.store.put(f"scope/{scope}", b"{}")
+    for scope in ("a", "b"):  # as if analysed, resolved and quiet since
+        state.store.put(f"scope/{scope}", b'{"revisions": {"fp": 3}, "touched": 20}')
     now[0] = 200
     state.on_tick(0)
     assert state.scopes(0) == []
+    assert state.scope_state("a").revisions == {"fp": 3}  # a returning incident goes on at 4
+    assert state.on_suspects(0, 5, batch("c")) == []  # room again under the cap
 
 
 def test_feedback_weights_audit_samples() -> None:
@@ -374,3 +375,32 @@ def test_scan_of_the_demo_names_the_faulty_service() -> None:
     high = [a for a in result.alerts if a.report.severity in ("critical", "high")]
     assert high and all(a.report.root_causes[0].service == "ts-contacts-service" for a in high)
     assert all(isinstance(a, Alert) for a in result.alerts)
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+_FIELDS = ["ts", "time", "@timestamp", "service", "level", "message", "log", "trace_id", "host"]
+
+
+@settings(deadline=2000, max_examples=300)
+@given(st.dictionaries(st.sampled_from(_FIELDS), _json_values, max_size=6))
+def test_any_json_object_becomes_an_event_or_a_dead_letter(obj: dict[str, object]) -> None:
+    """Every field with every type, numbers Python's json accepts included (NaN, 1e400, 10**30)."""
+    raw = json.dumps(obj).encode()
+    out = screen_batch(
+        [raw], [None], lambda i: ("t", 0, i), KeywordFilter([""]), PipelineSettings()
+    )  # the empty keyword flags everything: the whole record is built and serialized
+    if out.dead:
+        assert out.dead[0].reason and out.dead[0].offset == 0
+    else:
+        (s,) = _screen([raw], PipelineSettings(), [""])
+        assert isinstance(s.event.message, str)

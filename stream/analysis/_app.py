@@ -99,6 +99,7 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
         topic_replication_factor=k.replication_factor,
         topic_allow_declare=False,  # `sluice topics create` owns the topology
         consumer_auto_offset_reset="earliest",
+        producer_max_request_size=4 << 20,  # a table chunk may hold a whole suspects record
         key_serializer="raw",  # every Sluice record, the table's changelog included, is bytes
         value_serializer="raw",
     )

@@ -265,7 +265,9 @@ class AnalysisState:
             st = self.scope_state(scope)
             quiet = not (st.open or st.pending or st.firing)
             if quiet and now - st.touched >= self.cfg.scope_evict_s:
-                self.store.delete(f"scope/{scope}")
+                # Windows and alerts go; revision counters stay (small), so an incident that
+                # comes back continues its revisions instead of reusing one.
+                self._save(scope, ScopeState(revisions=st.revisions, touched=st.touched))
             else:
                 kept.append(scope)
         if kept != part.scopes:
