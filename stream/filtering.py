@@ -26,6 +26,7 @@ import orjson
 from models.filter import Filter, FilterModel, OnnxFilter, default_model
 from stream._errors import SluiceError
 from stream._settings import PipelineSettings, Settings
+from stream.broker import client_config
 from stream.parsing import parse_batch
 from stream.records import SCHEMA_VERSION, DeadLetter
 
@@ -181,18 +182,9 @@ class StageCounters:
 
 
 def kafka_client_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka keyword arguments shared by the stage's consumer and producer."""
-    k = settings.kafka
-    opts: dict[str, Any] = {
-        "bootstrap_servers": k.bootstrap_servers.split(","),
-        "security_protocol": k.security_protocol,
-    }
-    if k.security_protocol.startswith("SASL"):
-        opts["sasl_mechanism"] = k.sasl_mechanism
-        opts["sasl_plain_username"] = k.sasl_username
-        if k.sasl_password is not None:
-            opts["sasl_plain_password"] = k.sasl_password.get_secret_value()
-    if k.security_protocol.endswith("SSL"):
+    """aiokafka keyword arguments: kafka-python's (the same names) plus a TLS context."""
+    opts = client_config(settings.kafka)
+    if settings.kafka.security_protocol.endswith("SSL"):
         from aiokafka.helpers import create_ssl_context
 
         opts["ssl_context"] = create_ssl_context()

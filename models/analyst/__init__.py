@@ -1,13 +1,14 @@
 """The large-model analyst: bundles -> incident reports, within budget, resilient to outages.
 
 Names are loaded on first use (PEP 562), so importing the package is cheap: the CLI and the
-settings do not pay for ONNX Runtime, scikit-learn or the openai client until they need them.
+settings do not pay for the heavy libraries (ONNX Runtime, scikit-learn, openai) until used.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from models._lazy import lazy_names
 
 if TYPE_CHECKING:
     from models.analyst._bundle import (
@@ -112,14 +113,4 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_names(globals(), _WHERE)
