@@ -7,8 +7,14 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.filter import MAX_LINE_CHARS, decode_line, normalize, normalize_batch
-from models.filter._normalize import cache_keys, template_of_key
+from models.filter import (
+    MAX_LINE_CHARS,
+    cache_keys,
+    decode_line,
+    normalize,
+    normalize_batch,
+    template_of_key,
+)
 
 # Log-like text: the characters the masking rules care about, plus arbitrary unicode.
 logish = st.text(

@@ -13,6 +13,7 @@ from models._lazy import lazy_names
 if TYPE_CHECKING:
     from models.filter._features import (
         FeatureSpec,
+        template_features,
     )
     from models.filter._model import (
         FilterError,
@@ -24,9 +25,11 @@ if TYPE_CHECKING:
     from models.filter._normalize import (
         MAX_LINE_CHARS,
         NORMALIZER_VERSION,
+        cache_keys,
         decode_line,
         normalize,
         normalize_batch,
+        template_of_key,
     )
     from models.filter._runtime import (
         Assessment,
@@ -57,16 +60,20 @@ __all__ = [
     "OnnxFilter",
     "TrainingError",
     "ValidationMetrics",
+    "cache_keys",
     "choose_threshold",
     "decode_line",
     "default_model",
     "normalize",
     "normalize_batch",
+    "template_features",
+    "template_of_key",
     "train",
 ]
 
 _WHERE = {
     "FeatureSpec": "models.filter._features",
+    "template_features": "models.filter._features",
     "FilterError": "models.filter._model",
     "FilterModel": "models.filter._model",
     "FilterModelError": "models.filter._model",
@@ -77,6 +84,8 @@ _WHERE = {
     "decode_line": "models.filter._normalize",
     "normalize": "models.filter._normalize",
     "normalize_batch": "models.filter._normalize",
+    "cache_keys": "models.filter._normalize",
+    "template_of_key": "models.filter._normalize",
     "Assessment": "models.filter._runtime",
     "Filter": "models.filter._runtime",
     "KeywordFilter": "models.filter._runtime",
