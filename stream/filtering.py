@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 #: A `suspects` message is split above this size (Kafka's default record limit is 1 MiB).
 MAX_SUSPECTS_MESSAGE_BYTES = 900_000
+_MAX_SUSPECT_BYTES = MAX_SUSPECTS_MESSAGE_BYTES - 1000  # room for the batch's head
 _UINT32 = float(2**32)
 
 
@@ -154,6 +155,10 @@ def screen_batch(
             )
         except Exception as exc:  # a field no rule foresaw: a dead letter, never a crash
             out.dead.append(DeadLetter.of(values[i], *where, f"unusable event: {exc!r}"[:500]))
+            continue
+        if len(part) > _MAX_SUSPECT_BYTES:  # it could never be delivered: say so, don't retry
+            reason = f"forwarded event of {len(part)} bytes exceeds a suspects record"
+            out.dead.append(DeadLetter.of(values[i], *where, reason))
             continue
         by_scope.setdefault(scope, []).append(part)
         if is_audit:

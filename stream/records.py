@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from models.analyst import IncidentReport, Provenance
 
 __all__ = [
+    "DEAD_LETTER_KEEP_BYTES",
     "SCHEMA_VERSION",
     "Alert",
     "Analysed",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: The most raw bytes a dead letter keeps (base64 grows it by a third; Kafka's limit is 1 MiB).
+DEAD_LETTER_KEEP_BYTES = 256 * 1024
 
 
 class _Record(BaseModel):
@@ -131,22 +134,39 @@ class Feedback(_Record):
 
 
 class DeadLetter(_Record):
+    """A record that could not be processed, with where it came from and why.
+
+    The raw bytes are kept up to `DEAD_LETTER_KEEP_BYTES` (a dead letter must itself fit under
+    Kafka's record limit); `size` and `truncated` say what was cut, and topic, partition and
+    offset point at the whole record.
+    """
+
     value_b64: str
     topic: str
     partition: int | None
     offset: int | None
     reason: str
+    size: int | None = Field(None, description="bytes of the original record")
+    truncated: bool = False
 
     @classmethod
     def of(
-        cls, raw: bytes, topic: str, partition: int | None, offset: int | None, reason: str
+        cls,
+        raw: bytes,
+        topic: str,
+        partition: int | None,
+        offset: int | None,
+        reason: str,
     ) -> DeadLetter:
+        keep = DEAD_LETTER_KEEP_BYTES
         return cls(
-            value_b64=base64.b64encode(raw).decode(),
+            value_b64=base64.b64encode(raw[:keep]).decode(),
             topic=topic,
             partition=partition,
             offset=offset,
             reason=reason,
+            size=len(raw),
+            truncated=len(raw) > keep,
         )
 
 

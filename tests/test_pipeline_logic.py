@@ -19,6 +19,7 @@ from stream.analysis import AnalysisState, ClosedWindow, MemoryStore, bundle_of
 from stream.filtering import screen_batch
 from stream.parsing import ParseError, parse_event
 from stream.records import (
+    DEAD_LETTER_KEEP_BYTES,
     Alert,
     Analysed,
     DeadLetter,
@@ -404,3 +405,21 @@ def test_any_json_object_becomes_an_event_or_a_dead_letter(obj: dict[str, object
     else:
         (s,) = _screen([raw], PipelineSettings(), [""])
         assert isinstance(s.event.message, str)
+
+
+def test_records_too_large_for_kafka_become_dead_letters_that_fit() -> None:
+    """A 1 MB line, and an event too large to forward, end as dead letters under Kafka's limit
+    (a record the producer cannot deliver would be retried forever)."""
+    huge = b"ERROR " + b"x" * 1_000_000
+    out = screen_batch([huge], [None], lambda i: ("t", 0, 7), KeywordFilter(), PipelineSettings())
+    (d,) = out.dead
+    assert "exceeds the maximum" in d.reason and (d.size, d.truncated, d.offset) == (
+        len(huge),
+        True,
+        7,
+    )
+    assert len(d.to_bytes()) < 1_000_000
+    assert base64.b64decode(d.value_b64) == huge[:DEAD_LETTER_KEEP_BYTES]
+    big = PipelineSettings(max_event_bytes=2_000_000)
+    out = screen_batch([huge], [None], lambda i: ("t", 0, 7), KeywordFilter(), big)
+    assert not out.messages and "exceeds a suspects record" in out.dead[0].reason
