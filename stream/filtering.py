@@ -208,6 +208,8 @@ class FilterStage:
     #: Batches produced but not yet committed; more waits for the oldest. Measured on HDFS lines,
     #: one core, stage alone: 2000/batch with 2 in flight 115k/s; 10000 with 4 in flight 200-250k/s.
     MAX_IN_FLIGHT = 4
+    #: Bytes fetched per partition and request (aiokafka asks again when they are consumed).
+    FETCH_BYTES = 4 << 20
 
     def __init__(self, settings: Settings, filt: Filter) -> None:
         self._settings = settings
@@ -235,7 +237,7 @@ class FilterStage:
             heartbeat_interval_ms=int(k.session_timeout_s * 1000 / 4),
             rebalance_timeout_ms=int(k.session_timeout_s * 1000),
             max_poll_interval_ms=300_000,
-            max_partition_fetch_bytes=4 << 20,  # a batch of 10k lines in one fetch
+            max_partition_fetch_bytes=self.FETCH_BYTES,
         )
         producer = AIOKafkaProducer(
             **opts, acks="all", linger_ms=5, max_batch_size=1 << 20, client_id="sluice-filter"

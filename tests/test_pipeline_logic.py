@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import TypeAdapter
 
 from models.analyst import HeuristicAnalyst
 from models.filter import KeywordFilter, OnnxFilter
@@ -423,3 +424,16 @@ def test_records_too_large_for_kafka_become_dead_letters_that_fit() -> None:
     big = PipelineSettings(max_event_bytes=2_000_000)
     out = screen_batch([huge], [None], lambda i: ("t", 0, 7), KeywordFilter(), big)
     assert not out.messages and "exceeds a suspects record" in out.dead[0].reason
+
+
+def test_chunk_cache_is_bounded_and_answers_by_content() -> None:
+    from stream.analysis import ChunkCache
+
+    one = [suspect(1)]
+    raw = TypeAdapter(list[Suspect]).dump_json(one)
+    cache = ChunkCache(max_bytes=len(raw) * 2)
+    cache.put(raw, one)
+    assert cache.get(bytes(raw)) is one  # equal bytes, another object: the same entry
+    for i in range(5):
+        cache.put(TypeAdapter(list[Suspect]).dump_json([suspect(10 + i)]), [suspect(10 + i)])
+    assert cache.get(raw) == one and cache.get(raw) is not one  # evicted, parsed again

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from stream.analysis._core import (
     AnalysisState,
+    ChunkCache,
     ClosedWindow,
     MemoryStore,
     Published,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AnalysisState",
+    "ChunkCache",
     "ClosedWindow",
     "MemoryStore",
     "Published",

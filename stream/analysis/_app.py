@@ -28,7 +28,14 @@ from pydantic import ValidationError
 
 from models.analyst import Analyst, create_analyst
 from stream._settings import Settings
-from stream.analysis._core import AnalysisState, ClosedWindow, Published, StagedStore, bundle_of
+from stream.analysis._core import (
+    AnalysisState,
+    ChunkCache,
+    ClosedWindow,
+    Published,
+    StagedStore,
+    bundle_of,
+)
 from stream.records import Analysed, DeadLetter, SuspectBatch, Tick, parse_suspects_record
 
 __all__ = ["create_app"]
@@ -114,6 +121,7 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
     table = app.Table(_TABLE, key_type=bytes, value_type=bytes, partitions=k.partitions)
     the_analyst = analyst or create_analyst(settings.llm)
     runner = _Runner(settings, the_analyst, suspects_t)
+    chunks = ChunkCache()  # parsed suspects of open windows, shared by every record's handling
 
     async def publish(out: Published) -> None:
         sent = []
@@ -129,7 +137,7 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
 
     async def handle(partition: int, offset: int, value: bytes) -> None:
         staged = StagedStore(_TableStore(table))
-        state = AnalysisState(cfg, staged, time.time, t.suspects)
+        state = AnalysisState(cfg, staged, time.time, t.suspects, chunks)
         if state.applied(partition, offset):
             return  # replayed after a crash: its effects are in the restored state
         out = Published()

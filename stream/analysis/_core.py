@@ -38,6 +38,7 @@ from stream.records import Alert, Analysed, DeadLetter, Feedback, Suspect, Suspe
 
 __all__ = [
     "AnalysisState",
+    "ChunkCache",
     "ClosedWindow",
     "MemoryStore",
     "Published",
@@ -101,6 +102,40 @@ class StagedStore:
             else:
                 self._inner.put(key, value)
         self._staged.clear()
+
+
+class ChunkCache:
+    """Parsed suspects of stored chunks, keyed by the stored bytes themselves.
+
+    Equal bytes are equal content, so an entry can never be stale; a chunk written by this
+    process is never parsed back, one restored from the changelog is parsed once. Bounded: the
+    oldest entries go first (a miss costs a parse, never a wrong answer).
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self._entries: dict[bytes, list[Suspect]] = {}
+        self._bytes = 0
+        self._max = max_bytes
+
+    def put(self, raw: bytes, suspects: list[Suspect]) -> None:
+        if raw in self._entries:
+            return
+        while self._entries and self._bytes + len(raw) > self._max:
+            self._bytes -= len(next(iter(self._entries)))
+            del self._entries[next(iter(self._entries))]
+        self._entries[raw] = suspects
+        self._bytes += len(raw)
+
+    def get(self, raw: bytes) -> list[Suspect]:
+        got = self._entries.get(raw)
+        if got is None:
+            got = _SUSPECTS.validate_json(raw)
+            self.put(raw, got)
+        return got
+
+    def drop(self, raw: bytes) -> None:
+        if self._entries.pop(raw, None) is not None:
+            self._bytes -= len(raw)
 
 
 class _Open(BaseModel):
@@ -200,9 +235,11 @@ class AnalysisState:
         store: StateStore,
         wall: Callable[[], float],
         suspects_topic: str = "suspects",
+        cache: ChunkCache | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
+        self._cache = cache if cache is not None else ChunkCache()
         self._wall = wall
         self._topic = suspects_topic
         self._size = timedelta(seconds=cfg.window_s)
@@ -344,7 +381,9 @@ class AnalysisState:
         if batch:
             key = f"chunk/{scope}/{st.next_chunk}"
             st.next_chunk += 1
-            self.store.put(key, _SUSPECTS.dump_json(batch))
+            raw = _SUSPECTS.dump_json(batch)
+            self.store.put(key, raw)
+            self._cache.put(raw, batch)
             w.chunks.append(key)
 
     def _close(
@@ -414,7 +453,7 @@ class AnalysisState:
         for key in p.chunks:
             raw = self.store.get(key)
             if raw:
-                suspects += _SUSPECTS.validate_json(raw)
+                suspects += self._cache.get(raw)
         suspects.sort(key=lambda s: (s.event.ts or _EPOCH, s.event.service, s.event.message))
         return ClosedWindow(scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt)
 
@@ -456,6 +495,9 @@ class AnalysisState:
 
     def _drop_chunks(self, chunks: Iterable[str]) -> None:
         for key in chunks:
+            raw = self.store.get(key)
+            if raw:
+                self._cache.drop(raw)
             self.store.delete(key)
 
     def _alerts(self, st: ScopeState, scope: str, analysis: Analysis, now: datetime) -> list[Alert]:
