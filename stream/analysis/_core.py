@@ -49,6 +49,8 @@ __all__ = [
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SUSPECTS: TypeAdapter[list[Suspect]] = TypeAdapter(list[Suspect])
+#: Revision counters kept per scope; the state is parsed per record, so it stays small.
+_MAX_REVISIONS_PER_SCOPE = 1000
 
 
 class StateStore(Protocol):
@@ -504,8 +506,11 @@ class AnalysisState:
         """New or revised alerts; an `info` window resolves what was firing in the scope."""
 
         def revision(fp: str) -> int:
-            st.revisions[fp] = st.revisions.get(fp, 0) + 1
-            return st.revisions[fp]
+            n = st.revisions[fp] = st.revisions.pop(fp, 0) + 1  # most recent last
+            stale = [k for k in st.revisions if k not in st.firing and k != fp]
+            for k in stale[: max(0, len(st.revisions) - _MAX_REVISIONS_PER_SCOPE)]:
+                del st.revisions[k]  # the least recently revised, never a firing alert
+            return n
 
         report = analysis.report
         if report.severity == "info":
