@@ -183,10 +183,9 @@ class StageCounters:
     flagged: int = 0
     audited: int = 0
     dead: int = 0
-    committed: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
-def kafka_client_options(settings: Settings) -> dict[str, Any]:
+def _aiokafka_options(settings: Settings) -> dict[str, Any]:
     """aiokafka keyword arguments: kafka-python's (the same names) plus a TLS context."""
     opts = client_config(settings.kafka)
     if settings.kafka.security_protocol.endswith("SSL"):
@@ -225,7 +224,7 @@ class FilterStage:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         s, k = self._settings, self._settings.kafka
-        opts = kafka_client_options(s)
+        opts = _aiokafka_options(s)
         consumer = AIOKafkaConsumer(
             **opts,
             group_id=k.group_id,
@@ -343,8 +342,6 @@ class FilterStage:
             await previous  # commits in order; an earlier failure fails this batch too
         await asyncio.gather(*pending)  # every derived record acknowledged ...
         await consumer.commit(commits)  # ... before the offsets move
-        for tp, off in commits.items():
-            self.counters.committed[(tp.topic, tp.partition)] = off
 
     async def _settle(self) -> None:
         """Wait for the batches in flight; after a failure, read again from the last commit."""

@@ -21,7 +21,6 @@ from stream.analysis import AnalysisState, MemoryStore, Published, bundle_of
 from stream.filtering import screen_batch
 from stream.records import (
     Alert,
-    Analysed,
     DeadLetter,
     Feedback,
     SuspectBatch,
@@ -69,15 +68,7 @@ async def scan(
             for seq, _attempt in due:
                 w = state.window(scope, seq)
                 analysis = await analyst.analyze(bundle_of(w))
-                state.on_analysed(
-                    Analysed(
-                        scope=scope,
-                        seq=w.seq,
-                        attempt=w.attempt,
-                        analysis=analysis.model_dump_json(),
-                        done_at=now(),
-                    )
-                )
+                state.on_analysed(w.analysed(analysis, now()))
                 take(state.publish(scope))
             if not final:
                 break

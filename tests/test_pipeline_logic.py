@@ -22,7 +22,6 @@ from stream.parsing import ParseError, parse_event
 from stream.records import (
     DEAD_LETTER_KEEP_BYTES,
     Alert,
-    Analysed,
     DeadLetter,
     Event,
     Feedback,
@@ -235,15 +234,7 @@ def _window_events(i: int) -> list[Suspect]:
 async def _analyse_all(state: AnalysisState, scope: str) -> tuple[list[Alert], list[Feedback]]:
     for w in _closed(state, scope):
         analysis = await HeuristicAnalyst().analyze(bundle_of(w))
-        state.on_analysed(
-            Analysed(
-                scope=scope,
-                seq=w.seq,
-                attempt=w.attempt,
-                analysis=analysis.model_dump_json(),
-                done_at=datetime.now(UTC),
-            )
-        )
+        state.on_analysed(w.analysed(analysis, datetime.now(UTC)))
     out = state.publish(scope)
     return out.alerts, out.feedback
 
@@ -295,10 +286,7 @@ def test_results_publish_in_window_order_whatever_order_they_finish_in() -> None
         assert [w.seq for w in windows] == [0, 1, 2]
         for w in reversed(windows):  # the last one finishes first
             analysis = await HeuristicAnalyst().analyze(bundle_of(w))
-            state.on_analysed(
-                Analysed(scope="s", seq=w.seq, attempt=0, analysis=analysis.model_dump_json(),
-                         done_at=datetime.now(UTC))
-            )  # fmt: skip
+            state.on_analysed(w.analysed(analysis, datetime.now(UTC)))
             if w.seq:
                 assert state.publish("s").alerts == []  # held until window 0 is done
         alerts = state.publish("s").alerts
@@ -318,10 +306,7 @@ def test_a_window_whose_analysis_keeps_failing_is_dead_lettered() -> None:
     state.close_all("s")
     for attempt in range(3):
         (w,) = _closed(state, "s")
-        state.on_analysed(
-            Analysed(scope="s", seq=w.seq, attempt=w.attempt, error="RuntimeError",
-                     done_at=datetime.now(UTC))
-        )  # fmt: skip
+        state.on_analysed(w.failed("RuntimeError", datetime.now(UTC)))
         assert state.due("s") == []  # waits retry_after_s before the next try
         now[0] += 10
         if attempt < 2:

@@ -36,7 +36,7 @@ from stream.analysis._core import (
     StagedStore,
     bundle_of,
 )
-from stream.records import Analysed, DeadLetter, SuspectBatch, Tick, parse_suspects_record
+from stream.records import DeadLetter, SuspectBatch, Tick, parse_suspects_record
 
 __all__ = ["create_app"]
 
@@ -229,23 +229,10 @@ class _Runner:
     async def _run(self, partition: int, w: ClosedWindow) -> None:
         async with self._limit:
             try:
-                analysis = await self._analyst.analyze(bundle_of(w))
-                rec = Analysed(
-                    scope=w.scope,
-                    seq=w.seq,
-                    attempt=w.attempt,
-                    analysis=analysis.model_dump_json(),
-                    done_at=datetime.now(UTC),
-                )
+                rec = w.analysed(await self._analyst.analyze(bundle_of(w)), datetime.now(UTC))
             except Exception as exc:  # the analyst promises not to raise; bounded if it does
                 log.exception("analysis of window %s %s raised", w.scope, w.start)
-                rec = Analysed(
-                    scope=w.scope,
-                    seq=w.seq,
-                    attempt=w.attempt,
-                    error=type(exc).__name__,
-                    done_at=datetime.now(UTC),
-                )
+                rec = w.failed(type(exc).__name__, datetime.now(UTC))
         try:
             await self._topic.send(key=w.scope.encode(), value=rec.to_bytes(), partition=partition)
         except Exception:

@@ -191,6 +191,22 @@ class ClosedWindow:
     seq: int = 0
     attempt: int = 0
 
+    def analysed(self, analysis: Analysis, done_at: datetime) -> Analysed:
+        """The record that reports this window's analysis back to the stream."""
+        return Analysed(
+            scope=self.scope,
+            seq=self.seq,
+            attempt=self.attempt,
+            analysis=analysis.model_dump_json(),
+            done_at=done_at,
+        )
+
+    def failed(self, error: str, done_at: datetime) -> Analysed:
+        """The record that reports a failed analysis (the error's type, never its text)."""
+        return Analysed(
+            scope=self.scope, seq=self.seq, attempt=self.attempt, error=error, done_at=done_at
+        )
+
 
 @dataclass
 class Published:
