@@ -4,6 +4,9 @@
 - `stream.parsing`   events -> columns / `Event` (or a dead letter with the reason)
 - `stream.filtering` the filter stage: events -> suspects, on aiokafka batches
 - `stream.analysis`  the analysis stage: suspects -> windows -> alerts and feedback, on Faust
+- `stream.retrain`   the retrainer: feedback -> challenger vs champion -> `models` topic
+- `stream.registry`  the `models` topic as the model registry; the workers' hot swap
+- `stream.recall`    the audit-based recall estimate of each model version
 - `stream.scan`      both stages in-process on a file (`sluice scan`)
 - `stream.records`   wire records and their JSON Schemas
 - `stream.broker`    Kafka client configuration and topics
@@ -17,6 +20,7 @@ from stream._settings import (
     KafkaSettings,
     LLMSettings,
     PipelineSettings,
+    RetrainSettings,
     Settings,
     TopicNames,
     WorkerSettings,
@@ -27,6 +31,7 @@ __all__ = [
     "KafkaSettings",
     "LLMSettings",
     "PipelineSettings",
+    "RetrainSettings",
     "Settings",
     "SluiceError",
     "SluiceKafkaError",

@@ -19,6 +19,7 @@ __all__ = [
     "KafkaSettings",
     "LLMSettings",
     "PipelineSettings",
+    "RetrainSettings",
     "Settings",
     "TopicNames",
     "WorkerSettings",
@@ -53,6 +54,7 @@ class TopicNames(BaseModel):
     suspects: str = "suspects"
     alerts: str = "alerts"
     feedback: str = "feedback"
+    outcomes: str = "outcomes"
     models: str = "models"
     deadletter: str = "deadletter"
 
@@ -96,6 +98,34 @@ class PipelineSettings(BaseModel):
     )
 
 
+class RetrainSettings(BaseModel):
+    """`sluice retrain`: what the challenger learns from, and when it replaces the champion."""
+
+    min_new: int = Field(100, ge=1, description="--watch: retrain after this many new labels")
+    holdout_fraction: float = Field(
+        0.2, gt=0, lt=1, description="newest share of the labels, held out to compare the models"
+    )
+    min_holdout: int = Field(10, ge=1, description="fewer held-out labels: no comparison")
+    target_recall: float | None = Field(
+        None, gt=0, le=1, description="recall the threshold is set for; None: the champion's"
+    )
+    forward_tolerance: float = Field(
+        0.1,
+        ge=0,
+        description="the challenger may forward this much more (relative) than the champion",
+    )
+    include_heuristic: bool = Field(
+        False,
+        description="train on the offline analyst's verdicts too (they echo the filter's own "
+        "rules back to it, so they are left out by default)",
+    )
+    base_data: Path | None = Field(
+        None,
+        description="labeled lines (JSON lines: text, label, weight?, source?) trained on with "
+        "the feedback: the champion's own training data, so the challenger does not forget it",
+    )
+
+
 class WorkerSettings(BaseModel):
     data_dir: Path = Field(Path("/tmp/sluice-worker"), description="Faust's local state directory")
     web_port: int | None = Field(None, description="Faust web server port; None disables it")
@@ -115,3 +145,4 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)

@@ -6,6 +6,7 @@ kafka-python is imported where it is used, so importing this module costs nothin
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,9 +16,12 @@ from stream._settings import KafkaSettings, Settings
 __all__ = [
     "SluiceKafkaError",
     "TopicSpec",
+    "aiokafka_config",
     "client_config",
     "describe_topics",
     "ensure_topics",
+    "read_topic",
+    "records_written",
     "state_changelog_topic",
     "topic_specs",
 ]
@@ -47,6 +51,16 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
     return cfg
 
 
+def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments: kafka-python's (the same names) plus a TLS context."""
+    opts = client_config(kafka)
+    if kafka.security_protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        opts["ssl_context"] = create_ssl_context()
+    return opts
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     name: str
@@ -69,6 +83,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.alerts, k.partitions, retention),
         TopicSpec(t.deadletter, k.partitions, retention),
         TopicSpec(t.feedback, k.partitions, compacted),
+        TopicSpec(t.outcomes, k.partitions, retention),
+        # Models are ~1 MB and larger: the topic and its producer allow 16 MiB records.
         TopicSpec(t.models, 1, compacted),
         TopicSpec(state_changelog_topic(settings), k.partitions, compacted),
     ]
@@ -157,3 +173,77 @@ def describe_topics(settings: Settings) -> list[dict[str, Any]]:
         return out
     finally:
         admin.close()
+
+
+#: Records up to this size are fetched whole (the models topic allows 16 MiB).
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+
+
+def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> Iterator[Any]:
+    """Every record of `topic` up to its end offsets now, partition by partition, then stop.
+
+    Read outside any consumer group (nothing committed): the CLI tools and the retrainer use it
+    to read a whole topic as state. Raises SluiceKafkaError when the topic is missing or Kafka
+    does not answer within `timeout_s`.
+    """
+    import time
+
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(
+            **client_config(settings.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_RECORD_BYTES,
+            fetch_max_bytes=MAX_RECORD_BYTES,
+        )
+    except KafkaError as exc:
+        raise SluiceKafkaError(f"cannot reach Kafka: {exc}", topic=topic) from exc
+    try:
+        parts = consumer.partitions_for_topic(topic)
+        if not parts:
+            raise SluiceKafkaError("no such topic (run `sluice topics create`)", topic=topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        todo = {tp for tp in tps if end[tp] > consumer.position(tp)}
+        deadline = time.monotonic() + timeout_s
+        while todo:
+            if time.monotonic() > deadline:
+                raise SluiceKafkaError(
+                    f"reading stopped short of the end after {timeout_s}s", topic=topic
+                )
+            batch = consumer.poll(timeout_ms=500, max_records=5000)
+            if batch:
+                deadline = time.monotonic() + timeout_s
+            for tp, records in batch.items():
+                for r in records:
+                    if r.offset < end[tp]:
+                        yield r
+            for tp in list(todo):
+                if consumer.position(tp) >= end[tp]:
+                    todo.discard(tp)
+    except KafkaError as exc:
+        raise SluiceKafkaError(f"reading failed: {exc}", topic=topic) from exc
+    finally:
+        consumer.close()
+
+
+def records_written(settings: Settings, topic: str) -> int:
+    """Records ever appended to `topic` (the sum of its end offsets): counts new arrivals."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(**client_config(settings.kafka), group_id=None)
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+            return int(sum(ends.values()))
+        finally:
+            consumer.close()
+    except KafkaError as exc:
+        raise SluiceKafkaError(f"reading end offsets failed: {exc}", topic=topic) from exc

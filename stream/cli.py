@@ -15,6 +15,14 @@ import click
 from pydantic import ValidationError
 
 from models.filter._cli import model as model_group
+from stream._cli_loop import (
+    label,
+    model_list,
+    model_promote,
+    model_rollback,
+    model_show,
+    retrain,
+)
 from stream._settings import Settings
 from stream.broker import SluiceKafkaError, client_config, describe_topics, ensure_topics
 from stream.sources import Record
@@ -246,7 +254,9 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
 @cli.command()
 @click.argument(
     "record",
-    type=click.Choice(["alert", "feedback", "event", "suspect", "suspects", "deadletter"]),
+    type=click.Choice(
+        ["alert", "feedback", "outcome", "event", "suspect", "suspects", "deadletter"]
+    ),
 )
 def schema(record: str) -> None:
     """Print the JSON Schema of a wire record."""
@@ -280,6 +290,10 @@ def topics_describe(settings: Settings) -> None:
 
 
 cli.add_command(model_group)
+cli.add_command(retrain)
+cli.add_command(label)
+for _command in (model_list, model_show, model_promote, model_rollback):
+    model_group.add_command(_command)
 
 
 def main() -> None:

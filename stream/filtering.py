@@ -26,7 +26,7 @@ import orjson
 from models.filter import Filter, FilterModel, OnnxFilter, default_model
 from stream._errors import SluiceError
 from stream._settings import PipelineSettings, Settings
-from stream.broker import client_config
+from stream.broker import aiokafka_config
 from stream.parsing import parse_batch
 from stream.records import SCHEMA_VERSION, DeadLetter
 
@@ -183,16 +183,8 @@ class StageCounters:
     flagged: int = 0
     audited: int = 0
     dead: int = 0
-
-
-def _aiokafka_options(settings: Settings) -> dict[str, Any]:
-    """aiokafka keyword arguments: kafka-python's (the same names) plus a TLS context."""
-    opts = client_config(settings.kafka)
-    if settings.kafka.security_protocol.endswith("SSL"):
-        from aiokafka.helpers import create_ssl_context
-
-        opts["ssl_context"] = create_ssl_context()
-    return opts
+    model_version: str = ""
+    model_swaps: int = 0
 
 
 class FilterStage:
@@ -210,13 +202,17 @@ class FilterStage:
     #: Bytes fetched per partition and request (aiokafka asks again when they are consumed).
     FETCH_BYTES = 4 << 20
 
-    def __init__(self, settings: Settings, filt: Filter) -> None:
+    def __init__(
+        self, settings: Settings, filt: Filter, models_ready: asyncio.Event | None = None
+    ) -> None:
         self._settings = settings
         self._filter = filt
+        self._models_ready = models_ready
+        self._next_model: FilterModel | None = None
         self._lock = asyncio.Lock()  # screening and producing a batch; a rebalance waits for it
         self._stopping = asyncio.Event()
         self._in_flight: list[asyncio.Task[None]] = []
-        self.counters = StageCounters()
+        self.counters = StageCounters(model_version=filt.version)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
@@ -224,7 +220,7 @@ class FilterStage:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
         s, k = self._settings, self._settings.kafka
-        opts = _aiokafka_options(s)
+        opts = aiokafka_config(s.kafka)
         consumer = AIOKafkaConsumer(
             **opts,
             group_id=k.group_id,
@@ -269,6 +265,12 @@ class FilterStage:
             raise FilterStageError(
                 f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: {exc}"
             ) from exc
+        if self._models_ready is not None:  # the first batch is scored by the active model
+            try:
+                await asyncio.wait_for(self._models_ready.wait(), timeout=60)
+            except TimeoutError:
+                log.warning("filter stage: the models topic did not answer in 60 s; starting "
+                            "with %s", self._filter.version)  # fmt: skip
         consumer.subscribe([self._settings.topics.events], listener=_Listener())
         try:
             while not self._stopping.is_set():
@@ -285,9 +287,26 @@ class FilterStage:
         finally:
             await self._close()
 
+    def offer_model(self, model: FilterModel) -> None:
+        """Use `model` from the next batch on (called by the model watcher, any time)."""
+        self._next_model = model
+
+    def _swap_if_offered(self) -> None:
+        """Between batches only: a batch is scored by one model, and no offset is skipped."""
+        model, self._next_model = self._next_model, None
+        if model is None or model.version == self._filter.version:
+            return
+        if not isinstance(self._filter, OnnxFilter):
+            log.warning("filter stage: %s cannot swap models; keeping it", self._filter.version)
+            return
+        self._filter.swap(model)
+        self.counters.model_version = model.version
+        self.counters.model_swaps += 1
+
     async def _screen_and_send(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, data: dict[Any, list[Any]]
     ) -> None:
+        self._swap_if_offered()
         t = self._settings.topics
         cfg = self._settings.pipeline
         pending: list[asyncio.Future[Any]] = []

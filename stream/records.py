@@ -19,6 +19,7 @@ __all__ = [
     "DeadLetter",
     "Event",
     "Feedback",
+    "Outcome",
     "RecordName",
     "Suspect",
     "SuspectBatch",
@@ -119,18 +120,52 @@ class Alert(_Record):
 
 
 class Feedback(_Record):
+    """A label for one template: what the analysis (or a person) said about it.
+
+    The `feedback` topic is compacted by `key()`, one record per (source, template): the latest
+    verdict of each source survives, so a person's label is never overwritten by the LLM's next
+    one and the retrainer can put `human` over `llm`. Counts and audit weights of every window are
+    on the `outcomes` topic (not compacted), where the recall estimate reads them.
+    """
+
     template: str
     text: str | None = Field(None, description="one raw example, for retraining")
     label: bool
     source: Literal["llm", "human", "audit", "heuristic"]
-    weight: float
+    weight: float = Field(description="events this label stands for (audit samples count 1/p)")
     model_version: str | None
     score: float | None
     scope: str | None = None
+    at: datetime | None = Field(None, description="when the label was given (time-ordered split)")
+    by: str | None = Field(None, description="who gave a human label")
 
     def key(self) -> str:
-        """The feedback topic's key: compaction keeps the latest label per template."""
-        return hashlib.sha256(self.template.encode()).hexdigest()[:16]
+        """The feedback topic's key: compaction keeps the latest label per source and template."""
+        return hashlib.sha256(f"{self.source}|{self.template}".encode()).hexdigest()[:16]
+
+
+class Outcome(_Record):
+    """One analysed window's counts for one filter version: what the recall estimate needs.
+
+    Flagged events are a census (every one reaches the analysis); unflagged events are seen only
+    through the audit sample, drawn with probability `audit_rate`. Events are labelled by the
+    verdict on their template; events of templates without a verdict are counted as such.
+    """
+
+    scope: str
+    window_end: datetime
+    model_version: str
+    audit_rate: float
+    analysis: Literal["llm", "degraded", "heuristic"]
+    flagged_positive: int = 0
+    flagged_negative: int = 0
+    audited_positive: int = 0
+    audited_negative: int = 0
+    unlabelled: int = 0
+    at: datetime
+
+    def key(self) -> str:
+        return self.model_version
 
 
 class DeadLetter(_Record):
@@ -170,7 +205,7 @@ class DeadLetter(_Record):
         )
 
 
-RecordName = Literal["event", "suspect", "suspects", "alert", "feedback", "deadletter"]
+RecordName = Literal["event", "suspect", "suspects", "alert", "feedback", "outcome", "deadletter"]
 
 
 def record_schema(name: RecordName) -> dict[str, Any]:
@@ -181,6 +216,7 @@ def record_schema(name: RecordName) -> dict[str, Any]:
         "suspects": SuspectBatch,
         "alert": Alert,
         "feedback": Feedback,
+        "outcome": Outcome,
         "deadletter": DeadLetter,
     }
     return models[name].model_json_schema()

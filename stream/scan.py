@@ -23,6 +23,7 @@ from stream.records import (
     Alert,
     DeadLetter,
     Feedback,
+    Outcome,
     SuspectBatch,
     parse_suspects_record,
 )
@@ -38,6 +39,7 @@ class ScanResult:
     windows: int = 0
     alerts: list[Alert] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
 
 
@@ -57,6 +59,7 @@ async def scan(
     def take(out: Published) -> None:
         result.windows += out.windows
         result.feedback += out.feedback
+        result.outcomes += out.outcomes
         result.deadletters += out.dead
         for a in out.alerts:
             result.alerts.append(a)

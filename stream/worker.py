@@ -1,5 +1,8 @@
 """`sluice worker`: the filter stage (aiokafka) and the analysis stage (Faust) in one process.
 
+A model watcher reads the `models` topic beside them and hands every activation to the filter
+stage, which swaps models between batches (hot swap, no restart).
+
 The filter stage runs as a service of the Faust worker, on the same event loop: it shares the
 process's start, stop and logging with the analysis stage, and needs no second process per core.
 """
@@ -24,17 +27,29 @@ def run_worker(settings: Settings) -> None:
 
     from stream.analysis import create_app
     from stream.filtering import FilterStage, build_filter
+    from stream.registry import ModelWatcher
 
-    stage = FilterStage(settings, build_filter(settings.pipeline))
+    ready = asyncio.Event()
+    stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)
+    watcher = ModelWatcher(settings, lambda model, _act: stage.offer_model(model), ready)
     app = create_app(settings)
 
     class FilterStageService(mode.Service):
         """Runs the filter stage's loop; a stage that cannot go on stops the worker."""
 
         _stage_run: asyncio.Future[Any] | None = None
+        _watch_run: asyncio.Future[Any] | None = None
 
         async def on_start(self) -> None:
+            self._watch_run = self.add_future(self._watch())
             self._stage_run = self.add_future(self._consume())
+
+        async def _watch(self) -> None:
+            try:
+                await watcher.run()
+            except Exception as exc:
+                log.exception("the model watcher stopped")
+                await self.crash(exc)
 
         async def _consume(self) -> None:
             try:
@@ -45,8 +60,10 @@ def run_worker(settings: Settings) -> None:
 
         async def on_stop(self) -> None:
             stage.stop()
-            if self._stage_run is not None:
-                await asyncio.wait([self._stage_run], timeout=10)
+            watcher.stop()
+            runs = [f for f in (self._stage_run, self._watch_run) if f is not None]
+            if runs:
+                await asyncio.wait(runs, timeout=10)
 
     faust.Worker(
         app, FilterStageService(), loglevel=settings.worker.log_level

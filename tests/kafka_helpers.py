@@ -15,7 +15,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 
 from stream.records import Suspect, SuspectBatch, parse_suspects_record
 
-TOPICS = ("events", "suspects", "alerts", "feedback", "models", "deadletter")
+TOPICS = ("events", "suspects", "alerts", "feedback", "outcomes", "models", "deadletter")
 
 
 def worker_env(

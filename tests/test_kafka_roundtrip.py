@@ -48,12 +48,14 @@ def test_ensure_topics_creates_topology_once(
             "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 3, "group_id": prefix},
             "topics": {
                 n: f"{prefix}-{n}"
-                for n in ("events", "suspects", "alerts", "feedback", "models", "deadletter")
+                for n in (
+                    "events", "suspects", "alerts", "feedback", "outcomes", "models", "deadletter"
+                )
             },
         }
     )
     created = ensure_topics(s)
-    assert len(created) == 7  # the six topics and the analysis state's changelog
+    assert len(created) == 8  # the seven topics and the analysis state's changelog
     assert ensure_topics(s) == []  # idempotent
     rows = {r["topic"]: r for r in describe_topics(s)}
     assert rows[s.topics.events]["partitions"] == 3
@@ -61,5 +63,6 @@ def test_ensure_topics_creates_topology_once(
     assert rows[s.topics.feedback]["cleanup.policy"] == "compact"
     assert rows[s.topics.models]["cleanup.policy"] == "compact"
     assert rows[s.topics.events]["cleanup.policy"] == "delete"
+    assert rows[s.topics.outcomes]["cleanup.policy"] == "delete"  # counts, never compacted
     changelog = rows[state_changelog_topic(s)]  # one partition per suspects partition
     assert (changelog["partitions"], changelog["cleanup.policy"]) == (3, "compact")

@@ -64,6 +64,8 @@ class ModelMetadata(BaseModel):
     validation: ValidationMetrics | None
     features: FeatureSpec
     calibration: Literal["platt", "none"]
+    parent_version: str | None = None
+    created_by: str | None = None
 
 
 def build_onnx(weights: npt.NDArray[np.float32], bias: float, meta: ModelMetadata) -> bytes:

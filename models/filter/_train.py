@@ -134,6 +134,8 @@ def train(
     spec: FeatureSpec | None = None,
     regularization: float = 4.0,
     created_at: datetime | None = None,
+    parent_version: str | None = None,
+    created_by: str | None = None,
 ) -> FilterModel:
     """Train, calibrate, pick the threshold for target_recall on validation, export to ONNX."""
     spec = spec or FeatureSpec()
@@ -200,6 +202,8 @@ def train(
         validation=validation,
         features=spec,
         calibration="platt" if calibration == "platt" else "none",
+        parent_version=parent_version,
+        created_by=created_by,
     )
     model = FilterModel(build_onnx(weights32, bias, meta), source=f"trained:{meta.version}")
     log.info(

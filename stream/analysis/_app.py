@@ -117,7 +117,7 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
         )
 
     suspects_t, alerts_t = raw(t.suspects), raw(t.alerts)
-    feedback_t, dead_t = raw(t.feedback), raw(t.deadletter)
+    feedback_t, outcomes_t, dead_t = raw(t.feedback), raw(t.outcomes), raw(t.deadletter)
     table = app.Table(_TABLE, key_type=bytes, value_type=bytes, partitions=k.partitions)
     the_analyst = analyst or create_analyst(settings.llm)
     runner = _Runner(settings, the_analyst, suspects_t)
@@ -129,6 +129,8 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
             sent.append(await alerts_t.send(key=a.fingerprint.encode(), value=a.to_bytes()))
         for f in out.feedback:
             sent.append(await feedback_t.send(key=f.key().encode(), value=f.to_bytes()))
+        for o in out.outcomes:
+            sent.append(await outcomes_t.send(key=o.key().encode(), value=o.to_bytes()))
         for d in out.dead:
             log.warning("dead letter (analysis): %s", d.reason)
             sent.append(await dead_t.send(value=d.to_bytes()))

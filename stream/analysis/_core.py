@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from models.analyst import Analysis, Bundle, BundleEvent
 from models.filter import normalize_batch
 from stream._settings import PipelineSettings
-from stream.records import Alert, Analysed, DeadLetter, Feedback, Suspect, SuspectBatch
+from stream.records import Alert, Analysed, DeadLetter, Feedback, Outcome, Suspect, SuspectBatch
 
 __all__ = [
     "AnalysisState",
@@ -214,12 +214,14 @@ class Published:
 
     alerts: list[Alert] = field(default_factory=list)
     feedback: list[Feedback] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     windows: int = 0
 
     def extend(self, other: Published) -> None:
         self.alerts += other.alerts
         self.feedback += other.feedback
+        self.outcomes += other.outcomes
         self.dead += other.dead
         self.windows += other.windows
 
@@ -505,7 +507,9 @@ class AnalysisState:
                 )
                 st.next_seq += 1
             else:
-                out.feedback += _feedback(window, analysis)
+                feedback, outcomes = _labels(window, analysis, now, self.cfg.audit_rate)
+                out.feedback += feedback
+                out.outcomes += outcomes
                 out.windows += 1
                 self._drop_chunks(p.chunks)
         self._save(scope, st)
@@ -552,35 +556,73 @@ class AnalysisState:
         return [alert]
 
 
-def _feedback(w: ClosedWindow, analysis: Analysis) -> list[Feedback]:
-    """One labeled record per template the analysis gave a verdict on."""
+def _labels(
+    w: ClosedWindow, analysis: Analysis, now: datetime, audit_rate: float
+) -> tuple[list[Feedback], list[Outcome]]:
+    """What a window's final analysis teaches: per template a label, per filter version counts.
+
+    Feedback: one record per template with a verdict. Its weight is the events it stands for in
+    this window: each flagged event counts 1, each audit sample 1/p (it represents the unflagged
+    events it was drawn from). Source `audit` when every event of the template was an audit sample
+    (a template the filter missed), `llm` otherwise, `heuristic` when no LLM answered.
+    Outcomes: per filter version, events by (flagged | audited) x (relevant | not), for the recall
+    estimate.
+    """
     templates = normalize_batch([s.event.message for s in w.suspects])
+    verdict = {
+        analysis.templates[v.template_id]: v.relevant
+        for v in analysis.verdicts
+        if v.template_id in analysis.templates
+    }
+    kind = analysis.provenance.analysis
     first: dict[str, Suspect] = {}
+    weight: dict[str, float] = {}
     all_audit: dict[str, bool] = {}
+    counts: dict[str, list[int]] = {}  # version -> _OUTCOME_FIELDS
+    rates: dict[str, float] = {}
     for s, t in zip(w.suspects, templates, strict=True):
         first.setdefault(t, s)
+        p = s.sampling_probability if s.audit and s.sampling_probability > 0 else 1.0
+        weight[t] = weight.get(t, 0.0) + 1.0 / p
         all_audit[t] = all_audit.get(t, True) and s.audit
-    kind = analysis.provenance.analysis
-    out = []
-    for v in analysis.verdicts:
-        template = analysis.templates.get(v.template_id)
-        if template is None or template not in first:
+        c = counts.setdefault(s.model_version, [0] * 5)
+        if s.audit:
+            rates[s.model_version] = s.sampling_probability
+        y = verdict.get(t)
+        c[4 if y is None else 2 * s.audit + (not y)] += 1
+    feedback = []
+    for t, y in verdict.items():
+        if t not in first:
             continue
-        s = first[template]
-        audit = all_audit[template]
-        source = ("audit" if audit else "llm") if kind == "llm" else "heuristic"
-        out.append(
+        s = first[t]
+        source = ("audit" if all_audit[t] else "llm") if kind == "llm" else "heuristic"
+        feedback.append(
             Feedback(
-                template=template,
+                template=t,
                 text=s.event.message[:2000],
-                label=v.relevant,
+                label=y,
                 source=source,
-                weight=1.0 / s.sampling_probability
-                if audit and s.sampling_probability > 0
-                else 1.0,
+                weight=weight[t],
                 model_version=s.model_version,
                 score=s.score,
                 scope=w.scope,
+                at=now,
             )
         )
-    return out
+    outcomes = [
+        Outcome(
+            scope=w.scope,
+            window_end=w.end,
+            model_version=version,
+            audit_rate=rates.get(version, audit_rate),
+            analysis=kind,
+            flagged_positive=c[0],
+            flagged_negative=c[1],
+            audited_positive=c[2],
+            audited_negative=c[3],
+            unlabelled=c[4],
+            at=now,
+        )
+        for version, c in sorted(counts.items())
+    ]
+    return feedback, outcomes

@@ -1,0 +1,342 @@
+"""The retrainer: feedback -> training set -> challenger vs champion on held-out labels -> publish.
+
+Training set. The `feedback` topic keeps the latest label per (source, template). Per template
+one label survives: a person's (`human`) over the analysis's (`llm`, `audit`), the latest of a
+source otherwise. The offline analyst's verdicts (`heuristic`) are left out unless asked for: it
+decides from levels and alarm words, the filter's own rules, so training on them teaches the filter
+nothing it does not already do and can never correct a miss. Each label weighs the events it
+stands for: a flagged event 1, an audit sample 1/p (the unflagged events it represents).
+
+Split. Labels are ordered by the time they were given; the newest `holdout_fraction` is held out.
+The challenger trains on the rest (plus `base_data`, the champion's own training lines, so that
+it does not forget the systems the feedback does not cover) with the filter's own `train`.
+
+Decision, on the held-out labels, each model at its own threshold: the challenger replaces the
+champion when its weighted recall is not lower and its forward ratio is not higher than the
+champion's by more than `forward_tolerance` (relative). A champion below the recall target is not
+a forward ratio to defend: then a higher recall may cost more forwarding.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import numpy as np
+
+from stream._errors import SluiceError
+from stream._settings import RetrainSettings, Settings
+from stream.broker import read_topic
+from stream.records import Feedback, Outcome
+
+if TYPE_CHECKING:
+    from models.filter import Example, FilterModel, ValidationMetrics
+
+__all__ = [
+    "Comparison",
+    "Label",
+    "RetrainError",
+    "RetrainResult",
+    "compare",
+    "evaluate",
+    "load_examples",
+    "read_feedback",
+    "read_outcomes",
+    "retrain",
+    "time_split",
+    "training_labels",
+    "write_report",
+]
+
+log = logging.getLogger(__name__)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_PRIORITY = {"human": 2, "llm": 1, "audit": 1, "heuristic": 0}
+
+
+class RetrainError(SluiceError):
+    """The retrainer cannot build a challenger from what it has."""
+
+
+@dataclass(frozen=True)
+class Label:
+    """One template's label in the training set."""
+
+    template: str
+    label: bool
+    weight: float
+    source: Literal["llm", "human", "audit", "heuristic"]
+    at: datetime
+
+
+def read_feedback(settings: Settings) -> list[Feedback]:
+    """Every record of the feedback topic (records that are not feedback are logged, skipped)."""
+    return _read(settings, settings.topics.feedback, Feedback)
+
+
+def read_outcomes(settings: Settings) -> list[Outcome]:
+    return _read(settings, settings.topics.outcomes, Outcome)
+
+
+_R = TypeVar("_R", Feedback, Outcome)
+
+
+def _read(settings: Settings, topic: str, kind: type[_R]) -> list[_R]:
+    from pydantic import ValidationError
+
+    out: list[_R] = []
+    for r in read_topic(settings, topic):
+        if r.value is None:
+            continue  # a tombstone
+        try:
+            out.append(kind.model_validate_json(r.value))
+        except ValidationError as exc:
+            log.warning(
+                "%s:%d:%d is not a %s record (%s); skipped",
+                topic,
+                r.partition,
+                r.offset,
+                kind.__name__,
+                exc.errors()[0]["msg"],
+            )
+    return out
+
+
+def training_labels(
+    feedback: Iterable[Feedback], *, include_heuristic: bool = False
+) -> list[Label]:
+    """One label per template: human over llm/audit, the latest within a source, oldest first."""
+    best: dict[str, Feedback] = {}
+    machine_weight: dict[str, float] = {}
+    for f in feedback:
+        if f.source == "heuristic" and not include_heuristic:
+            continue
+        if f.source != "human":
+            machine_weight[f.template] = max(machine_weight.get(f.template, 0.0), f.weight)
+        cur = best.get(f.template)
+        if cur is None or (_PRIORITY[f.source], f.at or _EPOCH) >= (
+            _PRIORITY[cur.source],
+            cur.at or _EPOCH,
+        ):
+            best[f.template] = f
+    labels = [
+        Label(
+            template=t,
+            label=f.label,
+            # A person's label weighs what the analysis's label for the template weighed.
+            weight=max(f.weight, machine_weight.get(t, 0.0)) if f.source == "human" else f.weight,
+            source=f.source,
+            at=f.at or _EPOCH,
+        )
+        for t, f in best.items()
+    ]
+    labels.sort(key=lambda x: (x.at, x.template))
+    return labels
+
+
+def time_split(labels: Sequence[Label], holdout_fraction: float) -> tuple[list[Label], list[Label]]:
+    """(train, held out): the newest share is held out (labels are in time order)."""
+    n_held = round(len(labels) * holdout_fraction)
+    cut = len(labels) - n_held
+    return list(labels[:cut]), list(labels[cut:])
+
+
+def evaluate(model: FilterModel, labels: Sequence[Label]) -> ValidationMetrics:
+    """Weighted recall, precision and forward ratio of `model` at its threshold on `labels`."""
+    from models.filter import ValidationMetrics
+
+    scores = model.score_templates([x.template for x in labels])
+    y = np.array([x.label for x in labels], dtype=bool)
+    w = np.array([x.weight for x in labels], dtype=np.float64)
+    flagged = scores >= model.threshold
+    tp, fwd, pos, total = (float(w[m].sum()) for m in (flagged & y, flagged, y, np.ones_like(y)))
+    return ValidationMetrics(
+        precision=tp / fwd if fwd else 0.0,
+        recall=tp / pos if pos else 1.0,
+        forward_ratio=fwd / total if total else 0.0,
+        positive_ratio=pos / total if total else 0.0,
+        n=len(labels),
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    champion: ValidationMetrics
+    challenger: ValidationMetrics
+    accepted: bool
+    reason: str
+
+    def table(self, champion_version: str, challenger_version: str) -> str:
+        rows = [
+            ("", f"champion {champion_version}", f"challenger {challenger_version}"),
+            *(
+                (
+                    name,
+                    f"{getattr(self.champion, name):.4f}",
+                    f"{getattr(self.challenger, name):.4f}",
+                )
+                for name in ("recall", "forward_ratio", "precision", "positive_ratio")
+            ),
+            ("held-out labels", str(self.champion.n), str(self.challenger.n)),
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        return "\n".join(
+            "  ".join(c.ljust(wd) for c, wd in zip(r, widths, strict=True)) for r in rows
+        )
+
+
+def compare(
+    champion: ValidationMetrics,
+    challenger: ValidationMetrics,
+    target_recall: float,
+    forward_tolerance: float,
+) -> Comparison:
+    """The publication rule (see the module's docstring)."""
+    eps = 1e-9
+    if challenger.recall + eps < champion.recall:
+        return Comparison(
+            champion,
+            challenger,
+            False,
+            f"recall would drop ({champion.recall:.4f} -> {challenger.recall:.4f})",
+        )
+    allowed = champion.forward_ratio * (1 + forward_tolerance) + eps
+    if challenger.forward_ratio > allowed:
+        if champion.recall + eps < target_recall and challenger.recall > champion.recall + eps:
+            return Comparison(
+                champion,
+                challenger,
+                True,
+                f"recall {champion.recall:.4f} -> {challenger.recall:.4f} toward the "
+                f"target {target_recall}; forwards more to get there",
+            )
+        return Comparison(
+            champion,
+            challenger,
+            False,
+            f"forward ratio {champion.forward_ratio:.4f} -> "
+            f"{challenger.forward_ratio:.4f} exceeds the tolerance",
+        )
+    return Comparison(
+        champion, challenger, True, "recall not lower, forward ratio within tolerance"
+    )
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    challenger: FilterModel | None
+    comparison: Comparison | None
+    labels: int
+    trained_on: int
+    held_out: list[Label]
+    reason: str
+
+
+def retrain(
+    champion: FilterModel,
+    feedback: Sequence[Feedback],
+    cfg: RetrainSettings,
+    *,
+    base: Sequence[Example] = (),
+    step: Callable[[str], None] = lambda _name: None,
+    created_by: str = "sluice retrain",
+    seed: int = 0,
+) -> RetrainResult:
+    """Build, train and judge a challenger; `step` is told each stage (a progress bar)."""
+    from models.filter import Example, FilterError, train
+
+    step("labels")
+    labels = training_labels(feedback, include_heuristic=cfg.include_heuristic)
+    train_labels, held = time_split(labels, cfg.holdout_fraction)
+    if len(held) < cfg.min_holdout:
+        return RetrainResult(
+            None,
+            None,
+            len(labels),
+            0,
+            held,
+            f"{len(labels)} labels: fewer than {cfg.min_holdout} to hold out",
+        )
+    examples = list(base) + [Example(x.template, x.label, x.weight, x.source) for x in train_labels]
+    target = cfg.target_recall or champion.meta.target_recall
+    step("train")
+    try:
+        challenger = train(
+            examples,
+            target_recall=target,
+            seed=seed,
+            spec=champion.meta.features,
+            parent_version=champion.version,
+            created_by=created_by,
+        )
+    except FilterError as exc:
+        return RetrainResult(None, None, len(labels), len(examples), held, f"training: {exc}")
+    step("compare")
+    cmp = compare(
+        evaluate(champion, held), evaluate(challenger, held), target, cfg.forward_tolerance
+    )
+    return RetrainResult(challenger, cmp, len(labels), len(examples), held, cmp.reason)
+
+
+def load_examples(path: Path) -> list[Example]:
+    """Labeled lines from a JSON lines file ({text, label, weight?, source?})."""
+    from models.filter import Example
+
+    out: list[Example] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row: dict[str, Any] = json.loads(line)
+                out.append(
+                    Example(
+                        str(row["text"]),
+                        bool(row["label"]),
+                        float(row.get("weight", 1.0)),
+                        row.get("source", "dataset"),
+                    )
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RetrainError(f"{path}:{n}: not a labeled line ({exc})") from None
+    return out
+
+
+def write_report(
+    directory: Path, champion: FilterModel, challenger: FilterModel, held: Sequence[Label]
+) -> Path:
+    """A PNG of recall and forward ratio against the threshold, both models, held-out labels."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise RetrainError("--report needs matplotlib: install sluice[report]") from exc
+    y = np.array([x.label for x in held], dtype=bool)
+    w = np.array([x.weight for x in held], dtype=np.float64)
+    ts = np.linspace(0.0, 1.0, 201)
+    fig, (ax_r, ax_f) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for model, name in ((champion, "champion"), (challenger, "challenger")):
+        s = model.score_templates([x.template for x in held])
+        rec = [float(w[(s >= t) & y].sum() / max(w[y].sum(), 1e-12)) for t in ts]
+        fwd = [float(w[s >= t].sum() / max(w.sum(), 1e-12)) for t in ts]
+        for ax, vals in ((ax_r, rec), (ax_f, fwd)):
+            (line,) = ax.plot(ts, vals, label=f"{name} {model.version}")
+            ax.axvline(model.threshold, color=line.get_color(), linestyle=":", linewidth=1)
+    ax_r.set(title="recall (held-out labels, weighted)", xlabel="threshold", ylim=(0, 1.02))
+    ax_f.set(title="forward ratio", xlabel="threshold", yscale="log")
+    for ax in (ax_r, ax_f):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    directory.mkdir(parents=True, exist_ok=True)
+    out = directory / f"retrain-{challenger.version}.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
