@@ -23,6 +23,7 @@ __all__ = [
     "read_topic",
     "records_written",
     "state_changelog_topic",
+    "topic_partitions",
     "topic_specs",
 ]
 
@@ -230,6 +231,24 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
         raise SluiceKafkaError(f"reading failed: {exc}", topic=topic) from exc
     finally:
         consumer.close()
+
+
+def topic_partitions(settings: Settings, topic: str) -> list[int]:
+    """The partition ids of `topic`; SluiceKafkaError when it does not exist."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(**client_config(settings.kafka), group_id=None)
+        try:
+            parts = consumer.partitions_for_topic(topic)
+        finally:
+            consumer.close()
+    except KafkaError as exc:
+        raise SluiceKafkaError(f"reading metadata failed: {exc}", topic=topic) from exc
+    if not parts:
+        raise SluiceKafkaError("no such topic (run `sluice topics create`)", topic=topic)
+    return sorted(parts)
 
 
 def records_written(settings: Settings, topic: str) -> int:

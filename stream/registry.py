@@ -32,7 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream._errors import SluiceError
 from stream._settings import Settings
-from stream.broker import MAX_RECORD_BYTES, aiokafka_config, client_config, read_topic
+from stream.broker import (
+    MAX_RECORD_BYTES,
+    aiokafka_config,
+    client_config,
+    read_topic,
+    topic_partitions,
+)
 
 if TYPE_CHECKING:
     from models.filter import FilterModel, ModelMetadata
@@ -119,8 +125,8 @@ class Registry:
                 self.entries[model.version] = RegistryEntry(
                     model.version, model.data, model.meta, offset, at, info
                 )
-            elif key == ACTIVE_KEY:
-                self.active = activation_of(headers, where)
+            elif key == ACTIVE_KEY:  # as a worker would: a bad activation changes nothing
+                self.active = activated_model(value, headers, where)[1]
             else:
                 raise RegistryError(f"{where}: unknown key {key!r}")
         except (RegistryError, ValueError) as exc:
@@ -165,6 +171,19 @@ def activation_of(headers: Iterable[Any], where: str) -> Activation:
         return Activation.model_validate_json(raw)
     except ValidationError as exc:
         raise RegistryError(f"{where}: invalid activation: {exc.errors()[0]['msg']}") from None
+
+
+def activated_model(
+    value: bytes | None, headers: Iterable[Any], where: str
+) -> tuple[FilterModel, Activation]:
+    """An `active` record's model and activation, checked to name the same version."""
+    act = activation_of(headers, where)
+    model = load_model(value, where)
+    if model.version != act.version:
+        raise RegistryError(
+            f"{where}: activation names {act.version}, its bytes are {model.version}"
+        )
+    return model, act
 
 
 def read_registry(settings: Settings) -> Registry:
@@ -301,10 +320,8 @@ class ModelWatcher:
         )
         await consumer.start()
         try:
-            parts = consumer.partitions_for_topic(topic) or set()
-            if not parts:
-                await consumer.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
+            # aiokafka's consumer knows no partitions before it subscribes: ask kafka-python.
+            parts = await asyncio.to_thread(topic_partitions, self._settings, topic)
             tps = [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
@@ -341,12 +358,9 @@ class ModelWatcher:
         where = f"{m.topic}:{m.partition}:{m.offset}"
         loop = asyncio.get_running_loop()
         try:
-            act = activation_of(m.headers, where)
-            model = await loop.run_in_executor(None, load_model, m.value, where)
-            if model.version != act.version:
-                raise RegistryError(
-                    f"{where}: activation names {act.version}, its bytes are {model.version}"
-                )
+            model, act = await loop.run_in_executor(
+                None, activated_model, m.value, m.headers, where
+            )
         except RegistryError as exc:
             self.rejected += 1
             log.error("models: rejected %s; keeping the current model", exc)

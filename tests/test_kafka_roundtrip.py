@@ -49,7 +49,13 @@ def test_ensure_topics_creates_topology_once(
             "topics": {
                 n: f"{prefix}-{n}"
                 for n in (
-                    "events", "suspects", "alerts", "feedback", "outcomes", "models", "deadletter"
+                    "events",
+                    "suspects",
+                    "alerts",
+                    "feedback",
+                    "outcomes",
+                    "models",
+                    "deadletter",
                 )
             },
         }
