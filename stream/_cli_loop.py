@@ -102,7 +102,7 @@ def _retrain_once(
     reg = read_registry(settings)
     champion, published = _champion(settings, reg)
     feedback = read_feedback(settings)
-    steps = ["labels", "train", "compare"]
+    steps = ["labels", "train", "compare", "refit"]
     with click.progressbar(length=len(steps), label="retraining", file=sys.stderr) as bar:
 
         def step(name: str) -> None:

@@ -105,7 +105,9 @@ class RetrainSettings(BaseModel):
     holdout_fraction: float = Field(
         0.2, gt=0, lt=1, description="newest share of the labels, held out to compare the models"
     )
-    min_holdout: int = Field(10, ge=1, description="fewer held-out labels: no comparison")
+    min_holdout: int = Field(
+        3, ge=1, description="fewer held-out labels (templates): no comparison, no challenger"
+    )
     target_recall: float | None = Field(
         None, gt=0, le=1, description="recall the threshold is set for; None: the champion's"
     )

@@ -86,7 +86,8 @@ def _estimate(version: str, a: list[float], confidence: float) -> RecallEstimate
     tp, k, audited, fn_hat, population, unlabelled, windows, max_rate = a
     # The sampling rate the audit count was drawn at (their harmonic mean when rates differ).
     rate = audited / population if population else max_rate
-    recall = low = high = None
+    recall = None
+    low, high = (0.0, 1.0) if rate > 0 else (None, None)  # nothing relevant seen: no information
     if rate > 0 and tp + fn_hat > 0:
         lo_k, hi_k = poisson_interval(int(k), confidence)
         recall = tp / (tp + fn_hat)

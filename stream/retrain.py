@@ -7,9 +7,15 @@ decides from levels and alarm words, the filter's own rules, so training on them
 nothing it does not already do and can never correct a miss. Each label weighs the events it
 stands for: a flagged event 1, an audit sample 1/p (the unflagged events it represents).
 
-Split. Labels are ordered by the time they were given; the newest `holdout_fraction` is held out.
-The challenger trains on the rest (plus `base_data`, the champion's own training lines, so that
-it does not forget the systems the feedback does not cover) with the filter's own `train`.
+Split. The feedback records are ordered by the time they were given and the newest
+`holdout_fraction` is held out: a candidate trains on the older labels (plus `base_data`, the
+champion's own training lines, so that it does not forget the systems the feedback does not
+cover) with the filter's own `train`, and is judged with the champion on the held-out labels. Its
+threshold is set for the target recall on the stream's labels, not on the base data. When it
+wins, the same recipe is fitted again on every label and that model is published. Compaction of
+the feedback topic only touches closed log segments (`segment.ms`, 7 days by default), so the
+recent records a comparison needs are all there, and older history keeps the latest label per
+source and template, which is what training needs.
 
 Decision, on the held-out labels, each model at its own threshold: the challenger replaces the
 champion when its weighted recall is not lower and its forward ratio is not higher than the
@@ -139,11 +145,25 @@ def training_labels(
     return labels
 
 
-def time_split(labels: Sequence[Label], holdout_fraction: float) -> tuple[list[Label], list[Label]]:
-    """(train, held out): the newest share is held out (labels are in time order)."""
-    n_held = round(len(labels) * holdout_fraction)
-    cut = len(labels) - n_held
-    return list(labels[:cut]), list(labels[cut:])
+def time_split(
+    feedback: Sequence[Feedback], holdout_fraction: float, *, include_heuristic: bool = False
+) -> tuple[list[Label], list[Label]]:
+    """(train, held out) labels from a time-ordered split of the feedback records.
+
+    The newest `holdout_fraction` of the records is the future the older ones did not see:
+    training labels come from the older records only; the held-out labels are the final labels
+    (human over llm, latest wins) of the templates the newer records speak about. A template
+    that recurs is in both, as in the stream.
+    """
+    ordered = sorted(feedback, key=lambda f: f.at or _EPOCH)
+    cut = len(ordered) - round(len(ordered) * holdout_fraction)
+    old, new = ordered[:cut], ordered[cut:]
+    recent = {f.template for f in new if include_heuristic or f.source != "heuristic"}
+    final = training_labels(ordered, include_heuristic=include_heuristic)
+    return (
+        training_labels(old, include_heuristic=include_heuristic),
+        [x for x in final if x.template in recent],
+    )
 
 
 def evaluate(model: FilterModel, labels: Sequence[Label]) -> ValidationMetrics:
@@ -251,22 +271,17 @@ def retrain(
     from models.filter import Example, FilterError, train
 
     step("labels")
-    labels = training_labels(feedback, include_heuristic=cfg.include_heuristic)
-    train_labels, held = time_split(labels, cfg.holdout_fraction)
+    include = cfg.include_heuristic
+    labels = training_labels(feedback, include_heuristic=include)
+    train_labels, held = time_split(feedback, cfg.holdout_fraction, include_heuristic=include)
     if len(held) < cfg.min_holdout:
-        return RetrainResult(
-            None,
-            None,
-            len(labels),
-            0,
-            held,
-            f"{len(labels)} labels: fewer than {cfg.min_holdout} to hold out",
-        )
-    examples = list(base) + [Example(x.template, x.label, x.weight, x.source) for x in train_labels]
+        reason = f"{len(labels)} labels: {len(held)} held out, fewer than {cfg.min_holdout}"
+        return RetrainResult(None, None, len(labels), 0, held, reason)
     target = cfg.target_recall or champion.meta.target_recall
-    step("train")
-    try:
-        challenger = train(
+
+    def fit(labels: Sequence[Label]) -> FilterModel:
+        examples = [*base, *(Example(x.template, x.label, x.weight, x.source) for x in labels)]
+        model = train(
             examples,
             target_recall=target,
             seed=seed,
@@ -274,13 +289,47 @@ def retrain(
             parent_version=champion.version,
             created_by=created_by,
         )
+        return _stream_threshold(model, labels, target)
+
+    step("train")
+    try:
+        candidate = fit(train_labels)  # what the recipe makes of the past, judged on the future
     except FilterError as exc:
-        return RetrainResult(None, None, len(labels), len(examples), held, f"training: {exc}")
+        return RetrainResult(None, None, len(labels), len(base), held, f"training: {exc}")
     step("compare")
     cmp = compare(
-        evaluate(champion, held), evaluate(challenger, held), target, cfg.forward_tolerance
+        evaluate(champion, held), evaluate(candidate, held), target, cfg.forward_tolerance
     )
-    return RetrainResult(challenger, cmp, len(labels), len(examples), held, cmp.reason)
+    if not cmp.accepted:
+        return RetrainResult(candidate, cmp, len(labels), len(base) + len(train_labels), held,
+                             cmp.reason)  # fmt: skip
+    step("refit")
+    try:  # the recipe won: the published model learns from every label, the newest included
+        challenger = fit(labels)
+    except FilterError as exc:
+        return RetrainResult(None, None, len(labels), len(base), held, f"refit: {exc}")
+    return RetrainResult(challenger, cmp, len(labels), len(base) + len(labels), held, cmp.reason)
+
+
+def _stream_threshold(model: FilterModel, labels: Sequence[Label], target: float) -> FilterModel:
+    """The threshold for `target` recall on the stream's own labels (the training split's).
+
+    `train` sets it on a split of everything it learned from, base data included; a base source
+    with positives no line model can score (HDFS blocks whose fault shows only in counts) would
+    then drag the threshold to ~0 and forward everything. The feedback is the stream the model
+    serves, weighted as it occurs there, so its recall is the one to hold. The held-out labels
+    still judge the result.
+    """
+    from models.filter import choose_threshold
+
+    y = np.array([x.label for x in labels], dtype=bool)
+    if not y.any():
+        return model
+    w = np.array([x.weight for x in labels], dtype=np.float64)
+    scores = model.score_templates([x.template for x in labels])
+    t = choose_threshold(scores, y, w, target)
+    t = float(np.nextafter(np.float32(t), np.float32(0)))  # float32 scores stay at or above it
+    return model.with_threshold(t, model.meta.validation)
 
 
 def load_examples(path: Path) -> list[Example]:

@@ -111,7 +111,7 @@ def test_retrain_learns_what_the_champion_missed() -> None:
     assert c.champion.recall < 0.5 and c.challenger.recall == 1.0 and c.accepted
     assert result.challenger.meta.parent_version == champion.version
     too_few = retrain(champion, feedback[:20], RetrainSettings(min_holdout=10))
-    assert too_few.challenger is None and "fewer than 10" in too_few.reason
+    assert too_few.challenger is None and "4 held out, fewer than 10" in too_few.reason
 
 
 def outcome(version: str, fp: int, ap: int, an: int, rate: float) -> Outcome:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         HeuristicAnalyst,
     )
     from models.analyst._openai import (
+        SYSTEM_PROMPT,
         AnalystError,
         LLMCallError,
         LLMOutputError,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "SYSTEM_PROMPT",
     "AffectedService",
     "Analysis",
     "Analyst",
@@ -95,6 +97,7 @@ _WHERE = {
     "LLMCallError": "models.analyst._openai",
     "LLMOutputError": "models.analyst._openai",
     "OpenAIAnalyst": "models.analyst._openai",
+    "SYSTEM_PROMPT": "models.analyst._openai",
     "UsageTotals": "models.analyst._openai",
     "Analyst": "models.analyst._protocol",
     "create_analyst": "models.analyst._protocol",
