@@ -195,6 +195,29 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
     assert est["low"] <= est["recall"] <= est["high"]
     assert est["recall"] < 0.95  # v1 misses the timeouts, and the audit sees it
 
+    # A person labels an alert's evidence: the feedback topic gets `human` records for it.
+    alert = json.loads(
+        read_until(kafka_bootstrap, env["SLUICE_TOPICS__ALERTS"], lambda v: len(v) > 0, 30)[0]
+    )
+    tid, template = next(iter(alert["evidence"].items()))
+    out = sluice(env, "label", alert["fingerprint"][:10], "--not-incident", "--template", tid,
+                 "--by", "oncall")  # fmt: skip
+    assert f"labelled 1 templates of alert {alert['fingerprint']}" in out
+    human = [
+        f
+        for f in map(
+            Feedback.model_validate_json,
+            read_until(
+                kafka_bootstrap,
+                env["SLUICE_TOPICS__FEEDBACK"],
+                lambda v: any(b'"human"' in x for x in v),
+                30,
+            ),
+        )
+        if f.source == "human"
+    ]
+    assert [(f.template, f.label, f.by) for f in human] == [(template, False, "oncall")]
+
 
 def test_a_model_over_1_mib_travels_and_bad_records_are_rejected(
     kafka_bootstrap: str,
