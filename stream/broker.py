@@ -20,6 +20,7 @@ __all__ = [
     "client_config",
     "describe_topics",
     "ensure_topics",
+    "open_assigned",
     "read_topic",
     "records_written",
     "state_changelog_topic",
@@ -266,3 +267,33 @@ def records_written(settings: Settings, topic: str) -> int:
             consumer.close()
     except KafkaError as exc:
         raise SluiceKafkaError(f"reading end offsets failed: {exc}", topic=topic) from exc
+
+
+async def open_assigned(
+    settings: Settings, topic: str, client_id: str
+) -> tuple[Any, dict[Any, int]]:
+    """A started aiokafka consumer on every partition of `topic` from the beginning, outside any
+    group (each worker reads the whole topic), and the end offsets at start: (consumer, ends)."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    # aiokafka's consumer knows no partitions before it subscribes: ask kafka-python.
+    parts = await asyncio.to_thread(topic_partitions, settings, topic)
+    consumer = AIOKafkaConsumer(
+        **aiokafka_config(settings.kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        client_id=client_id,
+        max_partition_fetch_bytes=MAX_RECORD_BYTES,
+        fetch_max_bytes=MAX_RECORD_BYTES,
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        return consumer, await consumer.end_offsets(tps)
+    except BaseException:
+        await consumer.stop()
+        raise

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from stream.records import Outcome
 
-__all__ = ["RecallEstimate", "estimate_recall", "poisson_interval"]
+__all__ = ["RecallEstimate", "RecallTally", "estimate_recall", "poisson_interval"]
 
 
 @dataclass(frozen=True)
@@ -60,15 +60,18 @@ def poisson_interval(k: int, confidence: float = 0.95) -> tuple[float, float]:
     return low, high
 
 
-def estimate_recall(
-    outcomes: Iterable[Outcome], *, confidence: float = 0.95, include_heuristic: bool = False
-) -> dict[str, RecallEstimate]:
-    """Per model version, from the `outcomes` topic's records."""
-    acc: dict[str, list[float]] = {}  # tp, a, audited, fn_hat, sum(audited/p), unlabelled, n, p
-    for o in outcomes:
-        if o.analysis != "llm" and not (include_heuristic and o.analysis == "heuristic"):
-            continue
-        a = acc.setdefault(o.model_version, [0.0] * 8)
+class RecallTally:
+    """Running sums of `outcomes` records per model version (the worker's metric keeps one)."""
+
+    def __init__(self, *, include_heuristic: bool = False) -> None:
+        self._include_heuristic = include_heuristic
+        # per version: tp, a, audited, fn_hat, sum(audited/p), unlabelled, windows, max rate
+        self._acc: dict[str, list[float]] = {}
+
+    def add(self, o: Outcome) -> None:
+        if o.analysis != "llm" and not (self._include_heuristic and o.analysis == "heuristic"):
+            return
+        a = self._acc.setdefault(o.model_version, [0.0] * 8)
         audited = o.audited_positive + o.audited_negative
         a[0] += o.flagged_positive
         a[1] += o.audited_positive
@@ -79,7 +82,19 @@ def estimate_recall(
         a[5] += o.unlabelled
         a[6] += 1
         a[7] = max(a[7], o.audit_rate)
-    return {v: _estimate(v, a, confidence) for v, a in acc.items()}
+
+    def estimates(self, confidence: float = 0.95) -> dict[str, RecallEstimate]:
+        return {v: _estimate(v, a, confidence) for v, a in self._acc.items()}
+
+
+def estimate_recall(
+    outcomes: Iterable[Outcome], *, confidence: float = 0.95, include_heuristic: bool = False
+) -> dict[str, RecallEstimate]:
+    """Per model version, from the `outcomes` topic's records."""
+    tally = RecallTally(include_heuristic=include_heuristic)
+    for o in outcomes:
+        tally.add(o)
+    return tally.estimates(confidence)
 
 
 def _estimate(version: str, a: list[float], confidence: float) -> RecallEstimate:

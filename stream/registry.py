@@ -32,13 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream._errors import SluiceError
 from stream._settings import Settings
-from stream.broker import (
-    MAX_RECORD_BYTES,
-    aiokafka_config,
-    client_config,
-    read_topic,
-    topic_partitions,
-)
+from stream.broker import MAX_RECORD_BYTES, client_config, open_assigned, read_topic
 
 if TYPE_CHECKING:
     from models.filter import FilterModel, ModelMetadata
@@ -307,25 +301,10 @@ class ModelWatcher:
         self.rejected = 0
 
     async def run(self) -> None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
         topic = self._settings.topics.models
-        consumer = AIOKafkaConsumer(
-            **aiokafka_config(self._settings.kafka),
-            group_id=None,
-            enable_auto_commit=False,
-            client_id="sluice-models",
-            max_partition_fetch_bytes=MAX_RECORD_BYTES,
-            fetch_max_bytes=MAX_RECORD_BYTES,
-        )
-        await consumer.start()
+        consumer, end = await open_assigned(self._settings, topic, "sluice-models")
+        tps = list(end)
         try:
-            # aiokafka's consumer knows no partitions before it subscribes: ask kafka-python.
-            parts = await asyncio.to_thread(topic_partitions, self._settings, topic)
-            tps = [TopicPartition(topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps) if tps else {}
             latest: Any = None
             while not self.ready.is_set():  # catch up: only the last activation matters
                 positions = [await consumer.position(tp) for tp in tps]

@@ -11,6 +11,9 @@ import asyncio
 import json
 import random
 import re
+import socket
+import time
+import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,6 +84,30 @@ def llm() -> Iterator[FakeLLM]:
     server.stop()
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _scrape(port: int, version: str) -> str:
+    """The worker's /metrics once it reports `version` as the model in use."""
+    text = ""
+    for _ in range(100):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            pass
+        if (
+            f'sluice_filter_model_info{{version="{version}"}}' in text
+            and "recall_estimate{" in text
+        ):
+            return text
+        time.sleep(0.3)
+    return text
+
+
 def _settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
     for k, v in env.items():
         if k.startswith("SLUICE_"):
@@ -123,6 +150,7 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
         SLUICE_PIPELINE__AUDIT_RATE="1.0",  # every event reaches the suspects: offsets checkable
         SLUICE_PIPELINE__IDLE_CLOSE_S="2",
         SLUICE_PIPELINE__BATCH_SIZE="500",
+        SLUICE_WORKER__WEB_PORT=str(_free_port()),
     )
     settings = _settings(env, monkeypatch)
     sluice(env, "topics", "create")
@@ -170,6 +198,7 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
             return len(seen) >= total and v1.version in seen[max(seen)]
 
         seen = _scored(read_until(kafka_bootstrap, suspects_t, back_on_v1, 120, log))
+        metrics = _scrape(int(env["SLUICE_WORKER__WEB_PORT"]), v1.version)
 
     # No offset skipped across the swaps: every event of every partition was scored.
     by_partition: dict[int, list[int]] = defaultdict(list)
@@ -184,6 +213,14 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
         collapsed = [v for i, v in enumerate(runs) if i == 0 or runs[i - 1] != v]
         assert collapsed[0] == v1.version and v2 in collapsed, collapsed
     assert "filter model swapped" in log_path.read_text()
+    # The worker's /metrics: the active version, the swaps, v1's audit-based recall estimate.
+    assert f'sluice_filter_model_info{{version="{v1.version}"}} 1.0' in metrics
+    assert re.search(r"^sluice_filter_model_swaps_total (\d+)", metrics, re.M)
+    assert int(re.search(r"^sluice_filter_model_swaps_total (\d+)", metrics, re.M)[1]) >= 3
+    m_est = re.search(
+        rf'^sluice_filter_recall_estimate{{version="{v1.version}"}} (\S+)', metrics, re.M
+    )
+    assert m_est and 0 < float(m_est[1]) < 0.95
 
     listing = sluice(env, "model", "list")
     assert f"* {v1.version}" in listing and v2 in listing
