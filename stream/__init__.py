@@ -7,6 +7,7 @@
 - `stream.retrain`   the retrainer: feedback -> challenger vs champion -> `models` topic
 - `stream.registry`  the `models` topic as the model registry; the workers' hot swap
 - `stream.recall`    the audit-based recall estimate of each model version
+- `stream.metrics`   the worker's Prometheus metrics
 - `stream.scan`      both stages in-process on a file (`sluice scan`)
 - `stream.records`   wire records and their JSON Schemas
 - `stream.broker`    Kafka client configuration and topics

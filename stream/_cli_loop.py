@@ -67,13 +67,13 @@ def retrain(
     dry_run: bool,
 ) -> None:
     """Train a challenger on the feedback topic; publish it if it beats the active model."""
+    from models.filter import FilterError, read_examples
     from stream.broker import records_written
-    from stream.retrain import load_examples
 
     cfg = settings.retrain
     path = base or cfg.base_data
     try:
-        examples = load_examples(path) if path else []
+        examples = read_examples(path) if path else []
         _retrain_once(settings, examples, report, dry_run)
         if not watch:
             return
@@ -87,7 +87,7 @@ def retrain(
                 click.echo(f"{now - last} new labels")
                 last = now
                 _retrain_once(settings, examples, report, dry_run)
-    except SluiceError as exc:
+    except (SluiceError, FilterError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass

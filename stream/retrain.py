@@ -25,13 +25,12 @@ a forward ratio to defend: then a higher recall may cost more forwarding.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
@@ -50,7 +49,6 @@ __all__ = [
     "RetrainResult",
     "compare",
     "evaluate",
-    "load_examples",
     "read_feedback",
     "read_outcomes",
     "retrain",
@@ -168,20 +166,12 @@ def time_split(
 
 def evaluate(model: FilterModel, labels: Sequence[Label]) -> ValidationMetrics:
     """Weighted recall, precision and forward ratio of `model` at its threshold on `labels`."""
-    from models.filter import ValidationMetrics
+    from models.filter import weighted_metrics
 
     scores = model.score_templates([x.template for x in labels])
     y = np.array([x.label for x in labels], dtype=bool)
     w = np.array([x.weight for x in labels], dtype=np.float64)
-    flagged = scores >= model.threshold
-    tp, fwd, pos, total = (float(w[m].sum()) for m in (flagged & y, flagged, y, np.ones_like(y)))
-    return ValidationMetrics(
-        precision=tp / fwd if fwd else 0.0,
-        recall=tp / pos if pos else 1.0,
-        forward_ratio=fwd / total if total else 0.0,
-        positive_ratio=pos / total if total else 0.0,
-        n=len(labels),
-    )
+    return weighted_metrics(scores, y, w, model.threshold)
 
 
 @dataclass(frozen=True)
@@ -330,30 +320,6 @@ def _stream_threshold(model: FilterModel, labels: Sequence[Label], target: float
     t = choose_threshold(scores, y, w, target)
     t = float(np.nextafter(np.float32(t), np.float32(0)))  # float32 scores stay at or above it
     return model.with_threshold(t, model.meta.validation)
-
-
-def load_examples(path: Path) -> list[Example]:
-    """Labeled lines from a JSON lines file ({text, label, weight?, source?})."""
-    from models.filter import Example
-
-    out: list[Example] = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row: dict[str, Any] = json.loads(line)
-                out.append(
-                    Example(
-                        str(row["text"]),
-                        bool(row["label"]),
-                        float(row.get("weight", 1.0)),
-                        row.get("source", "dataset"),
-                    )
-                )
-            except (ValueError, KeyError, TypeError) as exc:
-                raise RetrainError(f"{path}:{n}: not a labeled line ({exc})") from None
-    return out
 
 
 def write_report(

@@ -42,7 +42,9 @@ if TYPE_CHECKING:
         Example,
         TrainingError,
         choose_threshold,
+        read_examples,
         train,
+        weighted_metrics,
     )
 
 __all__ = [
@@ -66,9 +68,11 @@ __all__ = [
     "default_model",
     "normalize",
     "normalize_batch",
+    "read_examples",
     "template_features",
     "template_of_key",
     "train",
+    "weighted_metrics",
 ]
 
 _WHERE = {
@@ -95,6 +99,8 @@ _WHERE = {
     "TrainingError": "models.filter._train",
     "choose_threshold": "models.filter._train",
     "train": "models.filter._train",
+    "read_examples": "models.filter._train",
+    "weighted_metrics": "models.filter._train",
 }
 
 

@@ -8,10 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from models.filter._normalize import decode_line
-from models.filter._types import Source
 
 if TYPE_CHECKING:
     from models.filter._model import FilterModel
@@ -19,17 +17,6 @@ if TYPE_CHECKING:
 __all__ = ["model"]
 
 _BATCH = 4096
-
-
-class _Row(BaseModel):
-    """One line of a training file (JSON lines)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    text: str
-    label: bool
-    weight: float = 1.0
-    source: Source = "human"
 
 
 def _load(path: str | None) -> FilterModel:
@@ -88,19 +75,10 @@ def score(path: str | None, flag_only: bool) -> None:
 def train_cmd(data: str, out: str, target_recall: float, seed: int) -> None:
     """Train a model from labeled lines and write the .onnx file."""
     from models.filter._model import FilterError
-    from models.filter._train import Example, train
+    from models.filter._train import read_examples, train
 
-    examples: list[Example] = []
-    with open(data, encoding="utf-8", errors="replace") as fh:
-        for n, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                r = _Row.model_validate_json(line)
-            except ValidationError as exc:
-                raise click.ClickException(f"{data}:{n}: not a training row: {exc}") from None
-            examples.append(Example(r.text, r.label, r.weight, r.source))
     try:
+        examples = read_examples(data)
         m = train(examples, target_recall=target_recall, seed=seed)
     except FilterError as exc:
         raise click.ClickException(str(exc)) from None

@@ -13,9 +13,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
@@ -31,7 +33,14 @@ from models.filter._model import (
 from models.filter._normalize import normalize_batch
 from models.filter._types import Source
 
-__all__ = ["Example", "TrainingError", "choose_threshold", "train"]
+__all__ = [
+    "Example",
+    "TrainingError",
+    "choose_threshold",
+    "read_examples",
+    "train",
+    "weighted_metrics",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,34 @@ class Example:
     label: bool
     weight: float = 1.0
     source: Source = "human"
+
+
+class _Row(BaseModel):
+    """One line of a file of labeled lines (JSON lines)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str
+    label: bool
+    weight: float = 1.0
+    source: Source = "dataset"
+
+
+def read_examples(path: str | Path) -> list[Example]:
+    """Labeled lines from JSON lines ({text, label, weight?, source?}); TrainingError names the
+    line that is not one."""
+    out: list[Example] = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for n, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                r = _Row.model_validate_json(line)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"]
+                raise TrainingError(f"{path}:{n}: not a labeled line: {reason}") from None
+            out.append(Example(r.text, r.label, r.weight, r.source))
+    return out
 
 
 @dataclass
@@ -94,12 +131,13 @@ def choose_threshold(
     return float(s_pos[min(idx, len(s_pos) - 1)])
 
 
-def _metrics(
+def weighted_metrics(
     scores: npt.NDArray[np.floating],
     labels: npt.NDArray[np.bool_],
     weights: npt.NDArray[np.floating],
     threshold: float,
 ) -> ValidationMetrics:
+    """Weighted precision, recall and forward ratio at `threshold` (no positives: recall 1)."""
     flagged = scores >= threshold
     tp = float(weights[flagged & labels].sum())
     fwd = float(weights[flagged].sum())
@@ -107,7 +145,7 @@ def _metrics(
     total = float(weights.sum())
     return ValidationMetrics(
         precision=tp / fwd if fwd else 0.0,
-        recall=tp / pos if pos else 0.0,
+        recall=tp / pos if pos else 1.0,
         forward_ratio=fwd / total if total else 0.0,
         positive_ratio=pos / total if total else 0.0,
         n=len(scores),
@@ -190,7 +228,7 @@ def train(
     threshold = choose_threshold(p, va.labels, va.weights, target_recall)
     # ONNX computes in float32: keep the threshold at or below every score it was chosen from.
     threshold = float(np.nextafter(np.float32(threshold), np.float32(0)))
-    validation = _metrics(p, va.labels, va.weights, threshold) if is_val.any() else None
+    validation = weighted_metrics(p, va.labels, va.weights, threshold) if is_val.any() else None
     weights32 = coef.astype(np.float32)
     meta = ModelMetadata(
         version=content_version(weights32, bias, threshold),
