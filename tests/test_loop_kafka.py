@@ -12,10 +12,13 @@ import json
 import random
 import re
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -179,10 +182,12 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
             return len(keys) >= 150  # most of the 192 templates have a verdict
 
         read_until(kafka_bootstrap, env["SLUICE_TOPICS__FEEDBACK"], labelled, 120, log)
-        out = sluice(env, "retrain")
+        out = sluice(env, "retrain", "--report", str(tmp_path / "report"))
+        assert "held-out labels" in out and "decision: publish" in out  # the table, both models
         m = re.search(r"published (\w+) \(parent (\w+)\)", out)
         assert m, out
         v2 = m.group(1)
+        assert (tmp_path / "report" / f"retrain-{v2}.png").stat().st_size > 10_000
         assert m.group(2) == v1.version and v2 != v1.version
 
         _produce(kafka_bootstrap, events_t, phases[1])
@@ -303,3 +308,51 @@ def test_a_model_over_1_mib_travels_and_bad_records_are_rejected(
     assert reg.active is not None and reg.active.version == big.version
     assert reg.entries[big.version].data == big.data
     assert len(reg.rejected) == 1 and "not a loadable ONNX model" in reg.rejected[0]
+
+
+def test_retrain_watch_retrains_when_enough_new_labels_arrive(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, SLUICE_RETRAIN__MIN_HOLDOUT="2")
+    settings = _settings(env, monkeypatch)
+    sluice(env, "topics", "create")
+    publish_model(settings, _v1(), {"note": "test v1"}, activate_as="promote", by="test")
+    rng = random.Random(5)
+
+    def labels(n: int, minute: int) -> None:
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        for i in range(n):
+            kind = rng.choice(["info", "exception", "timeout"])
+            template = rng.choice(_lines(kind)).format(i="<num>").lower()
+            at = datetime(2026, 1, 1, 0, minute + i // 60, i % 60, tzinfo=UTC)
+            f = Feedback(template=template, text=template, label=kind != "info", source="llm",
+                         weight=1.0, model_version="v1", score=None, at=at)  # fmt: skip
+            producer.send(settings.topics.feedback, key=f.key().encode(), value=f.to_bytes())
+        producer.flush()
+        producer.close()
+
+    labels(60, 0)
+    log_path = tmp_path / "watch.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "retrain", "--watch", "--min-new", "20"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 90
+            while "watching" not in log_path.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.5)
+            labels(25, 10)
+            while log_path.read_text().count("decision:") < 2:
+                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+                time.sleep(0.5)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    out = log_path.read_text()
+    assert "25 new labels" in out
+    assert "labelled templates" in out
