@@ -165,20 +165,21 @@ def label(
     from stream.records import Alert, Feedback
 
     latest: Alert | None = None
+    matched: set[str] = set()
     try:
         for r in read_topic(settings, settings.topics.alerts):
             try:
                 a = Alert.model_validate_json(r.value or b"")
             except ValidationError:
                 continue
-            if a.fingerprint.startswith(fingerprint) and (
-                latest is None or a.generated_at >= latest.generated_at
-            ):
-                if latest is not None and latest.fingerprint != a.fingerprint:
-                    raise click.ClickException(f"{fingerprint!r} matches several alerts")
-                latest = a
+            if a.fingerprint.startswith(fingerprint):
+                matched.add(a.fingerprint)
+                if latest is None or a.generated_at >= latest.generated_at:
+                    latest = a  # the latest revision: its evidence is the incident's
     except SluiceError as exc:
         raise click.ClickException(str(exc)) from None
+    if len(matched) > 1:
+        raise click.ClickException(f"{fingerprint!r} matches {len(matched)} alerts: {matched}")
     if latest is None:
         raise click.ClickException(f"no alert with fingerprint {fingerprint!r}")
     evidence = latest.evidence
