@@ -578,7 +578,7 @@ def _labels(
     first: dict[str, Suspect] = {}
     weight: dict[str, float] = {}
     all_audit: dict[str, bool] = {}
-    counts: dict[str, list[int]] = {}  # version -> _OUTCOME_FIELDS
+    counts: dict[str, list[int]] = {}  # version -> flagged +/-, audited +/-, unlabelled
     rates: dict[str, float] = {}
     for s, t in zip(w.suspects, templates, strict=True):
         first.setdefault(t, s)
