@@ -278,6 +278,7 @@ class FilterStage:
                 data = await consumer.getmany(
                     timeout_ms=200, max_records=self._settings.pipeline.batch_size
                 )
+                self._swap_if_offered()  # between batches, also while no events arrive
                 if data:
                     async with self._lock:
                         await self._screen_and_send(consumer, producer, data)
@@ -306,7 +307,6 @@ class FilterStage:
     async def _screen_and_send(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, data: dict[Any, list[Any]]
     ) -> None:
-        self._swap_if_offered()
         t = self._settings.topics
         cfg = self._settings.pipeline
         pending: list[asyncio.Future[Any]] = []

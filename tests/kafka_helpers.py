@@ -90,7 +90,6 @@ def read_until(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        consumer_timeout_ms=1000,
     )
     values: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -99,7 +98,9 @@ def read_until(
             assert time.monotonic() < deadline, (
                 f"gave up on {topic} with {len(values)} records\n{on_timeout()}"
             )
-            values += [m.value for m in consumer]
+            # poll, not iteration: a topic written without pause (ticks) never ends an iterator
+            for records in consumer.poll(timeout_ms=1000).values():
+                values += [m.value for m in records]
     finally:
         consumer.close()
     return values

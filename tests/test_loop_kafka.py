@@ -94,7 +94,7 @@ def _free_port() -> int:
 
 
 def _scrape(port: int, version: str) -> str:
-    """The worker's /metrics once it reports `version` as the model in use."""
+    """The worker's /metrics once it reports `version` in use after 3 swaps (start, v2, back)."""
     text = ""
     for _ in range(100):
         try:
@@ -172,7 +172,14 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
 
         return _scored(read_until(kafka_bootstrap, suspects_t, done, 120, log))
 
-    with running_worker(env, log_path):
+    # A second worker: each owns one of the two partitions, and each must swap on its own.
+    env2 = {
+        **env,
+        "SLUICE_WORKER__DATA_DIR": str(tmp_path / "worker2-data"),
+        "SLUICE_WORKER__WEB_PORT": str(_free_port()),
+    }
+    log2 = tmp_path / "worker2.log"
+    with running_worker(env, log_path), running_worker(env2, log2):
         _produce(kafka_bootstrap, events_t, phases[0])
         total += len(phases[0])
         wait_for(total, v1.version)
@@ -217,7 +224,9 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
         runs = [min(seen[(p, o)]) for o in sorted(offsets)]
         collapsed = [v for i, v in enumerate(runs) if i == 0 or runs[i - 1] != v]
         assert collapsed[0] == v1.version and v2 in collapsed, collapsed
-    assert "filter model swapped" in log_path.read_text()
+    for worker_log in (log_path, log2):  # both workers took v2, then v1 again
+        text = worker_log.read_text()
+        assert f"-> {v2}" in text and f"{v2} -> {v1.version}" in text, text[-3000:]
     # The worker's /metrics: the active version, the swaps, v1's audit-based recall estimate.
     assert f'sluice_filter_model_info{{version="{v1.version}"}} 1.0' in metrics
     assert re.search(r"^sluice_filter_model_swaps_total (\d+)", metrics, re.M)
