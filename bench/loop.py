@@ -237,12 +237,11 @@ def run_target(target: Target, rounds: int, audit_rate: float, seed: int = 0) ->
             covered = est.low <= recall <= est.high
         feedback += result.feedback
         res = retrain(model, feedback, RetrainSettings(), base=target.base, seed=seed)
-        verdict = result_text = res.reason
         if res.challenger is not None and res.comparison is not None and res.comparison.accepted:
-            result_text = f"published {res.challenger.version}: {verdict}"
+            result_text = f"published {res.challenger.version}: {res.reason}"
             next_model: FilterModel = res.challenger
         else:
-            result_text = f"kept: {verdict}"
+            result_text = f"kept: {res.reason}"
             next_model = model
         out.append(
             Round(

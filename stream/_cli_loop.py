@@ -95,7 +95,7 @@ def retrain(
 
 def _retrain_once(
     settings: Settings, base: list[Example], report: Path | None, dry_run: bool
-) -> bool:
+) -> None:
     from stream.registry import publish_model, read_registry
     from stream.retrain import read_feedback, retrain, write_report
 
@@ -113,7 +113,7 @@ def _retrain_once(
     click.echo(f"{len(feedback)} feedback records, {result.labels} labelled templates")
     if result.challenger is None or result.comparison is None:
         click.echo(f"no challenger: {result.reason}; {champion.version} stays active")
-        return False
+        return
     cmp, challenger = result.comparison, result.challenger
     click.echo(cmp.table(champion.version, challenger.version))
     if report:
@@ -121,7 +121,7 @@ def _retrain_once(
     verdict = "publish" if cmp.accepted else "keep the champion"
     click.echo(f"decision: {verdict} ({cmp.reason})")
     if not cmp.accepted or dry_run:
-        return False
+        return
     who = f"sluice retrain ({_who()})"
     if not published:  # the workers' starting model goes in first, so rollback can return to it
         publish_model(settings, champion, {"published_by": who, "note": "the configured model"},
@@ -139,7 +139,6 @@ def _retrain_once(
     }
     publish_model(settings, challenger, info, activate_as="retrain", by=who, registry=reg)
     click.echo(f"published {challenger.version} (parent {champion.version}); workers swap to it")
-    return True
 
 
 @click.command()
