@@ -8,8 +8,13 @@ Two entry points over one set of rules:
   that are forwarded. No pydantic model is built per record.
 - `parse_event` parses one record into a validated `Event` (tests, tools).
 
-Text that merely starts with `[` (Apache error logs, Proxifier) is a text line unless it is valid
-JSON; text starting with `{` must be a JSON object.
+Text is text unless it parses as a JSON object: a line that starts with `[` (Apache error logs,
+Proxifier) or is any other JSON value is a text line. A line that starts with `{` but is not valid
+JSON is a dead letter ("invalid JSON"): it is a structured producer's broken record, and saying so
+helps more than scoring its braces. Bytes that are not UTF-8 (mixed encodings in one file) are
+decoded with U+FFFD in their place: the rest of the line is still evidence. Event times are kept
+only within 1970..2262 (the range of nanosecond epochs); others are no time at all, so that no
+window arithmetic downstream can overflow.
 """
 
 from __future__ import annotations
@@ -53,10 +58,14 @@ _LEVELS = (
 )
 _LEVEL_RE = re.compile(r"\b(" + "|".join(_LEVELS) + r")\b", re.IGNORECASE)
 _ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _FRACTION = re.compile(r"\d+")
 _POD_HASH = re.compile(r"-[0-9a-f]{8,10}-[0-9a-z]{5}$")
 #: Epoch values above this are taken as milliseconds, microseconds or nanoseconds.
 _EPOCH_SECONDS_MAX = 1e11
+#: Event times outside this range are not times (year 9999 + a window would overflow).
+_TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+_TS_MAX = datetime(2262, 4, 11, tzinfo=UTC)
 
 
 class ParseError(SluiceError):
@@ -72,7 +81,12 @@ def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def _parse_ts(value: object) -> datetime | None:
-    """A timestamp from epoch numbers or ISO-8601 text; None when there is none (never raises)."""
+    """A time in 1970..2262 from epoch numbers or ISO-8601 text; else None (never raises)."""
+    ts = _any_ts(value)
+    return ts if ts is not None and _TS_MIN <= ts < _TS_MAX else None
+
+
+def _any_ts(value: object) -> datetime | None:
     if isinstance(value, bool):
         return None
     try:
@@ -120,13 +134,25 @@ def _loads(raw: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     try:
-        return json.loads(raw)
+        return _without_surrogates(json.loads(raw))
     except json.JSONDecodeError as exc:
         raise ParseError(
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
         raise ParseError("invalid JSON: nested too deeply") from None
+
+
+def _without_surrogates(value: Any) -> Any:
+    """The standard library accepts lone surrogates (`"\\ud800"`), which no UTF-8 writer can
+    encode: each becomes U+FFFD, so the event can still be forwarded."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
 
 
 def _message_of(obj: dict[str, Any]) -> str:
@@ -212,35 +238,35 @@ def parse_batch(values: Sequence[bytes], max_bytes: int) -> ParsedBatch:
             continue
         try:
             text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            dead.append((i, f"invalid UTF-8 at byte {exc.start}"))
-            continue
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")  # mixed encodings: still a log line
+            raw = text.encode()
+        if text.startswith("\ufeff"):  # a byte order mark is not part of the line
+            text = text[1:]
+            raw = text.encode()
         head = text[:1]
         if head.isspace() or not head:
             head = text.lstrip()[:1]
             if not head:
                 dead.append((i, "empty event"))
                 continue
+        obj: dict[str, Any] | None = None
         if head == "{" or head == "[":
             try:
-                obj = _loads(raw)
-                if not isinstance(obj, dict):
-                    raise ParseError(f"JSON {type(obj).__name__} where an object was expected")
-                messages.append(_message_of(obj))
+                value = _loads(raw)
+                if isinstance(value, dict):
+                    obj = value
+                    messages.append(_message_of(obj))
             except ParseError as exc:
-                if head == "[" and str(exc).startswith("invalid JSON"):
-                    obj = None  # `[Sun Dec 04 ...] [error] ...`: a text line, not broken JSON
-                    messages.append(text.rstrip("\r\n"))
-                else:
+                if head == "{":  # a structured producer's broken record
                     dead.append((i, str(exc)))
                     continue
             except Exception as exc:  # a value no rule foresaw: a dead letter, never a crash
                 dead.append((i, f"unparseable event: {type(exc).__name__}"))
                 continue
-            objects.append(obj)
-        else:
+        if obj is None:  # text, or JSON that is not an object (`[Sun Dec 04 ...] [error] ...`)
             messages.append(text.rstrip("\r\n"))
-            objects.append(None)
+        objects.append(obj)
         index.append(i)
     return out
 

@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: Event times from here on are no times (the parser keeps the same range).
+_LAST = datetime(2262, 4, 11, tzinfo=UTC)
 _SUSPECTS: TypeAdapter[list[Suspect]] = TypeAdapter(list[Suspect])
 #: Revision counters kept per scope; the state is parsed per record, so it stays small.
 _MAX_REVISIONS_PER_SCOPE = 1000
@@ -365,6 +367,8 @@ class AnalysisState:
         buffers: dict[int, list[Suspect]] = {}
         for s in suspects:
             ts = s.event.ts
+            if ts is not None and not _EPOCH <= ts < _LAST:
+                ts = None  # suspects are input too: year 9999 plus a window would overflow
             if ts is None:
                 start = (
                     max(w.start for w in st.open)
