@@ -23,8 +23,12 @@ from stream._settings import (
     PipelineSettings,
     RetrainSettings,
     Settings,
+    SettingsError,
     TopicNames,
     WorkerSettings,
+    check_environment,
+    describe_settings,
+    setting_names,
 )
 from stream.broker import SluiceKafkaError, client_config, ensure_topics
 
@@ -34,10 +38,14 @@ __all__ = [
     "PipelineSettings",
     "RetrainSettings",
     "Settings",
+    "SettingsError",
     "SluiceError",
     "SluiceKafkaError",
     "TopicNames",
     "WorkerSettings",
+    "check_environment",
     "client_config",
+    "describe_settings",
     "ensure_topics",
+    "setting_names",
 ]

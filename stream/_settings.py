@@ -7,6 +7,8 @@ environment at import time: ``Settings()`` does, when the CLI (or a test) builds
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -14,15 +16,21 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.analyst._config import LLMSettings
+from stream._errors import SluiceError
 
 __all__ = [
+    "TOOL_VARIABLES",
     "KafkaSettings",
     "LLMSettings",
     "PipelineSettings",
     "RetrainSettings",
     "Settings",
+    "SettingsError",
     "TopicNames",
     "WorkerSettings",
+    "check_environment",
+    "describe_settings",
+    "setting_names",
 ]
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -148,3 +156,84 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+
+
+#: SLUICE_ variables read by the tools around the settings object, not by it:
+#: deploy/local/kafka (ports, heap, cache), the data loaders and the test suite.
+TOOL_VARIABLES = frozenset(
+    {
+        "SLUICE_KAFKA_PORT",
+        "SLUICE_KAFKA_CONTROLLER_PORT",
+        "SLUICE_KAFKA_HEAP",
+        "SLUICE_CACHE_DIR",
+        "SLUICE_DATA_DIR",
+        "SLUICE_TEST_BOOTSTRAP",
+    }
+)
+_PREFIX = "SLUICE_"
+
+
+class SettingsError(SluiceError):
+    """The environment names a setting that does not exist (a typo would be ignored otherwise)."""
+
+
+def setting_names() -> dict[str, str]:
+    """Every environment variable the settings read -> its dotted path (`kafka.group_id`)."""
+    out: dict[str, str] = {}
+    for section, info in Settings.model_fields.items():
+        out[f"{_PREFIX}{section.upper()}"] = section  # a whole section as JSON
+        model = info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            for name in model.model_fields:
+                out[f"{_PREFIX}{section.upper()}__{name.upper()}"] = f"{section}.{name}"
+    return out
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Fail on SLUICE_ variables that are no setting, naming the closest real one.
+
+    pydantic-settings ignores them, so `SLUICE_LLM_BASE_URL` (one underscore) would leave the LLM
+    unset and the worker would fall back to the offline analyst without a word.
+    """
+    known = setting_names()
+    unknown = sorted(
+        k
+        for k in environ
+        if k.upper().startswith(_PREFIX) and k.upper() not in known and k not in TOOL_VARIABLES
+    )
+    if not unknown:
+        return
+    lines = []
+    for name in unknown:
+        close = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        lines.append(f"  {name}{hint}")
+    raise SettingsError(
+        "unknown setting(s) in the environment:\n" + "\n".join(lines) + "\n"
+        "(`sluice config` lists every setting; nested ones use a double underscore)"
+    )
+
+
+def describe_settings(settings: Settings, environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """(dotted name, value with secrets masked, where it came from) for every setting."""
+    names = {v: k for k, v in setting_names().items()}
+    environ = {k.upper(): v for k, v in environ.items()}  # pydantic-settings ignores case
+    rows = []
+    for section in Settings.model_fields:
+        values = getattr(settings, section)
+        for name in type(values).model_fields:
+            path = f"{section}.{name}"
+            value = getattr(values, name)
+            if isinstance(value, SecretStr):
+                shown = "**********"
+            else:
+                shown = "(unset)" if value is None else str(value)
+            env = names[path]
+            if env in environ:
+                source = f"env {env}"
+            elif names[section] in environ:
+                source = f"env {names[section]}"
+            else:
+                source = "default"
+            rows.append((path, shown, source))
+    return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -23,7 +24,7 @@ from stream._cli_loop import (
     model_show,
     retrain,
 )
-from stream._settings import Settings
+from stream._settings import Settings, SettingsError, check_environment, describe_settings
 from stream.broker import SluiceKafkaError, client_config, describe_topics, ensure_topics
 from stream.sources import Record
 
@@ -55,13 +56,35 @@ def cli(ctx: click.Context, log_level: str) -> None:
         for noisy in ("kafka", "aiokafka", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        check_environment(os.environ)
         ctx.obj = Settings()
-    except ValidationError as exc:
-        raise click.ClickException(f"invalid settings:\n{exc}") from None
+    except SettingsError as exc:
+        raise _fail(exc) from None
+    except ValidationError as exc:  # the values are left out: one of them may be a secret
+        problems = "\n".join(
+            f"  SLUICE_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise click.ClickException(f"invalid settings:\n{problems}") from None
 
 
 def _fail(exc: Exception) -> click.ClickException:
     return click.ClickException(str(exc))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="one JSON object per setting")
+@click.pass_obj
+def config(settings: Settings, as_json: bool) -> None:
+    """Print the effective settings (secrets masked) and where each value came from."""
+    rows = describe_settings(settings, os.environ)
+    if as_json:
+        for name, value, source in rows:
+            click.echo(json.dumps({"setting": name, "value": value, "source": source}))
+        return
+    width = max(len(r[0]) for r in rows)
+    for name, value, source in rows:
+        click.echo(f"{name:<{width}}  {value}  [{source}]")
 
 
 @cli.command()

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from stream import Settings, client_config
+from stream import Settings, SettingsError, check_environment, client_config, setting_names
 
 SECRET = "s3cr3t-do-not-print-9f8e7d"
 
@@ -60,3 +64,51 @@ def test_secrets_are_secretstr_and_never_shown(
     # The secret is still usable where it is needed: the Kafka client configuration.
     assert client_config(s.kafka)["sasl_plain_password"] == SECRET
     assert s.llm.api_key is not None and s.llm.api_key.get_secret_value() == SECRET
+
+
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.upper().startswith("SLUICE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "stream", *args],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_a_mistyped_setting_fails_at_start_naming_the_closest_one() -> None:
+    """One underscore instead of two: pydantic-settings would ignore it, and the worker would
+    quietly fall back to the offline analyst."""
+    proc = _cli({"SLUICE_LLM_BASE_URL": "http://127.0.0.1:1/v1"}, "worker")
+    assert proc.returncode != 0
+    assert "SLUICE_LLM_BASE_URL" in proc.stderr and "SLUICE_LLM__BASE_URL" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    check_environment({"SLUICE_KAFKA_PORT": "9092", "sluice_llm__model": "x", "OTHER": "1"})
+    with pytest.raises(SettingsError, match="SLUICE_PIPELINE__AUDIT_RATE"):
+        check_environment({"SLUICE_PIPELINE__AUDIT_RATES": "0.1"})
+
+
+def test_invalid_values_are_reported_without_echoing_them() -> None:
+    proc = _cli(
+        {"SLUICE_KAFKA": '{"sasl_password": "' + SECRET + '", "partitions": "x"}'}, "config"
+    )
+    assert proc.returncode != 0 and "SLUICE_KAFKA__PARTITIONS" in proc.stderr
+    assert SECRET not in proc.stderr + proc.stdout
+
+
+def test_config_prints_effective_settings_masked_with_their_source() -> None:
+    proc = _cli(
+        {"SLUICE_LLM__API_KEY": SECRET, "SLUICE_PIPELINE__AUDIT_RATE": "0.25"}, "config", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    rows = {r["setting"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    assert rows["llm.api_key"] == {
+        "setting": "llm.api_key",
+        "value": "**********",
+        "source": "env SLUICE_LLM__API_KEY",
+    }
+    assert rows["pipeline.audit_rate"]["value"] == "0.25"
+    assert rows["kafka.group_id"]["source"] == "default"
+    assert set(rows) == set(setting_names().values()) - set(Settings.model_fields)
