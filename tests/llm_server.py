@@ -2,7 +2,7 @@
 
 Each request consumes the next behaviour from `script` (``ok`` when empty):
 ``ok`` | ``429:<retry-after s>`` | ``500`` | ``slow:<s>`` | ``invalid_json`` | ``schema_violation``
-| ``drop`` (close the connection without answering).
+| ``echo_logs`` (an invalid answer quoting the prompt) | ``drop`` (close the connection without answering).
 An ``ok`` answer is computed from the request: every template whose text mentions error,
 exception or timeout is relevant, and the service with most relevant events is the root cause.
 """
@@ -116,6 +116,9 @@ class FakeLLM:
                     time.sleep(float(mode.split(":", 1)[1]))
                 if mode == "invalid_json":
                     content = "Sure! Here is the analysis: {not json"
+                elif mode == "echo_logs":  # an answer that repeats the log text back
+                    user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+                    content = json.dumps({"is_incident": user[:3000], user[-200:]: "x"})
                 elif mode == "schema_violation":
                     content = json.dumps({"is_incident": "maybe", "severity": "apocalyptic"})
                 else:

@@ -275,3 +275,31 @@ def test_concurrent_bundles_respect_the_limit(server: FakeLLM) -> None:
     elapsed = time.perf_counter() - t0
     assert all(o.provenance.analysis == "llm" for o in outs)
     assert elapsed >= 0.55  # 6 slow calls, 2 at a time: at least 3 rounds of 0.2 s
+
+
+CANARY = "canary-7f3a-log-text"
+
+
+@pytest.mark.parametrize(
+    ("script", "category", "phrase"),
+    [
+        (["echo_logs", "echo_logs"], "invalid_output", "invalid answer after one repair"),
+        (["500", "500"], "server_error", "HTTP 500"),
+        (["drop", "drop"], "unreachable", "connection error"),
+    ],
+)
+def test_provenance_names_the_failure_without_log_text(
+    server: FakeLLM, script: list[str], category: str, phrase: str
+) -> None:
+    """What reaches `alerts` is a category and Sluice's own words: never the LLM's answer (which
+    may quote the logs), the scope (which comes from events), the URL or the key."""
+    server.script.extend(script)
+    b = bundle([f"ERROR {CANARY} password=hunter2"])
+    b = Bundle(f"scope-{CANARY}", b.events, filter_version="f1")
+    out = run(analyst(server, max_retries=1, backoff_base_s=0.0), b)
+    assert out.provenance.analysis == "degraded"
+    assert out.provenance.error_category == category
+    assert out.provenance.error and phrase in out.provenance.error
+    shown = out.provenance.model_dump_json()
+    for leak in (CANARY, "hunter2", SECRET, server.base_url):
+        assert leak not in shown

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from models.analyst._schema import (
         AffectedService,
         Analysis,
+        ErrorCategory,
         GraphEdge,
         IncidentReport,
         LLMAnswer,
@@ -65,6 +66,7 @@ __all__ = [
     "BundleEvent",
     "CircuitBreaker",
     "Digest",
+    "ErrorCategory",
     "GraphEdge",
     "HeuristicAnalyst",
     "IncidentReport",
@@ -105,6 +107,7 @@ _WHERE = {
     "backoff_delay": "models.analyst._resilience",
     "AffectedService": "models.analyst._schema",
     "Analysis": "models.analyst._schema",
+    "ErrorCategory": "models.analyst._schema",
     "GraphEdge": "models.analyst._schema",
     "IncidentReport": "models.analyst._schema",
     "LLMAnswer": "models.analyst._schema",

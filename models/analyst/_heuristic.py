@@ -9,6 +9,7 @@ from models.analyst._schema import (
     AffectedService,
     Analysis,
     AnalysisKind,
+    ErrorCategory,
     GraphEdge,
     IncidentReport,
     Provenance,
@@ -69,7 +70,12 @@ class HeuristicAnalyst:
         return self.from_digest(bundle, compress(bundle, self._budget, self._k), "heuristic")
 
     def from_digest(
-        self, bundle: Bundle, digest: Digest, kind: AnalysisKind, error: str | None = None
+        self,
+        bundle: Bundle,
+        digest: Digest,
+        kind: AnalysisKind,
+        error: str | None = None,
+        error_category: ErrorCategory | None = None,
     ) -> Analysis:
         bad = [g for g in digest.groups if g.alarming]
         per_service: Counter[str] = Counter()
@@ -155,6 +161,7 @@ class HeuristicAnalyst:
             templates_in_prompt=len(digest.included),
             templates_truncated=digest.truncated,
             error=error,
+            error_category=error_category,
         )
         return Analysis(
             report=report,

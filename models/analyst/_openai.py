@@ -23,6 +23,7 @@ from models.analyst._heuristic import HeuristicAnalyst
 from models.analyst._resilience import CircuitBreaker, backoff_delay
 from models.analyst._schema import (
     Analysis,
+    ErrorCategory,
     IncidentReport,
     LLMAnswer,
     Provenance,
@@ -50,10 +51,19 @@ _FENCED_JSON = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
 class AnalystError(Exception):
-    """Root of the analyst's errors; carries the scope of the bundle."""
+    """Root of the analyst's errors; carries the scope of the bundle.
 
-    def __init__(self, message: str, *, scope: str | None = None) -> None:
-        super().__init__(f"{message} (scope {scope})" if scope else message)
+    `category` and `summary` are what may leave the process in a report's provenance: both are
+    made of Sluice's own words and numbers only (status codes, attempt counts, exception class
+    names), never of log text, the LLM's answer, a URL or the scope (which comes from events).
+    """
+
+    def __init__(
+        self, summary: str, *, category: ErrorCategory = "internal", scope: str | None = None
+    ) -> None:
+        super().__init__(f"{summary} (scope {scope})" if scope else summary)
+        self.summary = summary[:200]
+        self.category: ErrorCategory = category
         self.scope = scope
 
 
@@ -121,7 +131,9 @@ class OpenAIAnalyst:
     async def analyze(self, bundle: Bundle) -> Analysis:
         digest = compress(bundle, self.cfg.prompt_token_budget, self.cfg.examples_per_template)
         if not self.breaker.allow():
-            return self._degraded(bundle, digest, "circuit open: the LLM endpoint keeps failing")
+            return self._degraded(
+                bundle, digest, "circuit_open", "circuit open: the LLM endpoint keeps failing"
+            )
         t0 = self._clock()
         try:
             answer, prompt_toks, completion_toks, attempts = await self._complete(digest)
@@ -129,12 +141,12 @@ class OpenAIAnalyst:
             self.breaker.failure()
             self.usage.failures += 1
             log.warning("LLM analysis failed, degraded report instead: %s", exc)
-            return self._degraded(bundle, digest, str(exc))
+            return self._degraded(bundle, digest, exc.category, exc.summary)
         except Exception as exc:  # anything else must not escape into the stream either
             self.breaker.failure()
             self.usage.failures += 1
             log.exception("unexpected error in LLM analysis (scope %s)", bundle.scope)
-            return self._degraded(bundle, digest, f"unexpected {type(exc).__name__}: {exc}")
+            return self._degraded(bundle, digest, "internal", f"unexpected {type(exc).__name__}")
         self.breaker.success()
         cost = (
             prompt_toks * self.cfg.price_prompt_per_mtok
@@ -176,9 +188,13 @@ class OpenAIAnalyst:
             self._tpm = AsyncLimiter(self.cfg.tokens_per_minute, 60)
         return self._sem, self._rpm, self._tpm
 
-    def _degraded(self, bundle: Bundle, digest: Digest, error: str) -> Analysis:
+    def _degraded(
+        self, bundle: Bundle, digest: Digest, category: ErrorCategory, summary: str
+    ) -> Analysis:
         self.usage.degraded += 1
-        return self._fallback.from_digest(bundle, digest, "degraded", error=error)
+        return self._fallback.from_digest(
+            bundle, digest, "degraded", error=summary, error_category=category
+        )
 
     def _messages(self, digest: Digest) -> list[dict[str, str]]:
         system = SYSTEM_PROMPT.format(fence=digest.fence)
@@ -227,8 +243,16 @@ class OpenAIAnalyst:
             except (ValidationError, ValueError) as exc:
                 problem = str(exc)[:2000]
                 if repair:
+                    log.debug("invalid LLM answer after one repair: %s", problem[:500])
+                    what = (
+                        f"{exc.error_count()} schema errors"
+                        if isinstance(exc, ValidationError)
+                        else "no usable JSON"
+                    )
                     raise LLMOutputError(
-                        f"invalid answer after one repair: {problem[:300]}", scope=digest.scope
+                        f"invalid answer after one repair: {what}",
+                        category="invalid_output",
+                        scope=digest.scope,
                     ) from None
                 self.usage.repairs += 1
                 messages = [
@@ -249,6 +273,7 @@ class OpenAIAnalyst:
         cfg = self.cfg
         est = min(cfg.tokens_per_minute, digest.prompt_tokens + 600 + cfg.max_completion_tokens)
         last: str = ""
+        category: ErrorCategory = "unreachable"
         sem, rpm, tpm = self._limits()
         for attempt in range(cfg.max_retries + 1):
             retry_after: float | None = None
@@ -273,18 +298,25 @@ class OpenAIAnalyst:
                         attempt + 1,
                     )
                 except openai.RateLimitError as exc:
-                    retry_after, last = _retry_after(exc), "429 rate limited"
+                    retry_after, last, category = (
+                        _retry_after(exc),
+                        "429 rate limited",
+                        "rate_limited",
+                    )
                 except openai.APIStatusError as exc:
                     if exc.status_code < 500:
                         raise LLMCallError(
                             f"endpoint refused the request: HTTP {exc.status_code}",
+                            category="refused",
                             scope=digest.scope,
                         ) from None
                     retry_after, last = _retry_after(exc), f"HTTP {exc.status_code}"
+                    category = "server_error"
                 except openai.APITimeoutError:
-                    last = f"timeout after {cfg.timeout_s}s"
+                    last, category = f"timeout after {cfg.timeout_s}s", "timeout"
                 except openai.APIConnectionError as exc:
                     last = f"connection error: {type(exc.__cause__ or exc).__name__}"
+                    category = "unreachable"
             if attempt < cfg.max_retries:
                 self.usage.retries += 1
                 delay = backoff_delay(
@@ -293,5 +325,7 @@ class OpenAIAnalyst:
                 log.info("LLM call failed (%s); retry %d in %.2fs", last, attempt + 1, delay)
                 await self._sleep(delay)
         raise LLMCallError(
-            f"LLM call failed after {cfg.max_retries + 1} attempts: {last}", scope=digest.scope
+            f"LLM call failed after {cfg.max_retries + 1} attempts: {last}",
+            category=category,
+            scope=digest.scope,
         )

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "AffectedService",
     "Analysis",
+    "ErrorCategory",
     "GraphEdge",
     "IncidentReport",
     "LLMAnswer",
@@ -29,6 +30,17 @@ __all__ = [
 Severity = Literal["critical", "high", "warning", "info"]
 Role = Literal["root_cause", "impacted", "symptom"]
 AnalysisKind = Literal["llm", "heuristic", "degraded"]
+#: Why a report is degraded, as a category alerting and dashboards can group on.
+ErrorCategory = Literal[
+    "circuit_open",
+    "unreachable",
+    "timeout",
+    "rate_limited",
+    "server_error",
+    "refused",
+    "invalid_output",
+    "internal",
+]
 
 
 class _Strict(BaseModel):
@@ -102,7 +114,10 @@ class Provenance(_Strict):
     attempts: int = 0
     templates_in_prompt: int = 0
     templates_truncated: int = 0
-    error: str | None = None
+    error: str | None = Field(
+        None, description="why the LLM was not used: Sluice's own short words, never log text"
+    )
+    error_category: ErrorCategory | None = None
 
 
 class Analysis(_Strict):
