@@ -2,7 +2,8 @@
 
 Each request consumes the next behaviour from `script` (``ok`` when empty):
 ``ok`` | ``429:<retry-after s>`` | ``500`` | ``slow:<s>`` | ``invalid_json`` | ``schema_violation``
-| ``echo_logs`` (an invalid answer quoting the prompt) | ``drop`` (close the connection without answering).
+| ``echo_logs`` (an invalid answer quoting the prompt) | ``drop`` (close the connection
+without answering).
 An ``ok`` answer is computed from the request: every template whose text mentions error,
 exception or timeout is relevant, and the service with most relevant events is the root cause.
 """
