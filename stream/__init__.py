@@ -4,6 +4,7 @@
 - `stream.parsing`   events -> columns / `Event` (or a dead letter with the reason)
 - `stream.filtering` the filter stage: events -> suspects, on aiokafka batches
 - `stream.analysis`  the analysis stage: suspects -> windows -> alerts and feedback, on Faust
+- `stream.redaction` secrets and personal data out of what leaves for the LLM and `feedback`
 - `stream.retrain`   the retrainer: feedback -> challenger vs champion -> `models` topic
 - `stream.registry`  the `models` topic as the model registry; the workers' hot swap
 - `stream.recall`    the audit-based recall estimate of each model version

@@ -8,11 +8,12 @@ environment at import time: ``Settings()`` does, when the CLI (or a test) builds
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from models.analyst._config import LLMSettings
@@ -104,6 +105,27 @@ class PipelineSettings(BaseModel):
     scope_evict_s: float = Field(
         3600.0, gt=0, description="state of a scope with nothing open or firing is dropped then"
     )
+    redact: bool = Field(
+        True,
+        description="replace secrets and personal data in log text before it reaches the LLM "
+        "or the feedback topic (the filter always scores the raw line)",
+    )
+    redact_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="your own patterns: placeholder name -> regular expression (`<name>`)",
+    )
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, pattern in v.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_:]*", name):
+                raise ValueError(f"placeholder name {name!r}: lower case letters, digits, _ or :")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {name!r} does not compile: {exc}") from None
+        return v
 
 
 class RetrainSettings(BaseModel):

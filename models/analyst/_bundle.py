@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
@@ -76,6 +76,8 @@ class Bundle:
     window_start: datetime | None = None
     window_end: datetime | None = None
     filter_version: str | None = None
+    #: What was redacted from the events' text, by placeholder (reported in the provenance).
+    redactions: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass

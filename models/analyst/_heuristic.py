@@ -162,6 +162,7 @@ class HeuristicAnalyst:
             templates_truncated=digest.truncated,
             error=error,
             error_category=error_category,
+            redactions=dict(bundle.redactions),
         )
         return Analysis(
             report=report,

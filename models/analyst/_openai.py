@@ -170,6 +170,7 @@ class OpenAIAnalyst:
             attempts=attempts,
             templates_in_prompt=len(digest.included),
             templates_truncated=digest.truncated,
+            redactions=dict(bundle.redactions),
         )
         return Analysis(
             report=report,

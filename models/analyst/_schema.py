@@ -118,6 +118,9 @@ class Provenance(_Strict):
         None, description="why the LLM was not used: Sluice's own short words, never log text"
     )
     error_category: ErrorCategory | None = None
+    redactions: dict[str, int] = Field(
+        default_factory=dict, description="secrets and personal data replaced, by placeholder"
+    )
 
 
 class Analysis(_Strict):

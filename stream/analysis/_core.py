@@ -35,6 +35,7 @@ from models.analyst import Analysis, Bundle, BundleEvent
 from models.filter import normalize_batch
 from stream._settings import PipelineSettings
 from stream.records import Alert, Analysed, DeadLetter, Feedback, Outcome, Suspect, SuspectBatch
+from stream.redaction import Redactor
 
 __all__ = [
     "AnalysisState",
@@ -192,6 +193,7 @@ class ClosedWindow:
     reason: str
     seq: int = 0
     attempt: int = 0
+    redactions: dict[str, int] = field(default_factory=dict)
 
     def analysed(self, analysis: Analysis, done_at: datetime) -> Analysed:
         """The record that reports this window's analysis back to the stream."""
@@ -245,7 +247,7 @@ def bundle_of(w: ClosedWindow) -> Bundle:
         )
         for s in w.suspects
     ]
-    return Bundle(w.scope, events, w.start, w.end, ",".join(versions) or None)
+    return Bundle(w.scope, events, w.start, w.end, ",".join(versions) or None, w.redactions)
 
 
 class AnalysisState:
@@ -479,7 +481,17 @@ class AnalysisState:
             if raw:
                 suspects += self._cache.get(raw)
         suspects.sort(key=lambda s: (s.event.ts or _EPOCH, s.event.service, s.event.message))
-        return ClosedWindow(scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt)
+        redactions: dict[str, int] = {}
+        if self.cfg.redact:  # what leaves for the LLM and `feedback` is redacted text only
+            redact = Redactor(self.cfg.redact_patterns)
+            suspects = [
+                s.model_copy(update={"event": s.event.model_copy(update={"message": m})})
+                if (m := redact(s.event.message)) != s.event.message
+                else s
+                for s in suspects
+            ]
+            redactions = dict(redact.counts)
+        return ClosedWindow(scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions)
 
     def publish(self, scope: str) -> Published:
         """Publish the finished analyses at the head of the queue, in sequence order."""
