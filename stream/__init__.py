@@ -10,6 +10,7 @@
 - `stream.recall`    the audit-based recall estimate of each model version
 - `stream.metrics`   the worker's Prometheus metrics
 - `stream.scan`      both stages in-process on a file (`sluice scan`)
+- `stream.logs`      repeated warnings once per interval, with a count (broker outages)
 - `stream.records`   wire records and their JSON Schemas
 - `stream.broker`    Kafka client configuration and topics
 - `stream.worker`, `stream.cli`   the entry points

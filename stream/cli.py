@@ -26,6 +26,7 @@ from stream._cli_loop import (
 )
 from stream._settings import Settings, SettingsError, check_environment, describe_settings
 from stream.broker import SluiceKafkaError, client_config, describe_topics, ensure_topics
+from stream.logs import install_repeat_filter
 from stream.sources import Record
 
 __all__ = ["main"]
@@ -55,6 +56,7 @@ def cli(ctx: click.Context, log_level: str) -> None:
     if log_level != "debug":  # client libraries narrate every connection at INFO
         for noisy in ("kafka", "aiokafka", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_repeat_filter()  # a broker outage is one line per interval, not one per retry
     try:
         check_environment(os.environ)
         ctx.obj = Settings()
@@ -195,10 +197,11 @@ def produce(
     except KafkaError as exc:
         raise click.ClickException(f"cannot reach Kafka: {exc}") from None
     sent, t0 = 0, time.perf_counter()
+    failed: list[BaseException] = []  # delivery errors arrive on futures: never drop them silently
     try:
         while True:
             for value, key, _source in read_records(file, fmt):  # type: ignore[arg-type]
-                producer.send(topic, value=value, key=key)
+                producer.send(topic, value=value, key=key).add_errback(failed.append)
                 sent += 1
                 if rate:
                     ahead = sent / rate - (time.perf_counter() - t0)
@@ -206,7 +209,11 @@ def produce(
                         time.sleep(ahead)
             if not loop:
                 break
-        producer.flush(timeout=60)
+        producer.flush(timeout=180)  # the producer's own delivery timeout is 120 s
+        if failed:
+            raise click.ClickException(
+                f"{len(failed)} of {sent} records were not delivered to {topic}: {failed[0]!r}"
+            )
     except KafkaError as exc:
         raise click.ClickException(
             f"producing to {topic} failed after {sent} records: {exc}"

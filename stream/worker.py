@@ -28,6 +28,7 @@ def run_worker(settings: Settings) -> None:
 
     from stream.analysis import create_app
     from stream.filtering import FilterStage, build_filter
+    from stream.logs import install_repeat_filter
     from stream.metrics import CONTENT_TYPE, OutcomeWatcher, WorkerMetrics
     from stream.recall import RecallTally
     from stream.registry import ModelWatcher
@@ -50,6 +51,7 @@ def run_worker(settings: Settings) -> None:
         _watch_runs: tuple[asyncio.Future[Any], ...] = ()
 
         async def on_start(self) -> None:
+            install_repeat_filter()  # on the handlers Faust's worker has set up by now
             self._watch_runs = (
                 self.add_future(self._watch("model watcher", watcher.run())),
                 self.add_future(self._watch("outcome watcher", outcomes.run())),

@@ -114,3 +114,50 @@ def suspects_in(values: list[bytes]) -> list[Suspect]:
         if isinstance(rec, SuspectBatch):
             out += rec.suspects
     return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class LocalBroker:
+    """A broker of its own for a test that stops and starts it (deploy/local/kafka, own port)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.bootstrap = f"127.0.0.1:{port}"
+        self._env = {**os.environ, "SLUICE_KAFKA_PORT": str(port)}
+
+    def _run(self, *args: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "deploy" / "local" / "kafka"), *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    def start(self, *, fresh: bool = False) -> None:
+        self._run("start", *(["--fresh"] if fresh else []))
+
+    def stop(self) -> None:
+        self._run("stop")
+
+
+def free_port_pair() -> int:
+    """A port p with p and p+1 free on 127.0.0.1 (broker and controller)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            p = int(s.getsockname()[1])
+        if p < 65000:
+            with socket.socket() as s2:
+                try:
+                    s2.bind(("127.0.0.1", p + 1))
+                except OSError:
+                    continue
+            return p
+    raise AssertionError("no free port pair")
