@@ -44,6 +44,12 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: SaslMechanism = "PLAIN"
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(
+        None, description="CA bundle (PEM) that signed the brokers' certificates; None: system CAs"
+    )
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM), for mTLS")
+    ssl_keyfile: Path | None = Field(None, description="client private key (PEM), for mTLS")
+    ssl_check_hostname: bool = Field(True, description="check the broker's name on its cert")
     group_id: str = Field("sluice", description="consumer group of the workers, and Faust app id")
     partitions: int = Field(6, ge=1, description="partitions of topics that Sluice creates")
     replication_factor: int = Field(1, ge=1)

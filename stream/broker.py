@@ -6,6 +6,7 @@ kafka-python is imported where it is used, so importing this module costs nothin
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,16 +51,57 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
         cfg["sasl_plain_username"] = kafka.sasl_username
         if kafka.sasl_password is not None:
             cfg["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    if kafka.security_protocol.endswith("SSL"):
+        cfg["ssl_check_hostname"] = kafka.ssl_check_hostname
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if (path := getattr(kafka, name)) is not None:
+                cfg[name] = str(path)
     return cfg
 
 
-def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka keyword arguments: kafka-python's (the same names) plus a TLS context."""
-    opts = client_config(kafka)
+def listener(kafka: KafkaSettings) -> str:
+    """Which listener the settings talk to, for errors: address, protocol, mechanism and user
+    (never the password)."""
+    parts: list[str] = [kafka.security_protocol]
+    if kafka.security_protocol.startswith("SASL"):
+        parts.append(f"{kafka.sasl_mechanism} as user {kafka.sasl_username!r}")
     if kafka.security_protocol.endswith("SSL"):
-        from aiokafka.helpers import create_ssl_context
+        parts.append(f"CA {kafka.ssl_cafile or 'system'}")
+    return f"{kafka.bootstrap_servers} ({', '.join(parts)})"
 
-        opts["ssl_context"] = create_ssl_context()
+
+def unreachable(kafka: KafkaSettings, exc: BaseException) -> str:
+    """The message of a failed first contact: the listener, the error, and what to check."""
+    hint = ""
+    if kafka.security_protocol != "PLAINTEXT":
+        hint = (
+            "; check that the listener speaks this protocol, that the CA signed its certificate"
+            + (", and the SASL credentials" if kafka.security_protocol.startswith("SASL") else "")
+            + " (the client log above names the cause)"
+        )
+    return f"cannot reach Kafka at {listener(kafka)}: {type(exc).__name__}: {exc}{hint}"
+
+
+def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
+    """The TLS context of aiokafka and Faust clients (None without TLS): the settings' CA, the
+    client certificate for mTLS, hostname checking as configured."""
+    if not kafka.security_protocol.endswith("SSL"):
+        return None
+    context = ssl.create_default_context(cafile=str(kafka.ssl_cafile) if kafka.ssl_cafile else None)
+    if kafka.ssl_certfile:
+        context.load_cert_chain(
+            str(kafka.ssl_certfile), str(kafka.ssl_keyfile) if kafka.ssl_keyfile else None
+        )
+    context.check_hostname = kafka.ssl_check_hostname
+    return context
+
+
+def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments: kafka-python's names, less the file ones, plus a TLS context."""
+    opts = {k: v for k, v in client_config(kafka).items() if not k.startswith("ssl_")}
+    context = ssl_context(kafka)
+    if context is not None:
+        opts["ssl_context"] = context
     return opts
 
 
@@ -77,8 +119,18 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     partition per suspects partition), so the topology has one owner.
     """
     k, t = settings.kafka, settings.topics
-    retention = {"cleanup.policy": "delete", "retention.ms": str(k.retention_hours * 3_600_000)}
-    compacted = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024 * 1024)}
+    # With three replicas or more, an acknowledged write is on two of them: one broker may die.
+    durable = {"min.insync.replicas": "2"} if k.replication_factor >= 3 else {}
+    retention = {
+        "cleanup.policy": "delete",
+        "retention.ms": str(k.retention_hours * 3_600_000),
+        **durable,
+    }
+    compacted = {
+        "cleanup.policy": "compact",
+        "max.message.bytes": str(16 * 1024 * 1024),
+        **durable,
+    }
     return [
         TopicSpec(t.events, k.partitions, retention),
         TopicSpec(t.suspects, k.partitions, retention),
@@ -107,9 +159,7 @@ def ensure_topics(settings: Settings) -> list[str]:
     try:
         admin = KafkaAdminClient(**client_config(settings.kafka), client_id="sluice-admin")
     except KafkaError as exc:
-        raise SluiceKafkaError(
-            f"cannot reach Kafka at {settings.kafka.bootstrap_servers}: {exc}"
-        ) from exc
+        raise SluiceKafkaError(unreachable(settings.kafka, exc)) from exc
     created: list[str] = []
     try:
         existing = set(admin.list_topics())
@@ -202,7 +252,7 @@ def read_topic(settings: Settings, topic: str, *, timeout_s: float = 30.0) -> It
             fetch_max_bytes=MAX_RECORD_BYTES,
         )
     except KafkaError as exc:
-        raise SluiceKafkaError(f"cannot reach Kafka: {exc}", topic=topic) from exc
+        raise SluiceKafkaError(unreachable(settings.kafka, exc), topic=topic) from exc
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:

@@ -25,7 +25,13 @@ from stream._cli_loop import (
     retrain,
 )
 from stream._settings import Settings, SettingsError, check_environment, describe_settings
-from stream.broker import SluiceKafkaError, client_config, describe_topics, ensure_topics
+from stream.broker import (
+    SluiceKafkaError,
+    client_config,
+    describe_topics,
+    ensure_topics,
+    unreachable,
+)
 from stream.logs import install_repeat_filter
 from stream.sources import Record
 
@@ -195,7 +201,7 @@ def produce(
             **client_config(settings.kafka), linger_ms=20, max_request_size=8 * 1024 * 1024
         )
     except KafkaError as exc:
-        raise click.ClickException(f"cannot reach Kafka: {exc}") from None
+        raise click.ClickException(unreachable(settings.kafka, exc)) from None
     sent, t0 = 0, time.perf_counter()
     failed: list[BaseException] = []  # delivery errors arrive on futures: never drop them silently
     try:
@@ -247,7 +253,7 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
         exists = settings.topics.alerts in probe.topics()
         probe.close()
     except KafkaError as exc:
-        raise click.ClickException(f"cannot reach Kafka: {exc}") from None
+        raise click.ClickException(unreachable(settings.kafka, exc)) from None
     if not exists:
         raise click.ClickException(
             f"topic {settings.topics.alerts} does not exist: run `sluice topics create`"
@@ -262,7 +268,7 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
             consumer_timeout_ms=-1 if follow else int(timeout * 1000),
         )
     except KafkaError as exc:
-        raise click.ClickException(f"cannot reach Kafka: {exc}") from None
+        raise click.ClickException(unreachable(settings.kafka, exc)) from None
     try:
         for msg in consumer:
             try:

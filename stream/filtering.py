@@ -26,7 +26,7 @@ import orjson
 from models.filter import Filter, FilterModel, OnnxFilter, default_model
 from stream._errors import SluiceError
 from stream._settings import PipelineSettings, Settings
-from stream.broker import aiokafka_config
+from stream.broker import aiokafka_config, unreachable
 from stream.parsing import parse_batch
 from stream.records import SCHEMA_VERSION, DeadLetter
 
@@ -235,7 +235,12 @@ class FilterStage:
             max_partition_fetch_bytes=self.FETCH_BYTES,
         )
         producer = AIOKafkaProducer(
-            **opts, acks="all", linger_ms=5, max_batch_size=1 << 20, client_id="sluice-filter"
+            **opts,
+            acks="all",
+            enable_idempotence=True,  # a retry after a leader change writes no duplicate
+            linger_ms=5,
+            max_batch_size=1 << 20,
+            client_id="sluice-filter",
         )
         return consumer, producer
 
@@ -262,9 +267,7 @@ class FilterStage:
             await consumer.start()
         except KafkaError as exc:
             await self._close()
-            raise FilterStageError(
-                f"cannot reach Kafka at {self._settings.kafka.bootstrap_servers}: {exc}"
-            ) from exc
+            raise FilterStageError(unreachable(self._settings.kafka, exc)) from exc
         if self._models_ready is not None:  # the first batch is scored by the active model
             try:
                 await asyncio.wait_for(self._models_ready.wait(), timeout=60)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from stream._errors import SluiceError
 from stream._settings import Settings
-from stream.broker import MAX_RECORD_BYTES, client_config, open_assigned, read_topic
+from stream.broker import MAX_RECORD_BYTES, client_config, open_assigned, read_topic, unreachable
 
 if TYPE_CHECKING:
     from models.filter import FilterModel, ModelMetadata
@@ -203,7 +203,7 @@ def _producer(settings: Settings) -> Any:
             client_id="sluice-registry",
         )
     except KafkaError as exc:
-        raise RegistryError(f"cannot reach Kafka: {exc}") from exc
+        raise RegistryError(unreachable(settings.kafka, exc)) from exc
 
 
 def _send(settings: Settings, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer
 
@@ -35,6 +37,22 @@ def worker_env(
     return env
 
 
+def client_kwargs(env: dict[str, str]) -> dict[str, Any]:
+    """kafka-python arguments for the listener a worker environment names (TLS, SASL too)."""
+    out: dict[str, Any] = {"bootstrap_servers": env["SLUICE_KAFKA__BOOTSTRAP_SERVERS"]}
+    names = {
+        "SECURITY_PROTOCOL": "security_protocol",
+        "SSL_CAFILE": "ssl_cafile",
+        "SASL_MECHANISM": "sasl_mechanism",
+        "SASL_USERNAME": "sasl_plain_username",
+        "SASL_PASSWORD": "sasl_plain_password",
+    }
+    for name, arg in names.items():
+        if f"SLUICE_KAFKA__{name}" in env:
+            out[arg] = env[f"SLUICE_KAFKA__{name}"]
+    return out
+
+
 def sluice(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     """Run the CLI (not imported: the real command line, in its own process)."""
     proc = subprocess.run(
@@ -58,7 +76,7 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
         stderr=subprocess.STDOUT,
     )
     try:
-        admin = KafkaAdminClient(bootstrap_servers=env["SLUICE_KAFKA__BOOTSTRAP_SERVERS"])
+        admin = KafkaAdminClient(**client_kwargs(env))
         deadline = time.monotonic() + 60
         while env["SLUICE_TOPICS__EVENTS"] not in admin.list_topics():
             assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
@@ -143,6 +161,18 @@ class LocalBroker:
 
     def stop(self) -> None:
         self._run("stop")
+
+    @property
+    def run_dir(self) -> Path:
+        cache = os.environ.get("SLUICE_CACHE_DIR") or str(
+            Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sluice"
+        )
+        return Path(cache) / f"kafka-run-{self.port}"
+
+    def remove(self) -> None:
+        """Stop it and delete its data: a test's broker leaves nothing behind."""
+        self.stop()
+        shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
 def free_port_pair() -> int:

@@ -41,7 +41,7 @@ def broker(kafka_bootstrap: str) -> Iterator[LocalBroker]:
     try:
         yield b
     finally:
-        b.stop()
+        b.remove()
 
 
 def test_broker_outage_loses_nothing_and_logs_at_a_bounded_rate(

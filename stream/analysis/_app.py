@@ -36,6 +36,7 @@ from stream.analysis._core import (
     StagedStore,
     bundle_of,
 )
+from stream.broker import ssl_context
 from stream.records import DeadLetter, SuspectBatch, Tick, parse_suspects_record
 
 __all__ = ["create_app"]
@@ -52,19 +53,15 @@ def _app_id(settings: Settings) -> str:
 
 def _broker_credentials(settings: Settings) -> Any:
     k = settings.kafka
-    ssl_context = None
-    if k.security_protocol.endswith("SSL"):
-        import ssl
-
-        ssl_context = ssl.create_default_context()
+    context = ssl_context(k)
     if not k.security_protocol.startswith("SASL"):
-        return faust.SSLCredentials(ssl_context) if ssl_context else None
+        return faust.SSLCredentials(context) if context else None
     password = k.sasl_password.get_secret_value() if k.sasl_password else ""
     return faust.SASLCredentials(
         username=k.sasl_username or "",
         password=password,
         mechanism=k.sasl_mechanism,
-        ssl_context=ssl_context,
+        ssl_context=context,
     )
 
 
@@ -107,6 +104,7 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
         topic_allow_declare=False,  # `sluice topics create` owns the topology
         consumer_auto_offset_reset="earliest",
         producer_max_request_size=4 << 20,  # a table chunk may hold a whole suspects record
+        producer_acks=-1,  # every in-sync replica: with min.insync.replicas=2 a broker may die
         key_serializer="raw",  # every Sluice record, the table's changelog included, is bytes
         value_serializer="raw",
     )
