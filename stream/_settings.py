@@ -97,11 +97,15 @@ class PipelineSettings(BaseModel):
         "wall", description="generated_at of alerts: the wall clock, or the window's end (fixed)"
     )
     degraded_retries: int = Field(
-        3, ge=0, description="re-analyses of a window whose report was degraded (LLM down)"
+        8,
+        ge=0,
+        description="re-analyses of a window whose report was degraded (LLM down); with the "
+        "doubling wait, the defaults cover an LLM outage of about 45 minutes",
     )
     retry_after_s: float = Field(
-        30.0, ge=0, description="wait before a degraded or failed window is analysed again"
+        30.0, ge=0, description="first wait before a degraded or failed window is analysed again"
     )
+    retry_max_s: float = Field(600.0, ge=0, description="the wait doubles per attempt, up to this")
     max_analysis_failures: int = Field(
         3, ge=1, description="a window whose analysis raises this often goes to the dead letters"
     )

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from stream.records import Suspect, SuspectBatch, parse_suspects_record
 
@@ -191,3 +191,19 @@ def free_port_pair() -> int:
                     continue
             return p
     raise AssertionError("no free port pair")
+
+
+def committed_offsets(
+    admin: KafkaAdminClient, group: str, tps: list[TopicPartition]
+) -> dict[int, int]:
+    """Committed offsets of a group per partition (0 where nothing is committed)."""
+    result = admin.list_group_offsets({group: tps})
+    groups = result.values() if isinstance(result, dict) else [result]
+    out = {tp.partition: 0 for tp in tps}
+    for g in groups:
+        for tp in tps:
+            meta = g.get(tp) if isinstance(g, dict) else None
+            off = getattr(meta, "offset", meta) if meta is not None else None
+            if isinstance(off, int) and off > 0:
+                out[tp.partition] = off
+    return out

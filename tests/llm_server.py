@@ -60,6 +60,7 @@ class FakeLLM:
         self.script: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.down_until = 0.0  # time.monotonic() before which every call answers 500
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -101,6 +102,8 @@ class FakeLLM:
                 fake.requests.append(body)
                 fake.headers.append({k.lower(): v for k, v in self.headers.items()})
                 mode = fake.script.popleft() if fake.script else "ok"
+                if time.monotonic() < fake.down_until:  # an outage: every call fails
+                    mode = "500"
                 if mode == "drop":
                     self.close_connection = True
                     self.connection.shutdown(2)

@@ -29,7 +29,7 @@ from models.filter import OnnxFilter
 from stream import PipelineSettings
 from stream.filtering import screen_batch
 from stream.records import Alert
-from tests.kafka_helpers import read_until, sluice, suspects_in, worker_env
+from tests.kafka_helpers import committed_offsets, read_until, sluice, suspects_in, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -79,19 +79,6 @@ def _events(n: int) -> list[bytes]:
                 {"ts": ts, "service": service, "scope": scope, "trace_id": trace, "message": msg}
             ).encode()
         )
-    return out
-
-
-def _committed(admin: KafkaAdminClient, group: str, tps: list[TopicPartition]) -> dict[int, int]:
-    result = admin.list_group_offsets({group: tps})
-    groups = result.values() if isinstance(result, dict) else [result]
-    out = {tp.partition: 0 for tp in tps}
-    for g in groups:
-        for tp in tps:
-            meta = g.get(tp) if isinstance(g, dict) else None
-            off = getattr(meta, "offset", meta) if meta is not None else None
-            if isinstance(off, int) and off > 0:
-                out[tp.partition] = off
     return out
 
 
@@ -155,11 +142,11 @@ def test_sigkill_mid_stream_loses_nothing_and_the_group_recovers(
         workers[0].wait()
         time.sleep(3)
         restarted = time.monotonic()
-        at_restart = _committed(admin, group, tps)
+        at_restart = committed_offsets(admin, group, tps)
         workers[0] = _start(env, 0, tmp_path)
         recovered = None
         while recovered is None and time.monotonic() - restarted < 60:
-            now = _committed(admin, group, tps)
+            now = committed_offsets(admin, group, tps)
             if all(now[p] > at_restart[p] for p in now):
                 recovered = time.monotonic() - restarted
             time.sleep(0.2)
@@ -172,8 +159,8 @@ def test_sigkill_mid_stream_loses_nothing_and_the_group_recovers(
         probe = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
         ends = {tp.partition: off for tp, off in probe.end_offsets(tps).items()}
         probe.close()
-        while _committed(admin, group, tps) != ends:
-            assert time.monotonic() < deadline, (_committed(admin, group, tps), ends, log())
+        while committed_offsets(admin, group, tps) != ends:
+            assert time.monotonic() < deadline, (committed_offsets(admin, group, tps), ends, log())
             time.sleep(0.5)
         assert sum(ends.values()) == len(values)
 

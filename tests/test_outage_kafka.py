@@ -16,9 +16,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
+from stream.records import Alert, DeadLetter, Feedback, Outcome
 from tests.kafka_helpers import (
     LocalBroker,
+    committed_offsets,
     free_port_pair,
     read_until,
     running_worker,
@@ -26,6 +30,7 @@ from tests.kafka_helpers import (
     suspects_in,
     worker_env,
 )
+from tests.llm_server import FakeLLM
 
 pytestmark = pytest.mark.integration
 
@@ -92,3 +97,132 @@ def test_broker_outage_loses_nothing_and_logs_at_a_bounded_rate(
         errors = [x for x in lines if "ERROR" in x or "WARNING" in x]
         assert len(errors) < 80, "\n".join(errors[-60:])
     assert any("more like this" in x for x in worker_lines), "\n".join(worker_lines[-60:])
+
+
+@pytest.fixture
+def llm() -> Iterator[FakeLLM]:
+    server = FakeLLM().start()
+    yield server
+    server.stop()
+
+
+def test_llm_outage_degraded_at_once_then_every_window_by_the_llm_once(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, llm: FakeLLM
+) -> None:
+    """The LLM test server fails every call for 60 s: degraded alerts come at once; after the
+    recovery every window is analysed by the LLM; feedback is written once per window."""
+    env = worker_env(
+        kafka_bootstrap,
+        unique_name,
+        tmp_path,
+        SLUICE_LLM__BASE_URL=llm.base_url,
+        SLUICE_LLM__MAX_RETRIES="1",
+        SLUICE_LLM__BACKOFF_MAX_S="1",
+        SLUICE_LLM__BREAKER_RESET_S="5",
+        SLUICE_PIPELINE__IDLE_CLOSE_S="2",
+        SLUICE_PIPELINE__RETRY_AFTER_S="5",
+        SLUICE_PIPELINE__RETRY_MAX_S="10",
+        SLUICE_PIPELINE__DEGRADED_RETRIES="20",
+    )
+    scopes = ("shop", "bank")
+    events = [
+        json.dumps(
+            {
+                "ts": f"2024-05-01T10:00:{i:02d}Z",
+                "service": f"ts-{scope}-service",
+                "level": "ERROR",
+                "scope": scope,
+                "message": f"ERROR {scope} request {i} failed: upstream timeout",
+            }
+        ).encode()
+        for scope in scopes
+        for i in range(20)
+    ]
+    llm.down_until = time.monotonic() + 60
+    started = time.monotonic()
+    with running_worker(env, tmp_path / "worker.log"):
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        for v in events:
+            producer.send(env["SLUICE_TOPICS__EVENTS"], value=v)
+        producer.flush()
+        producer.close()
+        log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
+
+        def analysed_by(values: list[bytes], kind: str) -> set[str]:
+            alerts = [Alert.model_validate_json(v) for v in values]
+            return {a.report.scope for a in alerts if a.provenance.analysis == kind}
+
+        alerts_topic = env["SLUICE_TOPICS__ALERTS"]
+        read_until(
+            kafka_bootstrap, alerts_topic, lambda v: analysed_by(v, "degraded") >= set(scopes),
+            45, log,
+        )  # fmt: skip
+        degraded_after = time.monotonic() - started
+        values = read_until(
+            kafka_bootstrap, alerts_topic, lambda v: analysed_by(v, "llm") >= set(scopes), 150, log
+        )
+        outcomes = read_until(
+            kafka_bootstrap, env["SLUICE_TOPICS__OUTCOMES"], lambda v: len(v) >= 2, 30, log
+        )
+        time.sleep(3)  # anything duplicated would arrive now
+        feedback = read_until(
+            kafka_bootstrap, env["SLUICE_TOPICS__FEEDBACK"], lambda v: len(v) >= 2, 30, log
+        )
+        outcomes = read_until(
+            kafka_bootstrap, env["SLUICE_TOPICS__OUTCOMES"], lambda v: len(v) >= 2, 30, log
+        )
+    assert degraded_after < 40  # at once: not after the outage
+    llm_alerts = [
+        a for a in map(Alert.model_validate_json, values) if a.provenance.analysis == "llm"
+    ]
+    assert min(a.generated_at for a in llm_alerts).timestamp() >= started + 55
+    fb = [Feedback.model_validate_json(v) for v in feedback]
+    assert {f.scope for f in fb} == set(scopes) and all(f.source == "llm" for f in fb)
+    keys = [(f.scope, f.template) for f in fb]
+    assert len(keys) == len(set(keys)), "feedback duplicated"
+    got = [Outcome.model_validate_json(v) for v in outcomes]
+    assert sorted(o.scope for o in got) == sorted(scopes)  # one final outcome per window
+    assert all(o.analysis == "llm" for o in got)
+
+
+def test_a_failing_dead_letter_producer_holds_the_offset_until_it_delivers(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The broker refuses the dead letters (the topic's records may not exceed 64 bytes): the
+    record is not acknowledged, the offset stays; once the broker takes them, they arrive."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, SLUICE_KAFKA__PARTITIONS="1")
+    sluice(env, "topics", "create")
+    dead_topic, events = env["SLUICE_TOPICS__DEADLETTER"], env["SLUICE_TOPICS__EVENTS"]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    group = env["SLUICE_KAFKA__GROUP_ID"]
+
+    def limit(size: int) -> None:
+        admin.alter_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, dead_topic, {"max.message.bytes": str(size)})]
+        )
+
+    def committed() -> int:
+        tp = TopicPartition(events, 0)
+        return committed_offsets(admin, group, [tp])[0]
+
+    limit(64)
+    good = json.dumps({"service": "pay", "message": "ERROR payment failed: refused"}).encode()
+    with running_worker(env, tmp_path / "worker.log"):
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        producer.send(events, value=b'{"message": "truncated')
+        producer.send(events, value=good)
+        producer.flush()
+        producer.close()
+        log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
+        time.sleep(10)  # the worker reads, screens, and the broker refuses, again and again
+        assert committed() == 0, log()
+        assert "re-reading from the last commit" in log()
+        limit(1 << 20)
+        dead = read_until(kafka_bootstrap, dead_topic, lambda v: len(v) >= 1, 60, log)
+        deadline = time.monotonic() + 30
+        while committed() != 2:
+            assert time.monotonic() < deadline, (committed(), log())
+            time.sleep(0.5)
+    admin.close()
+    (letter,) = {DeadLetter.model_validate_json(v).offset: v for v in dead}.keys()
+    assert letter == 0

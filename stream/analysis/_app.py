@@ -18,6 +18,7 @@ the same content (its time comes from the `Analysed` record, not the clock).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from datetime import UTC, datetime
@@ -166,19 +167,41 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
             for seq, attempt in state.due(scope):
                 runner.launch(partition, scope, seq, attempt, state)
 
+    async def until_delivered(what: str, where: str, attempt: Any) -> None:
+        """Retry a delivery to the broker until it is acknowledged: the record stays unacked
+        (the partition waits) rather than be dropped. Errors other than the broker's propagate."""
+        from aiokafka.errors import KafkaError
+
+        for n in itertools.count():
+            try:
+                await attempt()
+                return
+            except (KafkaError, TimeoutError) as exc:
+                delay = min(30.0, 0.5 * 2**n)
+                log.warning("%s for %s failed (%r); retrying in %.1f s", what, where, exc, delay)
+                await asyncio.sleep(delay)
+
     @app.agent(suspects_t, concurrency=1)
     async def analyse_suspects(stream: Any) -> None:
         async for ev in stream.events():
             m = ev.message
+            where = f"{m.topic}:{m.partition}:{m.offset}"
             value = ev.value if isinstance(ev.value, bytes) else b""
             try:
-                await handle(m.partition, m.offset, value)
-            except Exception as exc:  # Faust would ack it silently: say why, as a dead letter
-                log.exception("analysis of %s:%s:%s failed", m.topic, m.partition, m.offset)
-                reason = f"analysis stage failed: {type(exc).__name__}"
-                await dead_t.send(
-                    value=DeadLetter.of(value, m.topic, m.partition, m.offset, reason).to_bytes()
+                await until_delivered(
+                    "publishing",
+                    where,
+                    lambda p=m.partition, o=m.offset, v=value: handle(p, o, v),
                 )
+            except Exception as exc:  # Faust would ack it silently: say why, as a dead letter
+                log.exception("analysis of %s failed", where)
+                reason = f"analysis stage failed: {type(exc).__name__}"
+                letter = DeadLetter.of(value, m.topic, m.partition, m.offset, reason).to_bytes()
+
+                async def send_letter(letter: bytes = letter) -> None:
+                    await (await dead_t.send(value=letter))
+
+                await until_delivered("the dead letter", where, send_letter)
 
     tick_s = max(0.5, min(cfg.idle_close_s / 2, 5.0))
 

@@ -345,7 +345,7 @@ class AnalysisState:
             p.result, p.done_at = rec.analysis, rec.done_at
         else:
             p.failures += 1
-            p.not_before = self._wall() + self.cfg.retry_after_s
+            p.not_before = self._wall() + self._retry_delay(p.failures - 1)
             p.done_at = rec.done_at
             if p.failures < self.cfg.max_analysis_failures:
                 # to the back of the queue: a failing window does not hold up the others
@@ -517,7 +517,7 @@ class AnalysisState:
                             "attempt": p.attempt + 1,
                             "result": None,
                             "done_at": None,
-                            "not_before": self._wall() + self.cfg.retry_after_s,
+                            "not_before": self._wall() + self._retry_delay(p.attempt),
                         }
                     )
                 )
@@ -530,6 +530,11 @@ class AnalysisState:
                 self._drop_chunks(p.chunks)
         self._save(scope, st)
         return out
+
+    def _retry_delay(self, attempt: int) -> float:
+        """retry_after_s, doubled per attempt up to retry_max_s: an outage of unknown length is
+        covered by few calls, and a short one costs one short wait."""
+        return float(min(self.cfg.retry_max_s, self.cfg.retry_after_s * 2 ** min(attempt, 30)))
 
     def _drop_chunks(self, chunks: Iterable[str]) -> None:
         for key in chunks:
