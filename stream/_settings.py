@@ -231,7 +231,9 @@ def check_environment(environ: Mapping[str, str]) -> None:
     unknown = sorted(
         k
         for k in environ
-        if k.upper().startswith(_PREFIX) and k.upper() not in known and k not in TOOL_VARIABLES
+        if k.upper().startswith(_PREFIX)
+        and k.upper() not in known
+        and k.upper() not in TOOL_VARIABLES
     )
     if not unknown:
         return

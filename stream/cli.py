@@ -179,6 +179,18 @@ def _with_progress(records: Iterable[Record], size: int) -> Iterator[Record]:
             yield rec
 
 
+class _DeliveryErrors:
+    """Counts failed deliveries (an errback of kafka-python's send futures); keeps the first."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first: BaseException | None = None
+
+    def __call__(self, exc: BaseException) -> None:
+        self.count += 1
+        self.first = self.first or exc
+
+
 @cli.command()
 @click.argument("file")
 @click.option("--topic", default=None, help="default: the events topic from settings")
@@ -203,11 +215,11 @@ def produce(
     except KafkaError as exc:
         raise click.ClickException(unreachable(settings.kafka, exc)) from None
     sent, t0 = 0, time.perf_counter()
-    failed: list[BaseException] = []  # delivery errors arrive on futures: never drop them silently
+    failed = _DeliveryErrors()  # they arrive on the send futures: never drop them silently
     try:
         while True:
             for value, key, _source in read_records(file, fmt):  # type: ignore[arg-type]
-                producer.send(topic, value=value, key=key).add_errback(failed.append)
+                producer.send(topic, value=value, key=key).add_errback(failed)
                 sent += 1
                 if rate:
                     ahead = sent / rate - (time.perf_counter() - t0)
@@ -216,9 +228,9 @@ def produce(
             if not loop:
                 break
         producer.flush(timeout=180)  # the producer's own delivery timeout is 120 s
-        if failed:
+        if failed.count:
             raise click.ClickException(
-                f"{len(failed)} of {sent} records were not delivered to {topic}: {failed[0]!r}"
+                f"{failed.count} of {sent} records were not delivered to {topic}: {failed.first!r}"
             )
     except KafkaError as exc:
         raise click.ClickException(

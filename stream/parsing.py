@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 from stream._errors import SluiceError
-from stream.records import Event
+from stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
 
 __all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]
 
@@ -63,9 +63,6 @@ _FRACTION = re.compile(r"\d+")
 _POD_HASH = re.compile(r"-[0-9a-f]{8,10}-[0-9a-z]{5}$")
 #: Epoch values above this are taken as milliseconds, microseconds or nanoseconds.
 _EPOCH_SECONDS_MAX = 1e11
-#: Event times outside this range are not times (year 9999 + a window would overflow).
-_TS_MIN = datetime(1970, 1, 1, tzinfo=UTC)
-_TS_MAX = datetime(2262, 4, 11, tzinfo=UTC)
 
 
 class ParseError(SluiceError):
@@ -83,7 +80,7 @@ def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
 def _parse_ts(value: object) -> datetime | None:
     """A time in 1970..2262 from epoch numbers or ISO-8601 text; else None (never raises)."""
     ts = _any_ts(value)
-    return ts if ts is not None and _TS_MIN <= ts < _TS_MAX else None
+    return ts if ts is not None and EARLIEST_EVENT_TIME <= ts < LATEST_EVENT_TIME else None
 
 
 def _any_ts(value: object) -> datetime | None:

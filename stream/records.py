@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -13,6 +13,8 @@ from models.analyst import IncidentReport, Provenance
 
 __all__ = [
     "DEAD_LETTER_KEEP_BYTES",
+    "EARLIEST_EVENT_TIME",
+    "LATEST_EVENT_TIME",
     "SCHEMA_VERSION",
     "Alert",
     "Analysed",
@@ -30,6 +32,10 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: Event times outside [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME) are no time at all: the range of
+#: nanosecond epochs, far enough from datetime's limits that window arithmetic cannot overflow.
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_EVENT_TIME = datetime(2262, 4, 11, tzinfo=UTC)
 #: The most raw bytes a dead letter keeps (base64 grows it by a third; Kafka's limit is 1 MiB).
 DEAD_LETTER_KEEP_BYTES = 256 * 1024
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,13 @@ def topic_factory(
     if made:
         admin.delete_topics(made)
     admin.close()
+
+
+@pytest.fixture
+def llm() -> Iterator[Any]:
+    """The OpenAI-compatible test server (tests/llm_server.py), started and stopped per test."""
+    from tests.llm_server import FakeLLM
+
+    server = FakeLLM().start()
+    yield server
+    server.stop()

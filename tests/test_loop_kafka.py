@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,13 +78,6 @@ def _produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> N
         producer.send(topic, value=value, key=key)
     producer.flush()
     producer.close()
-
-
-@pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    server = FakeLLM().start()
-    yield server
-    server.stop()
 
 
 def _free_port() -> int:

@@ -99,13 +99,6 @@ def test_broker_outage_loses_nothing_and_logs_at_a_bounded_rate(
     assert any("more like this" in x for x in worker_lines), "\n".join(worker_lines[-60:])
 
 
-@pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    server = FakeLLM().start()
-    yield server
-    server.stop()
-
-
 def test_llm_outage_degraded_at_once_then_every_window_by_the_llm_once(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, llm: FakeLLM
 ) -> None:

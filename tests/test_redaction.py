@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -127,13 +127,6 @@ def test_window_bundle_and_feedback_are_redacted_but_the_filter_saw_the_raw_line
 
 
 # -- the real pipeline ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def llm() -> Iterator[FakeLLM]:
-    server = FakeLLM().start()
-    yield server
-    server.stop()
 
 
 @pytest.mark.integration

@@ -34,7 +34,17 @@ from pydantic import BaseModel, Field, TypeAdapter
 from models.analyst import Analysis, Bundle, BundleEvent
 from models.filter import normalize_batch
 from stream._settings import PipelineSettings
-from stream.records import Alert, Analysed, DeadLetter, Feedback, Outcome, Suspect, SuspectBatch
+from stream.records import (
+    EARLIEST_EVENT_TIME,
+    LATEST_EVENT_TIME,
+    Alert,
+    Analysed,
+    DeadLetter,
+    Feedback,
+    Outcome,
+    Suspect,
+    SuspectBatch,
+)
 from stream.redaction import Redactor
 
 __all__ = [
@@ -49,8 +59,6 @@ __all__ = [
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-#: Event times from here on are no times (the parser keeps the same range).
-_LAST = datetime(2262, 4, 11, tzinfo=UTC)
 _SUSPECTS: TypeAdapter[list[Suspect]] = TypeAdapter(list[Suspect])
 #: Revision counters kept per scope; the state is parsed per record, so it stays small.
 _MAX_REVISIONS_PER_SCOPE = 1000
@@ -369,7 +377,7 @@ class AnalysisState:
         buffers: dict[int, list[Suspect]] = {}
         for s in suspects:
             ts = s.event.ts
-            if ts is not None and not _EPOCH <= ts < _LAST:
+            if ts is not None and not EARLIEST_EVENT_TIME <= ts < LATEST_EVENT_TIME:
                 ts = None  # suspects are input too: year 9999 plus a window would overflow
             if ts is None:
                 start = (
