@@ -207,3 +207,23 @@ def committed_offsets(
             if isinstance(off, int) and off > 0:
                 out[tp.partition] = off
     return out
+
+
+def read_all(bootstrap: str, topic: str, seconds: float = 3.0) -> list[bytes]:
+    """Every value of `topic` that arrives within `seconds` (to check that nothing was written)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    values: list[bytes] = []
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                values += [m.value for m in records]
+    finally:
+        consumer.close()
+    return values

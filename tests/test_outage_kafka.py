@@ -219,3 +219,51 @@ def test_a_failing_dead_letter_producer_holds_the_offset_until_it_delivers(
     admin.close()
     (letter,) = {DeadLetter.model_validate_json(v).offset: v for v in dead}.keys()
     assert letter == 0
+
+
+def test_a_refused_alert_is_retried_by_the_analysis_stage_not_dead_lettered(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The broker refuses alerts (64-byte records) while a window is published: the analysis
+    stage keeps its record unacknowledged and retries; once the broker takes alerts, they
+    arrive, and no dead letter says the analysis failed."""
+    env = worker_env(kafka_bootstrap, unique_name, tmp_path, SLUICE_PIPELINE__IDLE_CLOSE_S="2")
+    sluice(env, "topics", "create")
+    alerts_topic = env["SLUICE_TOPICS__ALERTS"]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+
+    def limit(size: int) -> None:
+        config = {"max.message.bytes": str(size)}
+        resource = ConfigResource(ConfigResourceType.TOPIC, alerts_topic, config)
+        admin.alter_configs([resource], raise_on_unknown=False)
+
+    limit(64)
+    lines = [
+        json.dumps(
+            {
+                "ts": f"2024-06-01T08:00:{i:02d}Z",
+                "service": "ts-pay-service",
+                "level": "ERROR",
+                "message": f"ERROR payment {i} failed: connection refused",
+            }
+        ).encode()
+        for i in range(10)
+    ]
+    with running_worker(env, tmp_path / "worker.log"):
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
+        for v in lines:
+            producer.send(env["SLUICE_TOPICS__EVENTS"], value=v, key=b"pay")
+        producer.flush()
+        producer.close()
+        log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
+        deadline = time.monotonic() + 60
+        while "publishing for" not in log():  # the refusal was seen, and is being retried
+            assert time.monotonic() < deadline, log()[-4000:]
+            time.sleep(0.5)
+        limit(1 << 20)
+        alerts = read_until(kafka_bootstrap, alerts_topic, lambda v: len(v) >= 1, 90, log)
+        time.sleep(2)
+        dead = read_until(kafka_bootstrap, env["SLUICE_TOPICS__DEADLETTER"], lambda v: True, 5, log)
+    admin.close()
+    assert Alert.model_validate_json(alerts[0]).report.root_causes[0].service == "ts-pay-service"
+    assert not [d for d in dead if b"analysis stage failed" in d]
