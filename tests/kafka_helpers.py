@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from stream.records import Suspect, SuspectBatch, parse_suspects_record
 
@@ -94,6 +95,27 @@ def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
         log.close()
 
 
+def _from_the_beginning(bootstrap: str, topic: str) -> KafkaConsumer:
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None = None) -> None:
+    """Write values to topic and wait for the broker's acknowledgements (records up to 2 MiB)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=2 << 20)
+    try:
+        for v in values:
+            producer.send(topic, value=v, key=key)
+        producer.flush()
+    finally:
+        producer.close()
+
+
 def read_until(
     bootstrap: str,
     topic: str,
@@ -102,13 +124,7 @@ def read_until(
     on_timeout: Callable[[], str] = lambda: "",
 ) -> list[bytes]:
     """Values of `topic` from the beginning until done(values) holds; fails after timeout."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = _from_the_beginning(bootstrap, topic)
     values: list[bytes] = []
     deadline = time.monotonic() + timeout
     try:
@@ -211,13 +227,7 @@ def committed_offsets(
 
 def read_all(bootstrap: str, topic: str, seconds: float = 3.0) -> list[bytes]:
     """Every value of `topic` that arrives within `seconds` (to check that nothing was written)."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    consumer = _from_the_beginning(bootstrap, topic)
     values: list[bytes] = []
     deadline = time.monotonic() + seconds
     try:
@@ -227,3 +237,49 @@ def read_all(bootstrap: str, topic: str, seconds: float = 3.0) -> list[bytes]:
     finally:
         consumer.close()
     return values
+
+
+def numbered_events(path: Path, n: int) -> set[str]:
+    """A file of n JSON events with distinct messages; returns the messages."""
+    messages = [f"event {i} ok" for i in range(n)]
+    path.write_text("".join(json.dumps({"service": "svc", "message": m}) + "\n" for m in messages))
+    return set(messages)
+
+
+@contextmanager
+def producing_at(
+    env: dict[str, str], data: Path, rate: float, log_path: Path
+) -> Iterator[Callable[[], None]]:
+    """`sluice produce DATA --rate R` in the background; yields a function that waits for it to
+    finish and asserts it succeeded (it is killed if the block ends otherwise)."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "produce", str(data), "--rate", str(rate)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+        def finished() -> None:
+            assert proc.wait(timeout=180) == 0, log_path.read_text(errors="replace")[-3000:]
+
+        try:
+            yield finished
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+def suspect_messages_until(
+    bootstrap: str, env: dict[str, str], expected: set[str], log_path: Path
+) -> set[str]:
+    """The messages in `suspects`, once every expected one is there (fails after 180 s)."""
+    values = read_until(
+        bootstrap,
+        env["SLUICE_TOPICS__SUSPECTS"],
+        lambda v: expected <= {s.event.message for s in suspects_in(v)},
+        180,
+        lambda: log_path.read_text(errors="replace")[-4000:],
+    )
+    return {s.event.message for s in suspects_in(values)}

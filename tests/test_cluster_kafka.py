@@ -24,10 +24,11 @@ from kafka import KafkaAdminClient
 from tests.kafka_helpers import (
     LocalBroker,
     free_port_pair,
-    read_until,
+    numbered_events,
+    producing_at,
     running_worker,
     sluice,
-    suspects_in,
+    suspect_messages_until,
     worker_env,
 )
 
@@ -173,9 +174,7 @@ def test_sigkill_of_a_partition_leader_loses_no_event(
         SLUICE_PIPELINE__AUDIT_RATE="1",  # every event is forwarded: each one is checkable
     )
     data = tmp_path / "events.jsonl"
-    data.write_text(
-        "".join(json.dumps({"service": "svc", "message": f"event {i}"}) + "\n" for i in range(n))
-    )
+    expected = numbered_events(data, n)
     sluice(env, "topics", "create")
     events = env["SLUICE_TOPICS__EVENTS"]
     admin = KafkaAdminClient(bootstrap_servers=cluster.bootstrap)
@@ -184,24 +183,14 @@ def test_sigkill_of_a_partition_leader_loses_no_event(
     part0 = next(p for p in desc["partitions"] if p["partition_index"] == 0)
     assert len(part0["replica_nodes"]) == 3 and len(part0["isr_nodes"]) == 3
     leader = int(part0["leader_id"])
-    plog = tmp_path / "produce.log"
-    with running_worker(env, tmp_path / "worker.log"), open(plog, "wb") as out:
-        producer = subprocess.Popen(
-            [sys.executable, "-m", "stream", "produce", str(data), "--rate", str(rate)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    worker_log = tmp_path / "worker.log"
+    with (
+        running_worker(env, worker_log),
+        producing_at(env, data, rate, tmp_path / "produce.log") as produced,
+    ):
         time.sleep(8)  # busy: the worker is consuming what the producer writes
         os.kill(cluster.pid(leader), signal.SIGKILL)
-        assert producer.wait(timeout=180) == 0, plog.read_text()[-3000:]
-        log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
-        values = read_until(
-            cluster.bootstrap,
-            env["SLUICE_TOPICS__SUSPECTS"],
-            lambda v: len({s.event.message for s in suspects_in(v)}) >= n,
-            180,
-            log,
-        )
-    assert {s.event.message for s in suspects_in(values)} == {f"event {i}" for i in range(n)}
+        produced()
+        got = suspect_messages_until(cluster.bootstrap, env, expected, worker_log)
+    assert got == expected
     cluster._run("start", "--brokers", "3")  # the killed node rejoins (same data directory)

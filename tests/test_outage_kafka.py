@@ -9,14 +9,12 @@ errors of the outage must be logged at a bounded rate, not once per retry.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from stream.records import Alert, DeadLetter, Feedback, Outcome
@@ -24,10 +22,13 @@ from tests.kafka_helpers import (
     LocalBroker,
     committed_offsets,
     free_port_pair,
+    numbered_events,
+    produce,
+    producing_at,
     read_until,
     running_worker,
     sluice,
-    suspects_in,
+    suspect_messages_until,
     worker_env,
 )
 from tests.llm_server import FakeLLM
@@ -60,36 +61,20 @@ def test_broker_outage_loses_nothing_and_logs_at_a_bounded_rate(
         SLUICE_KAFKA__PARTITIONS="2",
     )
     data = tmp_path / "events.jsonl"
-    data.write_text(
-        "".join(
-            json.dumps({"service": f"svc-{i % 3}", "message": f"event {i} ok"}) + "\n"
-            for i in range(N)
-        )
-    )
+    expected = numbered_events(data, N)
     sluice(env, "topics", "create")
-    produce_log = tmp_path / "produce.log"
-    with running_worker(env, tmp_path / "worker.log"), open(produce_log, "wb") as plog:
-        producer = subprocess.Popen(
-            [sys.executable, "-m", "stream", "produce", str(data), "--rate", str(RATE)],
-            env=env,
-            stdout=plog,
-            stderr=subprocess.STDOUT,
-        )
+    produce_log, worker_log = tmp_path / "produce.log", tmp_path / "worker.log"
+    with (
+        running_worker(env, worker_log),
+        producing_at(env, data, RATE, produce_log) as produced,
+    ):
         time.sleep(6)
         broker.stop()
         time.sleep(OUTAGE_S)
         broker.start()
-        assert producer.wait(timeout=180) == 0, produce_log.read_text()[-3000:]
-        log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
-        values = read_until(
-            broker.bootstrap,
-            env["SLUICE_TOPICS__SUSPECTS"],
-            lambda v: len({s.event.message for s in suspects_in(v)}) >= N,
-            180,
-            log,
-        )
-    got = {s.event.message for s in suspects_in(values)}
-    assert got == {f"event {i} ok" for i in range(N)}
+        produced()
+        got = suspect_messages_until(broker.bootstrap, env, expected, worker_log)
+    assert got == expected
     worker_lines = (tmp_path / "worker.log").read_text(errors="replace").splitlines()
     produce_lines = produce_log.read_text(errors="replace").splitlines()
     # 20 s of outage: a line per kind and interval, with a count, not a line per retry
@@ -134,11 +119,7 @@ def test_llm_outage_degraded_at_once_then_every_window_by_the_llm_once(
     llm.down_until = time.monotonic() + 60
     started = time.monotonic()
     with running_worker(env, tmp_path / "worker.log"):
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        for v in events:
-            producer.send(env["SLUICE_TOPICS__EVENTS"], value=v)
-        producer.flush()
-        producer.close()
+        produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], events)
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
 
         def analysed_by(values: list[bytes], kind: str) -> set[str]:
@@ -201,11 +182,7 @@ def test_a_failing_dead_letter_producer_holds_the_offset_until_it_delivers(
     limit(64)
     good = json.dumps({"service": "pay", "message": "ERROR payment failed: refused"}).encode()
     with running_worker(env, tmp_path / "worker.log"):
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        producer.send(events, value=b'{"message": "truncated')
-        producer.send(events, value=good)
-        producer.flush()
-        producer.close()
+        produce(kafka_bootstrap, events, [b'{"message": "truncated', good])
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
         time.sleep(10)  # the worker reads, screens, and the broker refuses, again and again
         assert committed() == 0, log()
@@ -250,11 +227,7 @@ def test_a_refused_alert_is_retried_by_the_analysis_stage_not_dead_lettered(
         for i in range(10)
     ]
     with running_worker(env, tmp_path / "worker.log"):
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        for v in lines:
-            producer.send(env["SLUICE_TOPICS__EVENTS"], value=v, key=b"pay")
-        producer.flush()
-        producer.close()
+        produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], lines, key=b"pay")
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
         deadline = time.monotonic() + 60
         while "publishing for" not in log():  # the refusal was seen, and is being retried

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from models.analyst import HeuristicAnalyst
 from models.filter import OnnxFilter
@@ -19,7 +18,7 @@ from stream.records import Alert, DeadLetter, Feedback
 from stream.scan import scan
 from stream.sources import read_records
 from tests.hostile import check_event, corpus
-from tests.kafka_helpers import read_until, running_worker, sluice, suspects_in, worker_env
+from tests.kafka_helpers import produce, read_until, running_worker, sluice, suspects_in, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -48,11 +47,8 @@ def test_hostile_corpus_through_the_worker(
     ]
     events = [h for h in hostile if not h.dead]
     with running_worker(env, tmp_path / "worker.log"):
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, max_request_size=2 << 20)
-        for value in [*(h.raw for h in hostile), *good]:
-            producer.send(env["SLUICE_TOPICS__EVENTS"], value=value, key=b"pay")  # one partition
-        producer.flush()
-        producer.close()
+        values = [*(h.raw for h in hostile), *good]
+        produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], values, key=b"pay")  # 1 partition
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
         dead = read_until(
             kafka_bootstrap,

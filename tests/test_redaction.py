@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from kafka import KafkaProducer
 
 from models.analyst import Analysis, Bundle
 from models.filter import KeywordFilter, normalize_batch
@@ -20,7 +19,7 @@ from stream.analysis import AnalysisState, MemoryStore, bundle_of
 from stream.records import Alert, Feedback, Suspect
 from stream.redaction import Redactor
 from stream.scan import scan
-from tests.kafka_helpers import read_until, running_worker, sluice, worker_env
+from tests.kafka_helpers import produce, read_until, running_worker, sluice, worker_env
 from tests.llm_server import FakeLLM
 
 #: Seeded into log lines; none of them may reach the LLM or `feedback`.
@@ -155,11 +154,7 @@ def test_no_seeded_secret_reaches_the_llm_or_the_feedback_topic(
         for i, text in enumerate(SEEDS.values())
     ]
     with running_worker(env, tmp_path / "worker.log"):
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        for v in lines:
-            producer.send(env["SLUICE_TOPICS__EVENTS"], value=v, key=b"pay")
-        producer.flush()
-        producer.close()
+        produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], lines, key=b"pay")
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
         alerts = read_until(
             kafka_bootstrap, env["SLUICE_TOPICS__ALERTS"], lambda v: len(v) > 0, 90, log
