@@ -27,6 +27,9 @@ demo: install ## run the main job on bundled sample data (no broker, no API key)
 	$(VENV)/bin/sluice scan stream/demo/trainticket-contacts-fault.jsonl.gz
 
 lint: install ## ruff and mypy (strict)
+	@mkdir -p build/typecheck/sluice
+	@ln -sfn ../../../stream build/typecheck/sluice/stream
+	@ln -sfn ../../../models build/typecheck/sluice/models
 	$(VENV)/bin/ruff check stream models tests bench
 	$(VENV)/bin/ruff format --check stream models tests bench
 	$(VENV)/bin/mypy

@@ -19,9 +19,9 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from models.analyst import Bundle, BundleEvent, HeuristicAnalyst, compress, token_counter
-from models.filter import default_model
-from models.filter.datasets import NezhaLine, load_nezha_window, shared_data_dir
+from sluice.models.analyst import Bundle, BundleEvent, HeuristicAnalyst, compress, token_counter
+from sluice.models.filter import default_model
+from sluice.models.filter.datasets import NezhaLine, load_nezha_window, shared_data_dir
 
 AUDIT_RATE = 0.005
 BUDGET = 6000

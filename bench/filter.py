@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from models.filter import Example, FilterModel, default_model, normalize_batch, train
-from models.filter.datasets import (
+from sluice.models.filter import Example, FilterModel, default_model, normalize_batch, train
+from sluice.models.filter.datasets import (
     load_bgl,
     load_hdfs,
     load_nezha_window,

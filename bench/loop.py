@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from models.analyst import (
+from sluice.models.analyst import (
     SYSTEM_PROMPT,
     Analysis,
     Bundle,
@@ -51,19 +51,19 @@ from models.analyst import (
     compress,
     token_counter,
 )
-from models.filter import Example, FilterModel, OnnxFilter, normalize_batch, train
-from models.filter.datasets import (
+from sluice.models.filter import Example, FilterModel, OnnxFilter, normalize_batch, train
+from sluice.models.filter.datasets import (
     load_bgl,
     load_hdfs,
     load_nezha_window,
     nezha_windows,
     template_cover,
 )
-from stream import PipelineSettings, RetrainSettings
-from stream.recall import estimate_recall
-from stream.records import Feedback
-from stream.retrain import retrain
-from stream.scan import scan
+from sluice.stream import PipelineSettings, RetrainSettings
+from sluice.stream.recall import estimate_recall
+from sluice.stream.records import Feedback
+from sluice.stream.retrain import retrain
+from sluice.stream.scan import scan
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

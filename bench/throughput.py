@@ -33,9 +33,9 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from models.filter.datasets import load_hdfs, nezha_windows
-from stream.records import SuspectBatch, parse_suspects_record
-from stream.sources import read_records
+from sluice.models.filter.datasets import load_hdfs, nezha_windows
+from sluice.stream.records import SuspectBatch, parse_suspects_record
+from sluice.stream.sources import read_records
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('SLUICE_KAFKA_PORT', '9092')}"
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"

@@ -18,8 +18,8 @@
 Importing `stream` loads neither Faust nor a Kafka client.
 """
 
-from stream._errors import SluiceError
-from stream._settings import (
+from sluice.stream._errors import SluiceError
+from sluice.stream._settings import (
     KafkaSettings,
     LLMSettings,
     PipelineSettings,
@@ -32,7 +32,7 @@ from stream._settings import (
     describe_settings,
     setting_names,
 )
-from stream.broker import SluiceKafkaError, client_config, ensure_topics
+from sluice.stream.broker import SluiceKafkaError, client_config, ensure_topics
 
 __all__ = [
     "KafkaSettings",

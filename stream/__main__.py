@@ -1,3 +1,3 @@
-from stream.cli import main
+from sluice.stream.cli import main
 
 main()

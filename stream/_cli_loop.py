@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from stream._errors import SluiceError
-from stream._settings import Settings
+from sluice.stream._errors import SluiceError
+from sluice.stream._settings import Settings
 
 if TYPE_CHECKING:
-    from models.filter import Example, FilterModel
-    from stream.registry import Registry
+    from sluice.models.filter import Example, FilterModel
+    from sluice.stream.registry import Registry
 
 __all__ = ["label", "model_list", "model_promote", "model_rollback", "model_show", "retrain"]
 
@@ -34,8 +34,8 @@ def _who() -> str:
 
 def _champion(settings: Settings, reg: Registry) -> tuple[FilterModel, bool]:
     """The active model of the registry, else the configured one (and whether it is published)."""
-    from models.filter import FilterModel
-    from stream.filtering import build_filter
+    from sluice.models.filter import FilterModel
+    from sluice.stream.filtering import build_filter
 
     if reg.active is not None and reg.active.version in reg.entries:
         e = reg.entries[reg.active.version]
@@ -67,8 +67,8 @@ def retrain(
     dry_run: bool,
 ) -> None:
     """Train a challenger on the feedback topic; publish it if it beats the active model."""
-    from models.filter import FilterError, read_examples
-    from stream.broker import records_written
+    from sluice.models.filter import FilterError, read_examples
+    from sluice.stream.broker import records_written
 
     cfg = settings.retrain
     path = base or cfg.base_data
@@ -96,8 +96,8 @@ def retrain(
 def _retrain_once(
     settings: Settings, base: list[Example], report: Path | None, dry_run: bool
 ) -> None:
-    from stream.registry import publish_model, read_registry
-    from stream.retrain import read_feedback, retrain, write_report
+    from sluice.stream.registry import publish_model, read_registry
+    from sluice.stream.retrain import read_feedback, retrain, write_report
 
     reg = read_registry(settings)
     champion, published = _champion(settings, reg)
@@ -160,8 +160,8 @@ def label(
     from kafka.errors import KafkaError
     from pydantic import ValidationError
 
-    from stream.broker import client_config, read_topic
-    from stream.records import Alert, Feedback
+    from sluice.stream.broker import client_config, read_topic
+    from sluice.stream.records import Alert, Feedback
 
     latest: Alert | None = None
     matched: set[str] = set()
@@ -220,7 +220,7 @@ def label(
 
 
 def _registry(settings: Settings) -> Registry:
-    from stream.registry import read_registry
+    from sluice.stream.registry import read_registry
 
     try:
         return read_registry(settings)
@@ -229,8 +229,8 @@ def _registry(settings: Settings) -> Registry:
 
 
 def _estimates(settings: Settings) -> dict[str, Any]:
-    from stream.recall import estimate_recall
-    from stream.retrain import read_outcomes
+    from sluice.stream.recall import estimate_recall
+    from sluice.stream.retrain import read_outcomes
 
     try:
         return dict(estimate_recall(read_outcomes(settings)))
@@ -263,7 +263,7 @@ def model_list(settings: Settings) -> None:
 @click.pass_obj
 def model_show(settings: Settings, version: str) -> None:
     """A published model's metadata, registry notes and recall estimate, as JSON."""
-    from stream.registry import RegistryError
+    from sluice.stream.registry import RegistryError
 
     reg = _registry(settings)
     try:
@@ -283,7 +283,7 @@ def model_show(settings: Settings, version: str) -> None:
 @click.pass_obj
 def model_promote(settings: Settings, version: str, by: str | None) -> None:
     """Make a published version the active one on every worker."""
-    from stream.registry import activate
+    from sluice.stream.registry import activate
 
     try:
         act = activate(settings, version, "promote", by or _who())
@@ -297,7 +297,7 @@ def model_promote(settings: Settings, version: str, by: str | None) -> None:
 @click.pass_obj
 def model_rollback(settings: Settings, by: str | None) -> None:
     """Make the version active before the current one active again, on every worker."""
-    from stream.registry import activate, rollback_target
+    from sluice.stream.registry import activate, rollback_target
 
     try:
         reg = _registry(settings)

@@ -16,8 +16,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from models.analyst._config import LLMSettings
-from stream._errors import SluiceError
+from sluice.models.analyst._config import LLMSettings
+from sluice.stream._errors import SluiceError
 
 __all__ = [
     "TOOL_VARIABLES",
@@ -174,6 +174,11 @@ class WorkerSettings(BaseModel):
     log_level: Literal["debug", "info", "warn", "error", "crit"] = "info"
     standby_replicas: int = Field(
         1, ge=0, description="warm copies of the analysis state on other workers (failover)"
+    )
+    stall_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="/healthz fails once the filter stage has had lag this long with no commit",
     )
 
 

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from stream._errors import SluiceError
-from stream._settings import KafkaSettings, Settings
+from sluice.stream._errors import SluiceError
+from sluice.stream._settings import KafkaSettings, Settings
 
 __all__ = [
     "SluiceKafkaError",

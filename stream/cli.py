@@ -15,8 +15,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from models.filter._cli import model as model_group
-from stream._cli_loop import (
+from sluice.models.filter._cli import model as model_group
+from sluice.stream._cli_loop import (
     label,
     model_list,
     model_promote,
@@ -24,16 +24,16 @@ from stream._cli_loop import (
     model_show,
     retrain,
 )
-from stream._settings import Settings, SettingsError, check_environment, describe_settings
-from stream.broker import (
+from sluice.stream._settings import Settings, SettingsError, check_environment, describe_settings
+from sluice.stream.broker import (
     SluiceKafkaError,
     client_config,
     describe_topics,
     ensure_topics,
     unreachable,
 )
-from stream.logs import install_repeat_filter
-from stream.sources import Record
+from sluice.stream.logs import install_repeat_filter
+from sluice.stream.sources import Record
 
 __all__ = ["main"]
 
@@ -99,8 +99,8 @@ def config(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def worker(settings: Settings) -> None:
     """Run a stream worker (joins the consumer group; scale out by starting more)."""
-    from models.filter import FilterError
-    from stream.worker import run_worker
+    from sluice.models.filter import FilterError
+    from sluice.stream.worker import run_worker
 
     try:
         ensure_topics(settings)
@@ -125,15 +125,28 @@ def worker(settings: Settings) -> None:
     type=click.Path(dir_okay=False),
     help="write records that could not be parsed here (JSON lines)",
 )
+@click.option(
+    "--metrics/--no-metrics",
+    default=True,
+    show_default=True,
+    help="print the counters a worker exports on /metrics (stderr)",
+)
 @click.pass_obj
-def scan(settings: Settings, file: str, as_json: bool, fmt: str, deadletter: str | None) -> None:
+def scan(
+    settings: Settings,
+    file: str,
+    as_json: bool,
+    fmt: str,
+    deadletter: str | None,
+    metrics: bool,
+) -> None:
     """Run the whole pipeline on FILE (or - for stdin) in-process: no broker needed."""
-    from models.analyst import create_analyst
-    from models.filter import FilterError
-    from stream.filtering import build_filter
-    from stream.render import render_alert
-    from stream.scan import scan as run_scan
-    from stream.sources import read_records
+    from sluice.models.analyst import create_analyst
+    from sluice.models.filter import FilterError
+    from sluice.stream.filtering import build_filter
+    from sluice.stream.render import render_alert
+    from sluice.stream.scan import scan as run_scan
+    from sluice.stream.sources import read_records
 
     cfg = settings.pipeline
     try:
@@ -145,7 +158,7 @@ def scan(settings: Settings, file: str, as_json: bool, fmt: str, deadletter: str
         raise click.ClickException(f"{file}: no such file")
 
     def emit(alert: object) -> None:
-        from stream.records import Alert
+        from sluice.stream.records import Alert
 
         assert isinstance(alert, Alert)
         click.echo(alert.model_dump_json() if as_json else render_alert(alert) + "\n")
@@ -164,6 +177,12 @@ def scan(settings: Settings, file: str, as_json: bool, fmt: str, deadletter: str
     if deadletter:
         with open(deadletter, "w", encoding="utf-8") as fh:
             fh.writelines(d.model_dump_json() + "\n" for d in result.deadletters)
+    if metrics:
+        from sluice.stream.metrics import PipelineMetrics, summary
+
+        lines = summary(PipelineMetrics(result.counters, result.analysis, analyst))
+        click.echo("metrics (as a worker's /metrics names them):", err=True)
+        click.echo("\n".join("  " + line for line in lines), err=True)
     click.echo(
         f"scanned {result.events} events in {elapsed:.1f}s: {result.suspects} forwarded to the "
         f"{analyst.name} analyst in {result.windows} windows, {len(result.alerts)} alerts, "
@@ -205,7 +224,7 @@ def produce(
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
-    from stream.sources import read_records
+    from sluice.stream.sources import read_records
 
     topic = topic or settings.topics.events
     try:
@@ -257,8 +276,8 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
-    from stream.records import Alert
-    from stream.render import render_alert
+    from sluice.stream.records import Alert
+    from sluice.stream.render import render_alert
 
     try:
         probe = KafkaConsumer(**client_config(settings.kafka), enable_auto_commit=False)
@@ -308,7 +327,7 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
 )
 def schema(record: str) -> None:
     """Print the JSON Schema of a wire record."""
-    from stream.records import record_schema
+    from sluice.stream.records import record_schema
 
     click.echo(json.dumps(record_schema(record), indent=2))  # type: ignore[arg-type]
 

@@ -1,8 +1,10 @@
-"""The worker's Prometheus metrics, read from the live objects at scrape time.
+"""Sluice's Prometheus metrics, read from the live objects at scrape time.
 
-A custom collector reads the filter stage's counters, the model watcher and the recall tally
-when Prometheus scrapes, so the hot path keeps plain integer counters and pays nothing for
-metrics. Served at `/metrics` on the worker's web port (`SLUICE_WORKER__WEB_PORT`).
+A custom collector reads the filter stage's counters, the analysis stage's counters and the
+analyst's usage when Prometheus scrapes, so the hot path keeps plain integer counters (counted
+once per batch, not per event) and pays nothing for metrics. The worker adds consumer lag, the
+model watcher and the recall tally, and serves them at `/metrics` on its web port
+(`SLUICE_WORKER__WEB_PORT`); `sluice scan` prints the same counters at its end (`summary`).
 `OutcomeWatcher` feeds the recall estimate: it reads the whole `outcomes` topic, as every
 worker does, so each reports the estimate of every model version.
 """
@@ -11,21 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from stream._settings import Settings
-from stream.broker import open_assigned
-from stream.recall import RecallTally
-from stream.records import Outcome
+from sluice.stream._settings import Settings
+from sluice.stream.broker import open_assigned
+from sluice.stream.recall import RecallTally
+from sluice.stream.records import Outcome
 
 if TYPE_CHECKING:
-    from stream.filtering import StageCounters
-    from stream.registry import ModelWatcher
+    from sluice.models.analyst import Analyst
+    from sluice.stream.analysis import AnalysisCounters
+    from sluice.stream.filtering import FilterStage, StageCounters
+    from sluice.stream.registry import ModelWatcher
 
-__all__ = ["CONTENT_TYPE", "OutcomeWatcher", "WorkerMetrics"]
+__all__ = ["CONTENT_TYPE", "OutcomeWatcher", "PipelineMetrics", "WorkerProbes", "summary"]
 
 log = logging.getLogger(__name__)
 
@@ -63,37 +68,156 @@ class OutcomeWatcher:
         self._stopping.set()
 
 
-class WorkerMetrics:
-    """A registry with one collector over the worker's live state; `render()` for a scrape."""
+@dataclass
+class WorkerProbes:
+    """What only a worker has: its filter stage's lag, the model registry, the recall tally and
+    the analysis table's open windows."""
 
-    def __init__(self, counters: StageCounters, watcher: ModelWatcher, tally: RecallTally) -> None:
+    stage: FilterStage
+    watcher: ModelWatcher
+    tally: RecallTally
+    open_windows: Callable[[], int]
+
+
+class PipelineMetrics:
+    """One registry with one collector over both stages' counters and the analyst's usage."""
+
+    def __init__(
+        self,
+        stage: StageCounters,
+        analysis: AnalysisCounters,
+        analyst: Analyst,
+        worker: WorkerProbes | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry
 
-        self._counters = counters
-        self._watcher = watcher
-        self._tally = tally
+        self._stage = stage
+        self._analysis = analysis
+        self._analyst = analyst
+        self._worker = worker
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
     def collect(self) -> Iterator[Any]:
+        yield from self._filter_stage()
+        yield from self._analysis_stage()
+        yield from self._llm()
+        if self._worker is not None:
+            yield from self._worker_only(self._worker)
+
+    def _filter_stage(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        c = self._counters
+        c = self._stage
         for name, doc, value in (
-            ("sluice_events_consumed", "events read from the events topic and parsed", c.events),
+            ("sluice_events_consumed", "records read from the events topic (or the file)",
+             c.consumed),
+            ("sluice_events_parsed", "records that became events (consumed - dead-lettered)",
+             c.events),
             ("sluice_events_flagged", "events the filter flagged", c.flagged),
+            ("sluice_events_unflagged", "events the filter did not flag (audit samples included)",
+             c.events - c.flagged),
             ("sluice_events_audit_sampled", "unflagged events sent as audit samples", c.audited),
-            ("sluice_events_dead_lettered", "records sent to the dead letters", c.dead),
             ("sluice_filter_batches", "batches screened by the filter stage", c.batches),
             ("sluice_filter_model_swaps", "models swapped in without a restart", c.model_swaps),
-            ("sluice_models_rejected", "models records rejected", self._watcher.rejected),
-        ):
+        ):  # fmt: skip
             yield CounterMetricFamily(name, doc, value=value)
+        dead = CounterMetricFamily(
+            "sluice_events_dead_lettered",
+            "records sent to the dead letters by the filter stage, by kind of reason",
+            labels=["reason"],
+        )
+        for kind, n in sorted(c.dead_by_kind.items()):
+            dead.add_metric([kind], n)
+        yield dead
+        yield from c.batch_seconds.collect()
         info = GaugeMetricFamily(
             "sluice_filter_model_info", "the filter model in use (value 1)", labels=["version"]
         )
         info.add_metric([c.model_version], 1)
         yield info
+
+    def _analysis_stage(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        a = self._analysis
+        yield CounterMetricFamily(
+            "sluice_analysis_windows_opened", "event-time windows opened", value=a.windows_opened
+        )
+        open_now = (
+            self._worker.open_windows()
+            if self._worker is not None
+            else a.windows_opened - sum(a.windows_closed.values())
+        )
+        yield GaugeMetricFamily(
+            "sluice_analysis_windows_open", "windows open now (this worker's partitions)",
+            value=open_now,
+        )  # fmt: skip
+        for name, doc, label, counts in (
+            ("sluice_analysis_windows_closed", "windows closed, by what closed them", "reason",
+             a.windows_closed),
+            ("sluice_analysis_windows_analysed", "analyses published, by kind (llm, heuristic, "
+             "degraded: the LLM failed and the heuristic answered)", "analysis",
+             a.windows_analysed),
+            ("sluice_alerts_published", "alert revisions published, by severity", "severity",
+             a.alerts),
+        ):  # fmt: skip
+            fam = CounterMetricFamily(name, doc, labels=[label])
+            for key, n in sorted(counts.items()):
+                fam.add_metric([key], n)
+            yield fam
+        yield CounterMetricFamily(
+            "sluice_analysis_windows_given_up",
+            "windows whose analysis failed max_analysis_failures times (dead letters)",
+            value=a.windows_given_up,
+        )
+
+    def _llm(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, StateSetMetricFamily
+
+        from sluice.models.analyst import OpenAIAnalyst, UsageTotals
+
+        llm = self._analyst if isinstance(self._analyst, OpenAIAnalyst) else None
+        u = llm.usage if llm is not None else UsageTotals()
+        for name, doc, value in (
+            ("sluice_llm_calls", "requests sent to the LLM endpoint", u.calls),
+            ("sluice_llm_retries", "requests retried after a failure", u.retries),
+            ("sluice_llm_failures", "analyses whose LLM calls all failed", u.failures),
+            ("sluice_llm_degraded", "analyses answered by the heuristic fallback", u.degraded),
+            ("sluice_llm_repairs", "answers repaired after a schema violation", u.repairs),
+            ("sluice_llm_prompt_tokens", "prompt tokens billed", u.prompt_tokens),
+            ("sluice_llm_completion_tokens", "completion tokens billed", u.completion_tokens),
+            ("sluice_llm_cost_dollars", "LLM spend in US dollars at the configured prices",
+             u.cost_usd),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, doc, value=value)
+        yield from u.call_seconds.collect()
+        state = llm.breaker.state if llm is not None else "closed"
+        yield StateSetMetricFamily(
+            "sluice_llm_circuit_breaker",
+            "the LLM circuit breaker's state (open: calls are not sent)",
+            value={s: s == state for s in ("closed", "open", "half_open")},
+        )
+
+    def _worker_only(self, w: WorkerProbes) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        yield CounterMetricFamily(
+            "sluice_models_rejected", "models records rejected", value=w.watcher.rejected
+        )
+        lag = GaugeMetricFamily(
+            "sluice_consumer_lag",
+            "records not yet committed by the filter stage, per assigned partition",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), behind in sorted(w.stage.lag().items()):
+            lag.add_metric([topic, str(partition)], behind)
+        yield lag
+        yield GaugeMetricFamily(
+            "sluice_filter_stalled_seconds",
+            "seconds with lag and no commit (/healthz fails past worker.stall_timeout_s)",
+            value=w.stage.stalled_s(),
+        )
         names = ("estimate", "low", "high")
         fams = {
             n: GaugeMetricFamily(
@@ -103,7 +227,7 @@ class WorkerMetrics:
             )
             for n in names
         }
-        for version, est in self._tally.estimates().items():
+        for version, est in w.tally.estimates().items():
             for n, v in zip(names, (est.recall, est.low, est.high), strict=True):
                 if v is not None:
                     fams[n].add_metric([version], v)
@@ -113,3 +237,17 @@ class WorkerMetrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode()
+
+
+def summary(metrics: PipelineMetrics) -> list[str]:
+    """The metrics as `name{labels} value` lines, histograms as count and sum (`sluice scan`)."""
+    lines = []
+    for fam in metrics.registry.collect():
+        for s in fam.samples:
+            if s.name.endswith(("_bucket", "_created")):
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
+            value = f"{s.value:.6g}" if isinstance(s.value, float) and not s.value.is_integer() \
+                else f"{int(s.value)}"  # fmt: skip
+            lines.append(f"{s.name}{{{labels}}} {value}" if labels else f"{s.name} {value}")
+    return lines

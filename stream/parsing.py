@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from stream._errors import SluiceError
-from stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
+from sluice.stream._errors import SluiceError
+from sluice.stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
 
 __all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]
 

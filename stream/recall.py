@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stream.records import Outcome
+from sluice.stream.records import Outcome
 
 __all__ = ["RecallEstimate", "RecallTally", "estimate_recall", "poisson_interval"]
 

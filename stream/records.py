@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from models.analyst import IncidentReport, Provenance
+from sluice.models.analyst import IncidentReport, Provenance
 
 __all__ = [
     "DEAD_LETTER_KEEP_BYTES",
@@ -27,6 +27,7 @@ __all__ = [
     "SuspectBatch",
     "SuspectsRecord",
     "Tick",
+    "dead_letter_kind",
     "parse_suspects_record",
     "record_schema",
 ]
@@ -209,6 +210,35 @@ class DeadLetter(_Record):
             size=len(raw),
             truncated=len(raw) > keep,
         )
+
+    @property
+    def kind(self) -> str:
+        """A short, bounded name for the reason (a metrics label; the reason says the rest)."""
+        return dead_letter_kind(self.reason)
+
+
+#: Reason prefixes -> kind, first match wins; the reasons are written in stream.parsing,
+#: stream.filtering and stream.analysis (tests/test_metrics.py checks the corpus maps to them).
+_DEAD_LETTER_KINDS = (
+    ("event of ", "too_large"),
+    ("forwarded event of ", "too_large"),
+    ("empty event", "empty"),
+    ("invalid JSON", "invalid_json"),
+    ("JSON object without a message", "no_message"),
+    ("unparseable event", "unparseable"),
+    ("unusable event", "unusable"),
+    ("invalid event fields", "unusable"),
+    ("filter failed", "filter_failed"),
+    ("not a suspects record", "not_suspects"),
+    ("scope ", "scope_limit"),
+    ("analysis failed", "analysis_failed"),
+    ("analysis stage failed", "analysis_failed"),
+)
+
+
+def dead_letter_kind(reason: str) -> str:
+    """The kind of a dead-letter reason: too_large, invalid_json, ..., or other."""
+    return next((kind for prefix, kind in _DEAD_LETTER_KINDS if reason.startswith(prefix)), "other")
 
 
 RecordName = Literal["event", "suspect", "suspects", "alert", "feedback", "outcome", "deadletter"]

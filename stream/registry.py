@@ -30,12 +30,18 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from stream._errors import SluiceError
-from stream._settings import Settings
-from stream.broker import MAX_RECORD_BYTES, client_config, open_assigned, read_topic, unreachable
+from sluice.stream._errors import SluiceError
+from sluice.stream._settings import Settings
+from sluice.stream.broker import (
+    MAX_RECORD_BYTES,
+    client_config,
+    open_assigned,
+    read_topic,
+    unreachable,
+)
 
 if TYPE_CHECKING:
-    from models.filter import FilterModel, ModelMetadata
+    from sluice.models.filter import FilterModel, ModelMetadata
 
 __all__ = [
     "ACTIVE_KEY",
@@ -147,7 +153,7 @@ def _header(headers: Iterable[Any], name: str) -> bytes | None:
 
 def load_model(value: bytes | None, where: str) -> FilterModel:
     """A model record's bytes as a loaded model; RegistryError names the record otherwise."""
-    from models.filter import FilterError, FilterModel
+    from sluice.models.filter import FilterError, FilterModel
 
     if not value:
         raise RegistryError(f"{where}: empty model record")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.records import Alert
+from sluice.stream.records import Alert
 
 __all__ = ["render_alert"]
 

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
-from stream._errors import SluiceError
-from stream._settings import RetrainSettings, Settings
-from stream.broker import read_topic
-from stream.records import Feedback, Outcome
+from sluice.stream._errors import SluiceError
+from sluice.stream._settings import RetrainSettings, Settings
+from sluice.stream.broker import read_topic
+from sluice.stream.records import Feedback, Outcome
 
 if TYPE_CHECKING:
-    from models.filter import Example, FilterModel, ValidationMetrics
+    from sluice.models.filter import Example, FilterModel, ValidationMetrics
 
 __all__ = [
     "Comparison",
@@ -166,7 +166,7 @@ def time_split(
 
 def evaluate(model: FilterModel, labels: Sequence[Label]) -> ValidationMetrics:
     """Weighted recall, precision and forward ratio of `model` at its threshold on `labels`."""
-    from models.filter import weighted_metrics
+    from sluice.models.filter import weighted_metrics
 
     scores = model.score_templates([x.template for x in labels])
     y = np.array([x.label for x in labels], dtype=bool)
@@ -258,7 +258,7 @@ def retrain(
     seed: int = 0,
 ) -> RetrainResult:
     """Build, train and judge a challenger; `step` is told each stage (a progress bar)."""
-    from models.filter import Example, FilterError, train
+    from sluice.models.filter import Example, FilterError, train
 
     step("labels")
     include = cfg.include_heuristic
@@ -310,7 +310,7 @@ def _stream_threshold(model: FilterModel, labels: Sequence[Label], target: float
     serves, weighted as it occurs there, so its recall is the one to hold. The held-out labels
     still judge the result.
     """
-    from models.filter import choose_threshold
+    from sluice.models.filter import choose_threshold
 
     y = np.array([x.label for x in labels], dtype=bool)
     if not y.any():

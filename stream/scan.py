@@ -14,12 +14,18 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from models.analyst import Analyst
-from models.filter import Filter
-from stream._settings import PipelineSettings
-from stream.analysis import AnalysisState, MemoryStore, Published, bundle_of
-from stream.filtering import screen_batch
-from stream.records import (
+from sluice.models.analyst import Analyst
+from sluice.models.filter import Filter
+from sluice.stream._settings import PipelineSettings
+from sluice.stream.analysis import (
+    AnalysisCounters,
+    AnalysisState,
+    MemoryStore,
+    Published,
+    bundle_of,
+)
+from sluice.stream.filtering import StageCounters, screen_batch
+from sluice.stream.records import (
     Alert,
     DeadLetter,
     Feedback,
@@ -27,13 +33,17 @@ from stream.records import (
     SuspectBatch,
     parse_suspects_record,
 )
-from stream.sources import Record
+from sluice.stream.sources import Record
 
 __all__ = ["ScanResult", "scan"]
 
 
 @dataclass
 class ScanResult:
+    """What the scan produced; `counters` and `analysis` are the worker's metrics counters."""
+
+    counters: StageCounters
+    analysis: AnalysisCounters
     events: int = 0
     suspects: int = 0
     windows: int = 0
@@ -53,8 +63,8 @@ async def scan(
     wall: Callable[[], float] = time.time,
 ) -> ScanResult:
     """parse -> screen -> windows -> analyse over records; alerts go to on_alert as they come."""
-    result = ScanResult()
     state = AnalysisState(cfg, MemoryStore(), wall, suspects_topic="scan")
+    result = ScanResult(StageCounters(model_version=filt.version), state.counters)
 
     def take(out: Published) -> None:
         result.windows += out.windows
@@ -78,6 +88,7 @@ async def scan(
 
     it = iter(records)
     while batch := list(itertools.islice(it, cfg.batch_size)):
+        started = time.perf_counter()
         screened = screen_batch(
             [r[0] for r in batch],
             [r[1] for r in batch],
@@ -85,6 +96,8 @@ async def scan(
             filt,
             cfg,
         )
+        result.counters.add(screened, len(batch), time.perf_counter() - started)
+        result.counters.batches += 1
         result.events += screened.events
         result.suspects += screened.flagged + screened.audited
         result.deadletters += screened.dead

@@ -12,13 +12,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stream._settings import Settings
+from sluice.stream._settings import Settings
 
-__all__ = ["run_worker"]
+if TYPE_CHECKING:
+    from sluice.stream.filtering import FilterStage
+
+__all__ = ["HEALTH_PATH", "READY_PATH", "Health", "run_worker"]
+
+#: The liveness and readiness paths on the worker's web port (the container's HEALTHCHECK and
+#: the Kubernetes probes use them; tests/test_deploy.py checks that they match).
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
 
 log = logging.getLogger(__name__)
+
+
+class Health:
+    """Liveness means progress, not an answering web server: a worker is dead when its filter
+    stage has had lag for `stall_timeout_s` without committing anything. Readiness: the stage
+    has joined its group (partitions assigned, maybe none) and scores with the active model."""
+
+    def __init__(self, stage: FilterStage, stall_timeout_s: float) -> None:
+        self._stage = stage
+        self._timeout = stall_timeout_s
+
+    def live(self) -> tuple[bool, str]:
+        stalled = self._stage.stalled_s()
+        lag = sum(self._stage.lag().values())
+        if stalled >= self._timeout:
+            return False, f"stalled: lag {lag} and no commit for {stalled:.0f} s"
+        return True, f"ok: lag {lag}"
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._stage.joined:
+            return False, "not ready: no partitions assigned yet"
+        if not self._stage.model_loaded:
+            return False, "not ready: waiting for the active model"
+        return True, f"ready: model {self._stage.counters.model_version}"
 
 
 def run_worker(settings: Settings) -> None:
@@ -26,23 +58,38 @@ def run_worker(settings: Settings) -> None:
     import faust
     import mode
 
-    from stream.analysis import create_app
-    from stream.filtering import FilterStage, build_filter
-    from stream.logs import install_repeat_filter
-    from stream.metrics import CONTENT_TYPE, OutcomeWatcher, WorkerMetrics
-    from stream.recall import RecallTally
-    from stream.registry import ModelWatcher
+    from sluice.models.analyst import create_analyst
+    from sluice.stream.analysis import AnalysisCounters, create_app, open_windows
+    from sluice.stream.filtering import FilterStage, build_filter
+    from sluice.stream.logs import install_repeat_filter
+    from sluice.stream.metrics import CONTENT_TYPE, OutcomeWatcher, PipelineMetrics, WorkerProbes
+    from sluice.stream.recall import RecallTally
+    from sluice.stream.registry import ModelWatcher
 
     ready = asyncio.Event()
     stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)
     watcher = ModelWatcher(settings, lambda model, _act: stage.offer_model(model), ready)
     outcomes = OutcomeWatcher(settings, RecallTally())
-    metrics = WorkerMetrics(stage.counters, watcher, outcomes.tally)
-    app = create_app(settings)
+    analyst = create_analyst(settings.llm)
+    analysis = AnalysisCounters()
+    app = create_app(settings, analyst=analyst, counters=analysis)
+    probes = WorkerProbes(stage, watcher, outcomes.tally, lambda: open_windows(app, settings))
+    metrics = PipelineMetrics(stage.counters, analysis, analyst, probes)
+    health = Health(stage, settings.worker.stall_timeout_s)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, _request: Any) -> Any:
         return web.text(metrics.render(), content_type=CONTENT_TYPE)
+
+    @app.page(HEALTH_PATH)
+    async def healthz(web: Any, _request: Any) -> Any:
+        ok, text = health.live()
+        return web.text(text + "\n", status=200 if ok else 503)
+
+    @app.page(READY_PATH)
+    async def readyz(web: Any, _request: Any) -> Any:
+        ok, text = health.ready()
+        return web.text(text + "\n", status=200 if ok else 503)
 
     class FilterStageService(mode.Service):
         """Runs the filter stage's loop; a stage that cannot go on stops the worker."""

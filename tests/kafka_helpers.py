@@ -16,7 +16,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
-from stream.records import Suspect, SuspectBatch, parse_suspects_record
+from sluice.stream.records import Suspect, SuspectBatch, parse_suspects_record
 
 TOPICS = ("events", "suspects", "alerts", "feedback", "outcomes", "models", "deadletter")
 
@@ -57,7 +57,7 @@ def client_kwargs(env: dict[str, str]) -> dict[str, Any]:
 def sluice(env: dict[str, str], *args: str, timeout: float = 120) -> str:
     """Run the CLI (not imported: the real command line, in its own process)."""
     proc = subprocess.run(
-        [sys.executable, "-m", "stream", *args],
+        [sys.executable, "-m", "sluice.stream", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -71,7 +71,7 @@ def sluice(env: dict[str, str], *args: str, timeout: float = 120) -> str:
 def running_worker(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     log = open(log_path, "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stream", "--log-level", "info", "worker"],
+        [sys.executable, "-m", "sluice.stream", "--log-level", "info", "worker"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -191,6 +191,29 @@ class LocalBroker:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (a worker's web port)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """Status and body of GET http://127.0.0.1:port/path; (0, reason) if nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError as exc:
+        return 0, str(exc)
+
+
 def free_port_pair() -> int:
     """A port p with p and p+1 free on 127.0.0.1 (broker and controller)."""
     import socket
@@ -254,7 +277,7 @@ def producing_at(
     finish and asserts it succeeded (it is killed if the block ends otherwise)."""
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "produce", str(data), "--rate", str(rate)],
+            [sys.executable, "-m", "sluice.stream", "produce", str(data), "--rate", str(rate)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import SecretStr
 
-from models.analyst import (
+from sluice.models.analyst import (
     Analysis,
     Bundle,
     BundleEvent,

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.analyst import (
+from sluice.models.analyst import (
     Bundle,
     BundleEvent,
     CircuitBreaker,
@@ -22,7 +22,7 @@ from models.analyst import (
     strict_json_schema,
     token_counter,
 )
-from models.analyst import LLMSettings as Cfg
+from sluice.models.analyst import LLMSettings as Cfg
 
 T0 = datetime(2023, 1, 29, 8, 52, tzinfo=UTC)
 
@@ -171,7 +171,7 @@ def test_factory_picks_heuristic_without_endpoint() -> None:
 def test_confidence_out_of_range_is_a_schema_violation(conf: float) -> None:
     from pydantic import ValidationError
 
-    from models.analyst import RootCause
+    from sluice.models.analyst import RootCause
 
     with pytest.raises(ValidationError):
         RootCause(service="a", description="b", confidence=conf)

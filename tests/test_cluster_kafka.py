@@ -147,7 +147,7 @@ def test_wrong_credentials_name_the_listener_and_never_the_password(
     env["SLUICE_KAFKA__SASL_PASSWORD"] = wrong = "not-the-password-5e2d"
     for args in (["produce", str(_fault_file(tmp_path))], ["worker"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "stream", *args],
+            [sys.executable, "-m", "sluice.stream", *args],
             env=env,
             capture_output=True,
             text=True,

@@ -25,10 +25,10 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from models.filter import OnnxFilter
-from stream import PipelineSettings
-from stream.filtering import screen_batch
-from stream.records import Alert
+from sluice.models.filter import OnnxFilter
+from sluice.stream import PipelineSettings
+from sluice.stream.filtering import screen_batch
+from sluice.stream.records import Alert
 from tests.kafka_helpers import committed_offsets, read_until, sluice, suspects_in, worker_env
 
 pytestmark = pytest.mark.integration
@@ -85,7 +85,7 @@ def _events(n: int) -> list[bytes]:
 def _start(env: dict[str, str], i: int, logs: Path) -> subprocess.Popen[bytes]:
     log = open(logs / f"worker-{i}.log", "ab")  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "stream", "--log-level", "info", "worker"],
+        [sys.executable, "-m", "sluice.stream", "--log-level", "info", "worker"],
         env={
             **env,
             "SLUICE_KAFKA__INSTANCE_ID": f"w{i}",

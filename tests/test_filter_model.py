@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.filter import (
+from sluice.models.filter import (
     Example,
     Filter,
     FilterModel,

@@ -7,7 +7,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.filter import (
+from sluice.models.filter import (
     MAX_LINE_CHARS,
     cache_keys,
     decode_line,

@@ -22,13 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.analyst import HeuristicAnalyst
-from models.filter import KeywordFilter
-from stream import PipelineSettings
-from stream.filtering import screen_batch
-from stream.parsing import ParseError, parse_batch, parse_event
-from stream.records import DeadLetter, Event, SuspectBatch, parse_suspects_record
-from stream.scan import scan
+from sluice.models.analyst import HeuristicAnalyst
+from sluice.models.filter import KeywordFilter
+from sluice.stream import PipelineSettings
+from sluice.stream.filtering import screen_batch
+from sluice.stream.parsing import ParseError, parse_batch, parse_event
+from sluice.stream.records import DeadLetter, Event, SuspectBatch, parse_suspects_record
+from sluice.stream.scan import scan
 from tests.hostile import Hostile, check_event, corpus
 
 CORPUS = corpus()
@@ -105,7 +105,7 @@ def test_corpus_through_the_scan_command(tmp_path: Path) -> None:
     path.write_bytes(b"\n".join(h.raw for h in lines) + b"\n")
     dead_path = tmp_path / "dead.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "stream", "scan", str(path), "--deadletter", str(dead_path)],
+        [sys.executable, "-m", "sluice.stream", "scan", str(path), "--deadletter", str(dead_path)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream import Settings, ensure_topics
-from stream.broker import describe_topics, state_changelog_topic
+from sluice.stream import Settings, ensure_topics
+from sluice.stream.broker import describe_topics, state_changelog_topic
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,9 @@ import asyncio
 import json
 import random
 import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,11 +22,18 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from models.filter import Example, FeatureSpec, FilterModel, train
-from stream import Settings
-from stream.records import Feedback, SuspectBatch, parse_suspects_record
-from stream.registry import Activation, ModelWatcher, publish_model, read_registry
-from tests.kafka_helpers import read_until, running_worker, sluice, worker_env
+from sluice.models.filter import Example, FeatureSpec, FilterModel, train
+from sluice.stream import Settings
+from sluice.stream.records import Feedback, SuspectBatch, parse_suspects_record
+from sluice.stream.registry import Activation, ModelWatcher, publish_model, read_registry
+from tests.kafka_helpers import (
+    free_port,
+    http_get,
+    read_until,
+    running_worker,
+    sluice,
+    worker_env,
+)
 from tests.llm_server import FakeLLM
 
 pytestmark = pytest.mark.integration
@@ -80,21 +85,12 @@ def _produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> N
     producer.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _scrape(port: int, version: str) -> str:
     """The worker's /metrics once it reports `version` in use after 3 swaps (start, v2, back)."""
     text = ""
     for _ in range(100):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-                text = r.read().decode()
-        except OSError:
-            pass
+        status, body = http_get(port, "/metrics")
+        text = body if status == 200 else text
         if (
             f'sluice_filter_model_info{{version="{version}"}}' in text
             and "recall_estimate{" in text
@@ -146,7 +142,7 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
         SLUICE_PIPELINE__AUDIT_RATE="1.0",  # every event reaches the suspects: offsets checkable
         SLUICE_PIPELINE__IDLE_CLOSE_S="2",
         SLUICE_PIPELINE__BATCH_SIZE="500",
-        SLUICE_WORKER__WEB_PORT=str(_free_port()),
+        SLUICE_WORKER__WEB_PORT=str(free_port()),
     )
     settings = _settings(env, monkeypatch)
     sluice(env, "topics", "create")
@@ -169,7 +165,7 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
     env2 = {
         **env,
         "SLUICE_WORKER__DATA_DIR": str(tmp_path / "worker2-data"),
-        "SLUICE_WORKER__WEB_PORT": str(_free_port()),
+        "SLUICE_WORKER__WEB_PORT": str(free_port()),
     }
     log2 = tmp_path / "worker2.log"
     with running_worker(env, log_path), running_worker(env2, log2):
@@ -340,7 +336,7 @@ def test_retrain_watch_retrains_when_enough_new_labels_arrive(
     log_path = tmp_path / "watch.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "retrain", "--watch", "--min-new", "20"],
+            [sys.executable, "-m", "sluice.stream", "retrain", "--watch", "--min-new", "20"],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:

@@ -8,20 +8,20 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from models.analyst import (
+from sluice.models.analyst import (
     AffectedService,
     Analysis,
     IncidentReport,
     Provenance,
     TemplateVerdict,
 )
-from models.filter import Example, ValidationMetrics, train
-from stream import PipelineSettings, RetrainSettings
-from stream.analysis import AnalysisState, MemoryStore
-from stream.recall import estimate_recall, poisson_interval
-from stream.records import Event, Feedback, Outcome, Suspect, SuspectBatch
-from stream.registry import Activation, Registry, rollback_target
-from stream.retrain import compare, retrain, time_split, training_labels
+from sluice.models.filter import Example, ValidationMetrics, train
+from sluice.stream import PipelineSettings, RetrainSettings
+from sluice.stream.analysis import AnalysisState, MemoryStore
+from sluice.stream.recall import estimate_recall, poisson_interval
+from sluice.stream.records import Event, Feedback, Outcome, Suspect, SuspectBatch
+from sluice.stream.registry import Activation, Registry, rollback_target
+from sluice.stream.retrain import compare, retrain, time_split, training_labels
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

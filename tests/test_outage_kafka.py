@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from stream.records import Alert, DeadLetter, Feedback, Outcome
+from sluice.stream.records import Alert, DeadLetter, Feedback, Outcome
 from tests.kafka_helpers import (
     LocalBroker,
     committed_offsets,

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from models.analyst import HeuristicAnalyst
-from models.filter import OnnxFilter
-from models.filter.datasets import shared_data_dir
-from stream import PipelineSettings
-from stream.records import Alert, DeadLetter, Feedback
-from stream.scan import scan
-from stream.sources import read_records
+from sluice.models.analyst import HeuristicAnalyst
+from sluice.models.filter import OnnxFilter
+from sluice.models.filter.datasets import shared_data_dir
+from sluice.stream import PipelineSettings
+from sluice.stream.records import Alert, DeadLetter, Feedback
+from sluice.stream.scan import scan
+from sluice.stream.sources import read_records
 from tests.hostile import check_event, corpus
 from tests.kafka_helpers import produce, read_until, running_worker, sluice, suspects_in, worker_env
 

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from models.analyst import HeuristicAnalyst
-from models.filter import KeywordFilter, OnnxFilter
-from stream import PipelineSettings
-from stream.analysis import AnalysisState, ClosedWindow, MemoryStore, bundle_of
-from stream.filtering import screen_batch
-from stream.parsing import ParseError, parse_event
-from stream.records import (
+from sluice.models.analyst import HeuristicAnalyst
+from sluice.models.filter import KeywordFilter, OnnxFilter
+from sluice.stream import PipelineSettings
+from sluice.stream.analysis import AnalysisState, ClosedWindow, MemoryStore, bundle_of
+from sluice.stream.filtering import screen_batch
+from sluice.stream.parsing import ParseError, parse_event
+from sluice.stream.records import (
     DEAD_LETTER_KEEP_BYTES,
     Alert,
     DeadLetter,
@@ -30,8 +30,8 @@ from stream.records import (
     parse_suspects_record,
     record_schema,
 )
-from stream.scan import scan
-from stream.sources import read_records
+from sluice.stream.scan import scan
+from sluice.stream.sources import read_records
 
 T0 = datetime(2023, 1, 29, 8, 52, tzinfo=UTC)
 DEMO = (
@@ -144,7 +144,7 @@ def test_screen_flags_and_samples_deterministically() -> None:
 
 
 def test_screen_splits_large_batches_under_the_record_limit() -> None:
-    from stream.filtering import MAX_SUSPECTS_MESSAGE_BYTES
+    from sluice.stream.filtering import MAX_SUSPECTS_MESSAGE_BYTES
 
     values = [(f"ERROR {i} " + "x" * 4000).encode() for i in range(600)]  # ~2.4 MB flagged
     out = screen_batch(
@@ -412,7 +412,7 @@ def test_records_too_large_for_kafka_become_dead_letters_that_fit() -> None:
 
 
 def test_chunk_cache_is_bounded_and_answers_by_content() -> None:
-    from stream.analysis import ChunkCache
+    from sluice.stream.analysis import ChunkCache
 
     one = [suspect(1)]
     raw = TypeAdapter(list[Suspect]).dump_json(one)

@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from models.analyst import Analysis, Bundle
-from models.filter import KeywordFilter, normalize_batch
-from stream import PipelineSettings
-from stream.analysis import AnalysisState, MemoryStore, bundle_of
-from stream.records import Alert, Feedback, Suspect
-from stream.redaction import Redactor
-from stream.scan import scan
+from sluice.models.analyst import Analysis, Bundle
+from sluice.models.filter import KeywordFilter, normalize_batch
+from sluice.stream import PipelineSettings
+from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
+from sluice.stream.records import Alert, Feedback, Suspect
+from sluice.stream.redaction import Redactor
+from sluice.stream.scan import scan
 from tests.kafka_helpers import produce, read_until, running_worker, sluice, worker_env
 from tests.llm_server import FakeLLM
 
@@ -79,7 +79,7 @@ def test_redaction_never_raises_and_is_idempotent(text: str) -> None:
 
 
 def _suspect(i: int, text: str, ts: datetime) -> Suspect:
-    from stream.records import Event
+    from sluice.stream.records import Event
 
     e = Event(ts=ts, service="pay", level="ERROR", message=text, source=f"f:{i}")
     return Suspect(
@@ -98,7 +98,7 @@ def test_window_bundle_and_feedback_are_redacted_but_the_filter_saw_the_raw_line
             seen.extend(texts)
             return super().assess(texts)
 
-    from models.analyst import HeuristicAnalyst
+    from sluice.models.analyst import HeuristicAnalyst
 
     sent: list[Bundle] = []
 

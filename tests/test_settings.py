@@ -11,7 +11,7 @@ import sys
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from stream import Settings, SettingsError, check_environment, client_config, setting_names
+from sluice.stream import Settings, SettingsError, check_environment, client_config, setting_names
 
 SECRET = "s3cr3t-do-not-print-9f8e7d"
 
@@ -69,7 +69,7 @@ def test_secrets_are_secretstr_and_never_shown(
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.upper().startswith("SLUICE_")}
     return subprocess.run(
-        [sys.executable, "-m", "stream", *args],
+        [sys.executable, "-m", "sluice.stream", *args],
         env={**base, **env},
         capture_output=True,
         text=True,

@@ -8,23 +8,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models._lazy import lazy_names
+from sluice.models._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from models.analyst._bundle import (
+    from sluice.models.analyst._bundle import (
         Bundle,
         BundleEvent,
         Digest,
         TemplateGroup,
         compress,
     )
-    from models.analyst._config import (
+    from sluice.models.analyst._config import (
         LLMSettings,
     )
-    from models.analyst._heuristic import (
+    from sluice.models.analyst._heuristic import (
         HeuristicAnalyst,
     )
-    from models.analyst._openai import (
+    from sluice.models.analyst._openai import (
         SYSTEM_PROMPT,
         AnalystError,
         LLMCallError,
@@ -32,15 +32,15 @@ if TYPE_CHECKING:
         OpenAIAnalyst,
         UsageTotals,
     )
-    from models.analyst._protocol import (
+    from sluice.models.analyst._protocol import (
         Analyst,
         create_analyst,
     )
-    from models.analyst._resilience import (
+    from sluice.models.analyst._resilience import (
         CircuitBreaker,
         backoff_delay,
     )
-    from models.analyst._schema import (
+    from sluice.models.analyst._schema import (
         AffectedService,
         Analysis,
         ErrorCategory,
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
         TemplateVerdict,
         strict_json_schema,
     )
-    from models.analyst._tokens import (
+    from sluice.models.analyst._tokens import (
         token_counter,
     )
 
@@ -88,34 +88,34 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Bundle": "models.analyst._bundle",
-    "BundleEvent": "models.analyst._bundle",
-    "Digest": "models.analyst._bundle",
-    "TemplateGroup": "models.analyst._bundle",
-    "compress": "models.analyst._bundle",
-    "LLMSettings": "models.analyst._config",
-    "HeuristicAnalyst": "models.analyst._heuristic",
-    "AnalystError": "models.analyst._openai",
-    "LLMCallError": "models.analyst._openai",
-    "LLMOutputError": "models.analyst._openai",
-    "OpenAIAnalyst": "models.analyst._openai",
-    "SYSTEM_PROMPT": "models.analyst._openai",
-    "UsageTotals": "models.analyst._openai",
-    "Analyst": "models.analyst._protocol",
-    "create_analyst": "models.analyst._protocol",
-    "CircuitBreaker": "models.analyst._resilience",
-    "backoff_delay": "models.analyst._resilience",
-    "AffectedService": "models.analyst._schema",
-    "Analysis": "models.analyst._schema",
-    "ErrorCategory": "models.analyst._schema",
-    "GraphEdge": "models.analyst._schema",
-    "IncidentReport": "models.analyst._schema",
-    "LLMAnswer": "models.analyst._schema",
-    "Provenance": "models.analyst._schema",
-    "RootCause": "models.analyst._schema",
-    "TemplateVerdict": "models.analyst._schema",
-    "strict_json_schema": "models.analyst._schema",
-    "token_counter": "models.analyst._tokens",
+    "Bundle": "sluice.models.analyst._bundle",
+    "BundleEvent": "sluice.models.analyst._bundle",
+    "Digest": "sluice.models.analyst._bundle",
+    "TemplateGroup": "sluice.models.analyst._bundle",
+    "compress": "sluice.models.analyst._bundle",
+    "LLMSettings": "sluice.models.analyst._config",
+    "HeuristicAnalyst": "sluice.models.analyst._heuristic",
+    "AnalystError": "sluice.models.analyst._openai",
+    "LLMCallError": "sluice.models.analyst._openai",
+    "LLMOutputError": "sluice.models.analyst._openai",
+    "OpenAIAnalyst": "sluice.models.analyst._openai",
+    "SYSTEM_PROMPT": "sluice.models.analyst._openai",
+    "UsageTotals": "sluice.models.analyst._openai",
+    "Analyst": "sluice.models.analyst._protocol",
+    "create_analyst": "sluice.models.analyst._protocol",
+    "CircuitBreaker": "sluice.models.analyst._resilience",
+    "backoff_delay": "sluice.models.analyst._resilience",
+    "AffectedService": "sluice.models.analyst._schema",
+    "Analysis": "sluice.models.analyst._schema",
+    "ErrorCategory": "sluice.models.analyst._schema",
+    "GraphEdge": "sluice.models.analyst._schema",
+    "IncidentReport": "sluice.models.analyst._schema",
+    "LLMAnswer": "sluice.models.analyst._schema",
+    "Provenance": "sluice.models.analyst._schema",
+    "RootCause": "sluice.models.analyst._schema",
+    "TemplateVerdict": "sluice.models.analyst._schema",
+    "strict_json_schema": "sluice.models.analyst._schema",
+    "token_counter": "sluice.models.analyst._tokens",
 }
 
 

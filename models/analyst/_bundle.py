@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 
-from models.analyst._tokens import TokenCounter, token_counter
-from models.filter import normalize_batch
+from sluice.models.analyst._tokens import TokenCounter, token_counter
+from sluice.models.filter import normalize_batch
 
 __all__ = [
     "Bundle",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from models.analyst._bundle import Bundle, Digest, compress, is_alarming
-from models.analyst._schema import (
+from sluice.models.analyst._bundle import Bundle, Digest, compress, is_alarming
+from sluice.models.analyst._schema import (
     AffectedService,
     Analysis,
     AnalysisKind,

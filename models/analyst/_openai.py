@@ -9,19 +9,23 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import openai
 from aiolimiter import AsyncLimiter
 from openai import AsyncOpenAI
 from pydantic import ValidationError
 
-from models.analyst._bundle import Bundle, Digest, compress
-from models.analyst._config import LLMSettings
-from models.analyst._heuristic import HeuristicAnalyst
-from models.analyst._resilience import CircuitBreaker, backoff_delay
-from models.analyst._schema import (
+from sluice.models.analyst._bundle import Bundle, Digest, compress
+from sluice.models.analyst._config import LLMSettings
+from sluice.models.analyst._heuristic import HeuristicAnalyst
+from sluice.models.analyst._resilience import CircuitBreaker, backoff_delay
+
+if TYPE_CHECKING:
+    from prometheus_client import Histogram
+
+from sluice.models.analyst._schema import (
     Analysis,
     ErrorCategory,
     IncidentReport,
@@ -75,9 +79,24 @@ class LLMOutputError(AnalystError):
     """The answer was not JSON or violated the schema, also after the repair attempt."""
 
 
+#: Seconds per LLM call, from a fast local model to a slow remote one.
+CALL_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
+
+
+def _call_histogram() -> Histogram:
+    from prometheus_client import Histogram
+
+    return Histogram(
+        "sluice_llm_call_seconds",
+        "time per LLM call, failed calls included",
+        buckets=CALL_SECONDS_BUCKETS,
+        registry=None,  # the process's metrics collector reads it from here
+    )
+
+
 @dataclass
 class UsageTotals:
-    """Counters exported as metrics."""
+    """Counters exported as metrics (`/metrics` of the worker, the summary of `sluice scan`)."""
 
     calls: int = 0
     retries: int = 0
@@ -87,6 +106,7 @@ class UsageTotals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    call_seconds: Histogram = field(default_factory=_call_histogram)
 
 
 def _retry_after(exc: openai.APIStatusError) -> float | None:
@@ -283,13 +303,14 @@ class OpenAIAnalyst:
                 await tpm.acquire(est)
                 self.usage.calls += 1
                 try:
-                    resp = await self._client.chat.completions.create(  # type: ignore[call-overload]
-                        model=cfg.model,
-                        messages=messages,
-                        temperature=cfg.temperature,
-                        max_tokens=cfg.max_completion_tokens,
-                        response_format=self._response_format(),
-                    )
+                    with self.usage.call_seconds.time():
+                        resp = await self._client.chat.completions.create(  # type: ignore[call-overload]
+                            model=cfg.model,
+                            messages=messages,
+                            temperature=cfg.temperature,
+                            max_tokens=cfg.max_completion_tokens,
+                            response_format=self._response_format(),
+                        )
                     usage = resp.usage
                     content = resp.choices[0].message.content if resp.choices else None
                     return (

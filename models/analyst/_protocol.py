@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from models.analyst._bundle import Bundle
-from models.analyst._config import LLMSettings
-from models.analyst._heuristic import HeuristicAnalyst
-from models.analyst._schema import Analysis
+from sluice.models.analyst._bundle import Bundle
+from sluice.models.analyst._config import LLMSettings
+from sluice.models.analyst._heuristic import HeuristicAnalyst
+from sluice.models.analyst._schema import Analysis
 
 __all__ = ["Analyst", "create_analyst"]
 
@@ -24,7 +24,7 @@ class Analyst(Protocol):
 def create_analyst(cfg: LLMSettings) -> Analyst:
     """The LLM analyst when an endpoint is configured, else the offline heuristic one."""
     if cfg.base_url:
-        from models.analyst._openai import OpenAIAnalyst
+        from sluice.models.analyst._openai import OpenAIAnalyst
 
         return OpenAIAnalyst(cfg)
     return HeuristicAnalyst(cfg.prompt_token_budget, cfg.examples_per_template)

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models._lazy import lazy_names
+from sluice.models._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from models.filter._features import (
+    from sluice.models.filter._features import (
         FeatureSpec,
         template_features,
     )
-    from models.filter._model import (
+    from sluice.models.filter._model import (
         FilterError,
         FilterModel,
         FilterModelError,
         ModelMetadata,
         ValidationMetrics,
     )
-    from models.filter._normalize import (
+    from sluice.models.filter._normalize import (
         MAX_LINE_CHARS,
         NORMALIZER_VERSION,
         cache_keys,
@@ -31,14 +31,14 @@ if TYPE_CHECKING:
         normalize_batch,
         template_of_key,
     )
-    from models.filter._runtime import (
+    from sluice.models.filter._runtime import (
         Assessment,
         Filter,
         KeywordFilter,
         OnnxFilter,
         default_model,
     )
-    from models.filter._train import (
+    from sluice.models.filter._train import (
         Example,
         TrainingError,
         choose_threshold,
@@ -76,31 +76,31 @@ __all__ = [
 ]
 
 _WHERE = {
-    "FeatureSpec": "models.filter._features",
-    "template_features": "models.filter._features",
-    "FilterError": "models.filter._model",
-    "FilterModel": "models.filter._model",
-    "FilterModelError": "models.filter._model",
-    "ModelMetadata": "models.filter._model",
-    "ValidationMetrics": "models.filter._model",
-    "MAX_LINE_CHARS": "models.filter._normalize",
-    "NORMALIZER_VERSION": "models.filter._normalize",
-    "decode_line": "models.filter._normalize",
-    "normalize": "models.filter._normalize",
-    "normalize_batch": "models.filter._normalize",
-    "cache_keys": "models.filter._normalize",
-    "template_of_key": "models.filter._normalize",
-    "Assessment": "models.filter._runtime",
-    "Filter": "models.filter._runtime",
-    "KeywordFilter": "models.filter._runtime",
-    "OnnxFilter": "models.filter._runtime",
-    "default_model": "models.filter._runtime",
-    "Example": "models.filter._train",
-    "TrainingError": "models.filter._train",
-    "choose_threshold": "models.filter._train",
-    "train": "models.filter._train",
-    "read_examples": "models.filter._train",
-    "weighted_metrics": "models.filter._train",
+    "FeatureSpec": "sluice.models.filter._features",
+    "template_features": "sluice.models.filter._features",
+    "FilterError": "sluice.models.filter._model",
+    "FilterModel": "sluice.models.filter._model",
+    "FilterModelError": "sluice.models.filter._model",
+    "ModelMetadata": "sluice.models.filter._model",
+    "ValidationMetrics": "sluice.models.filter._model",
+    "MAX_LINE_CHARS": "sluice.models.filter._normalize",
+    "NORMALIZER_VERSION": "sluice.models.filter._normalize",
+    "decode_line": "sluice.models.filter._normalize",
+    "normalize": "sluice.models.filter._normalize",
+    "normalize_batch": "sluice.models.filter._normalize",
+    "cache_keys": "sluice.models.filter._normalize",
+    "template_of_key": "sluice.models.filter._normalize",
+    "Assessment": "sluice.models.filter._runtime",
+    "Filter": "sluice.models.filter._runtime",
+    "KeywordFilter": "sluice.models.filter._runtime",
+    "OnnxFilter": "sluice.models.filter._runtime",
+    "default_model": "sluice.models.filter._runtime",
+    "Example": "sluice.models.filter._train",
+    "TrainingError": "sluice.models.filter._train",
+    "choose_threshold": "sluice.models.filter._train",
+    "train": "sluice.models.filter._train",
+    "read_examples": "sluice.models.filter._train",
+    "weighted_metrics": "sluice.models.filter._train",
 }
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict
 
-from models.filter._normalize import MAX_LINE_CHARS, NORMALIZER_VERSION
+from sluice.models.filter._normalize import MAX_LINE_CHARS, NORMALIZER_VERSION
 
 __all__ = ["FeatureSpec", "featurize", "template_features"]
 

@@ -18,9 +18,9 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from models.filter._features import FeatureSpec, featurize
-from models.filter._normalize import NORMALIZER_VERSION, cache_keys, template_of_key
-from models.filter._types import Source
+from sluice.models.filter._features import FeatureSpec, featurize
+from sluice.models.filter._normalize import NORMALIZER_VERSION, cache_keys, template_of_key
+from sluice.models.filter._types import Source
 
 __all__ = ["FilterError", "FilterModel", "FilterModelError", "ModelMetadata", "ValidationMetrics"]
 

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from models.filter._model import FilterModel
+from sluice.models.filter._model import FilterModel
 
 __all__ = ["Assessment", "Filter", "KeywordFilter", "OnnxFilter", "default_model"]
 
@@ -42,7 +42,7 @@ class Filter(Protocol):
 
 def default_model() -> FilterModel:
     """The model that ships in the package (trained by models.filter.train_default)."""
-    ref = resources.files("models.filter").joinpath("default.onnx")
+    ref = resources.files("sluice.models.filter").joinpath("default.onnx")
     return FilterModel(ref.read_bytes(), source="models/filter/default.onnx")
 
 

@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 
-from models.filter._features import FeatureSpec, template_features
-from models.filter._model import (
+from sluice.models.filter._features import FeatureSpec, template_features
+from sluice.models.filter._model import (
     FilterError,
     FilterModel,
     ModelMetadata,
@@ -30,8 +30,8 @@ from models.filter._model import (
     build_onnx,
     content_version,
 )
-from models.filter._normalize import normalize_batch
-from models.filter._types import Source
+from sluice.models.filter._normalize import normalize_batch
+from sluice.models.filter._types import Source
 
 __all__ = [
     "Example",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.filter._normalize import normalize_batch
+from sluice.models.filter._normalize import normalize_batch
 
 __all__ = [
     "BglLines",

@@ -1,6 +1,6 @@
 """Train the default filter that ships in the package, from the labeled logs in ../shared/data.
 
-    python -m models.filter.train_default [--out models/filter/default.onnx] [--seed 0]
+    python -m sluice.models.filter.train_default [--out models/filter/default.onnx] [--seed 0]
 
 Three sources, each split with a fixed seed into train / validation / test:
 - BGL lines, 60/20/20 stratified; label = the line carries an alert category.
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from models.filter._model import FilterModel, ValidationMetrics
-from models.filter._train import Example, choose_threshold, train
-from models.filter.datasets import (
+from sluice.models.filter._model import FilterModel, ValidationMetrics
+from sluice.models.filter._train import Example, choose_threshold, train
+from sluice.models.filter.datasets import (
     load_bgl,
     load_hdfs,
     load_nezha_window,
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     n_train, n_train_y = nezha(0)
     h_train, h_train_blocks = rows(0)
     cover = template_cover(h_train, h_train_blocks, hdfs.block_anomalous, args.target_recall)
-    from models.filter._normalize import normalize_batch
+    from sluice.models.filter._normalize import normalize_batch
 
     examples = [
         Example(t, bool(y), 1.0, "dataset")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stream.analysis._core import (
+from sluice.stream.analysis._core import (
+    AnalysisCounters,
     AnalysisState,
     ChunkCache,
     ClosedWindow,
@@ -21,9 +22,10 @@ from stream.analysis._core import (
 )
 
 if TYPE_CHECKING:
-    from stream.analysis._app import create_app
+    from sluice.stream.analysis._app import create_app, open_windows
 
 __all__ = [
+    "AnalysisCounters",
     "AnalysisState",
     "ChunkCache",
     "ClosedWindow",
@@ -33,12 +35,13 @@ __all__ = [
     "StateStore",
     "bundle_of",
     "create_app",
+    "open_windows",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    if name == "create_app":
-        from stream.analysis._app import create_app
+    if name in ("create_app", "open_windows"):
+        from sluice.stream.analysis import _app
 
-        return create_app
+        return getattr(_app, name)
     raise AttributeError(name)

@@ -27,9 +27,10 @@ from typing import Any
 import faust
 from pydantic import ValidationError
 
-from models.analyst import Analyst, create_analyst
-from stream._settings import Settings
-from stream.analysis._core import (
+from sluice.models.analyst import Analyst, create_analyst
+from sluice.stream._settings import Settings
+from sluice.stream.analysis._core import (
+    AnalysisCounters,
     AnalysisState,
     ChunkCache,
     ClosedWindow,
@@ -37,8 +38,8 @@ from stream.analysis._core import (
     StagedStore,
     bundle_of,
 )
-from stream.broker import ssl_context
-from stream.records import DeadLetter, SuspectBatch, Tick, parse_suspects_record
+from sluice.stream.broker import ssl_context
+from sluice.stream.records import DeadLetter, SuspectBatch, Tick, parse_suspects_record
 
 __all__ = ["create_app"]
 
@@ -85,8 +86,16 @@ class _TableStore:
             del self._table[k]
 
 
-def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.App:
-    """Build the analysis stage's Faust app from settings (agents run with concurrency 1)."""
+def create_app(
+    settings: Settings,
+    *,
+    analyst: Analyst | None = None,
+    counters: AnalysisCounters | None = None,
+) -> faust.App:
+    """Build the analysis stage's Faust app from settings (agents run with concurrency 1).
+
+    `counters`, when given, receives what each suspects record did once its effects are
+    committed (the worker's metrics)."""
     k, t, cfg = settings.kafka, settings.topics, settings.pipeline
     app = faust.App(
         _app_id(settings),
@@ -163,6 +172,8 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
         await publish(out)
         state.mark_applied(partition, offset)
         staged.apply()
+        if counters is not None:
+            counters.merge(state.counters)
         for scope in scopes:
             for seq, attempt in state.due(scope):
                 runner.launch(partition, scope, seq, attempt, state)
@@ -212,6 +223,17 @@ def create_app(settings: Settings, *, analyst: Analyst | None = None) -> faust.A
                 await suspects_t.send(value=Tick().to_bytes(), partition=tp.partition)
 
     return app
+
+
+def open_windows(app: faust.App, settings: Settings) -> int:
+    """Windows open now in the analysis table, over the suspects partitions this worker owns
+    (not its standby copies)."""
+    store = _TableStore(app.tables[_TABLE])
+    state = AnalysisState(settings.pipeline, store, time.time, settings.topics.suspects)
+    partitions = [
+        tp.partition for tp in app.consumer.assignment() if tp.topic == settings.topics.suspects
+    ]
+    return sum(len(state.scope_state(scope).open) for p in partitions for scope in state.scopes(p))
 
 
 class _Runner:

@@ -24,6 +24,7 @@ partition and the last offset applied, so a record replayed after a crash is not
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,10 +32,10 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from models.analyst import Analysis, Bundle, BundleEvent
-from models.filter import normalize_batch
-from stream._settings import PipelineSettings
-from stream.records import (
+from sluice.models.analyst import Analysis, Bundle, BundleEvent
+from sluice.models.filter import normalize_batch
+from sluice.stream._settings import PipelineSettings
+from sluice.stream.records import (
     EARLIEST_EVENT_TIME,
     LATEST_EVENT_TIME,
     Alert,
@@ -45,7 +46,7 @@ from stream.records import (
     Suspect,
     SuspectBatch,
 )
-from stream.redaction import Redactor
+from sluice.stream.redaction import Redactor
 
 __all__ = [
     "AnalysisState",
@@ -221,6 +222,26 @@ class ClosedWindow:
 
 
 @dataclass
+class AnalysisCounters:
+    """What the analysis stage did, for metrics: windows by what closed them, analyses by kind,
+    alerts by severity. An `AnalysisState` counts into its own; the worker merges them into the
+    process's totals only once the record's effects are committed, so a retry counts once."""
+
+    windows_opened: int = 0
+    windows_closed: Counter[str] = field(default_factory=Counter)  # watermark|full|idle|end
+    windows_analysed: Counter[str] = field(default_factory=Counter)  # llm|heuristic|degraded
+    windows_given_up: int = 0
+    alerts: Counter[str] = field(default_factory=Counter)  # severity
+
+    def merge(self, other: AnalysisCounters) -> None:
+        self.windows_opened += other.windows_opened
+        self.windows_closed.update(other.windows_closed)
+        self.windows_analysed.update(other.windows_analysed)
+        self.windows_given_up += other.windows_given_up
+        self.alerts.update(other.alerts)
+
+
+@dataclass
 class Published:
     """What publishing a scope's finished analyses produced, in order."""
 
@@ -276,6 +297,7 @@ class AnalysisState:
         self._topic = suspects_topic
         self._size = timedelta(seconds=cfg.window_s)
         self._late = timedelta(seconds=cfg.allowed_lateness_s)
+        self.counters = AnalysisCounters()
 
     # -- state access ---------------------------------------------------------------------------
 
@@ -394,6 +416,7 @@ class AnalysisState:
                 mark = st.watermark or _EPOCH
                 w = _Open(start=start, late=start + self._size + self._late <= mark)
                 st.open.append(w)
+                self.counters.windows_opened += 1
             buffers.setdefault(id(w), []).append(s)
             w.n += 1
             w.touched = now
@@ -425,6 +448,7 @@ class AnalysisState:
     ) -> None:
         self._flush(scope, st, w, buffers)
         st.open.remove(w)
+        self.counters.windows_closed[reason] += 1
         st.pending.append(
             _Pending(
                 seq=st.next_seq,
@@ -512,10 +536,14 @@ class AnalysisState:
                 raw = _SUSPECTS.dump_json(window.suspects)
                 out.dead.append(DeadLetter.of(raw, self._topic, None, None, p.reason))
                 self._drop_chunks(p.chunks)
+                self.counters.windows_given_up += 1
                 continue
             analysis = Analysis.model_validate_json(p.result)
             now = p.end if self.cfg.alert_time == "event" else (p.done_at or p.end)
-            out.alerts += self._alerts(st, scope, analysis, now)
+            alerts = self._alerts(st, scope, analysis, now)
+            out.alerts += alerts
+            self.counters.windows_analysed[analysis.provenance.analysis] += 1
+            self.counters.alerts.update(a.report.severity for a in alerts)
             degraded = analysis.provenance.analysis == "degraded"
             if degraded and p.attempt < self.cfg.degraded_retries:
                 st.pending.append(  # analyse again later; its feedback waits for a real answer
