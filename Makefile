@@ -6,7 +6,7 @@ KAFKA  := deploy/local/kafka
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo lint bench kafka-start kafka-stop clean
+.PHONY: help install test demo lint package-check bench kafka-start kafka-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,15 +24,29 @@ test: install ## start the local Kafka, run every test, stop Kafka (even when te
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
 
 demo: install ## run the main job on bundled sample data (no broker, no API key)
-	$(VENV)/bin/sluice scan stream/demo/trainticket-contacts-fault.jsonl.gz
+	$(VENV)/bin/sluice scan --demo
 
-lint: install ## ruff and mypy (strict)
+lint: install ## ruff, mypy (strict), and deploy/ checked: hadolint, Compose schema, manifests
 	@mkdir -p build/typecheck/sluice
 	@ln -sfn ../../../stream build/typecheck/sluice/stream
 	@ln -sfn ../../../models build/typecheck/sluice/models
 	$(VENV)/bin/ruff check stream models tests bench
 	$(VENV)/bin/ruff format --check stream models tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint deploy/docker/Dockerfile
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_deploy.py
+
+package-check: ## build the wheel, install it into a fresh venv outside the checkout, scan the demo
+	@rm -rf build/dist && mkdir -p build/dist
+	$(PY) -m pip wheel -q --no-deps --wheel-dir build/dist .
+	@dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	$(PYTHON) -m venv "$$dir/venv" && \
+	"$$dir/venv/bin/pip" install -q build/dist/sluice-*.whl && \
+	cd "$$dir" && "$$dir/venv/bin/sluice" scan --demo && \
+	"$$dir/venv/bin/python" -c "import importlib.util as u, sys; \
+	sys.exit(any(u.find_spec(n) for n in ('stream', 'models')))" && \
+	echo "package-check: the wheel installs as sluice.stream and sluice.models and scans the demo"
 
 bench: install ## benchmarks that print figures (starts the local Kafka for the worker bench)
 	$(PY) -m bench.filter

@@ -35,9 +35,12 @@ from sluice.stream.broker import (
 from sluice.stream.logs import install_repeat_filter
 from sluice.stream.sources import Record
 
-__all__ = ["main"]
+__all__ = ["DEMO_FILE", "cli", "main"]
 
 log = logging.getLogger(__name__)
+
+#: The demo excerpt in the package `sluice.stream.demo` (`sluice scan --demo`, `make demo`).
+DEMO_FILE = "trainticket-contacts-fault.jsonl.gz"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,8 +112,23 @@ def worker(settings: Settings) -> None:
         raise _fail(exc) from None
 
 
+_DEMO_HELP = "the Train-Ticket excerpt that ships with Sluice, instead of FILE"
+
+
+def _input_file(file: str | None, demo: bool) -> str:
+    """FILE, or the bundled demo excerpt's path in the installed package (--demo)."""
+    if demo:
+        from importlib import resources
+
+        return str(resources.files("sluice.stream.demo").joinpath(DEMO_FILE))
+    if file is None:
+        raise click.UsageError("give FILE (or - for stdin), or --demo")
+    return file
+
+
 @cli.command()
-@click.argument("file")
+@click.argument("file", required=False)
+@click.option("--demo", is_flag=True, help=_DEMO_HELP)
 @click.option("--json", "as_json", is_flag=True, help="alerts as JSON lines")
 @click.option(
     "--format",
@@ -134,7 +152,8 @@ def worker(settings: Settings) -> None:
 @click.pass_obj
 def scan(
     settings: Settings,
-    file: str,
+    file: str | None,
+    demo: bool,
     as_json: bool,
     fmt: str,
     deadletter: str | None,
@@ -148,6 +167,7 @@ def scan(
     from sluice.stream.scan import scan as run_scan
     from sluice.stream.sources import read_records
 
+    file = _input_file(file, demo)
     cfg = settings.pipeline
     try:
         filt = build_filter(cfg)
@@ -211,20 +231,29 @@ class _DeliveryErrors:
 
 
 @cli.command()
-@click.argument("file")
+@click.argument("file", required=False)
+@click.option("--demo", is_flag=True, help=_DEMO_HELP)
 @click.option("--topic", default=None, help="default: the events topic from settings")
 @click.option("--rate", type=float, default=None, help="records per second (default: as fast)")
 @click.option("--loop", is_flag=True, help="start over at the end of the file, until stopped")
 @click.option("--format", "fmt", type=click.Choice(["auto", "lines", "nezha"]), default="auto")
 @click.pass_obj
 def produce(
-    settings: Settings, file: str, topic: str | None, rate: float | None, loop: bool, fmt: str
+    settings: Settings,
+    file: str | None,
+    demo: bool,
+    topic: str | None,
+    rate: float | None,
+    loop: bool,
+    fmt: str,
 ) -> None:
     """Replay a log file into Kafka, one record per line (or per Nezha CSV row)."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     from sluice.stream.sources import read_records
+
+    file = _input_file(file, demo)
 
     topic = topic or settings.topics.events
     try:
