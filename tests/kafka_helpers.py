@@ -191,6 +191,14 @@ class LocalBroker:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def limit_record_bytes(admin: KafkaAdminClient, topic: str, size: int) -> None:
+    """Set the topic's `max.message.bytes`: at 64 the broker refuses every record of Sluice's."""
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic, {"max.message.bytes": str(size)})
+    admin.alter_configs([resource])
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1 (a worker's web port)."""
     import socket

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
-from kafka.admin import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.stream.records import Alert
 from tests.kafka_helpers import (
     free_port,
     http_get,
+    limit_record_bytes,
     produce,
     read_until,
     running_worker,
@@ -85,14 +85,11 @@ def _events(n: int) -> list[bytes]:
 def test_metrics_count_every_record_once(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    port = free_port()
     env = worker_env(
-        kafka_bootstrap,
-        unique_name,
-        tmp_path,
-        SLUICE_WORKER__WEB_PORT=str(port),
+        kafka_bootstrap, unique_name, tmp_path, SLUICE_WORKER__WEB_PORT=str(free_port()),
         SLUICE_PIPELINE__IDLE_CLOSE_S="2",
-    )
+    )  # fmt: skip
+    port = int(env["SLUICE_WORKER__WEB_PORT"])
     sluice(env, "topics", "create")
     good = _events(300)
     bad = [b'{"service": "pay", "message": "trunc', b'{"oops": 1', b"   ", b'{"level": "INFO"}']
@@ -152,24 +149,19 @@ def test_liveness_fails_while_the_consumer_is_stalled_with_lag_and_recovers(
     """The broker refuses suspects (64-byte records): the filter stage reads, cannot deliver,
     commits nothing and reads again. With lag and no commit for 3 s, /healthz answers 503; once
     the broker takes suspects again, the stage commits and /healthz answers 200."""
-    port = free_port()
     env = worker_env(
-        kafka_bootstrap,
-        unique_name,
-        tmp_path,
-        SLUICE_WORKER__WEB_PORT=str(port),
+        kafka_bootstrap, unique_name, tmp_path, SLUICE_WORKER__WEB_PORT=str(free_port()),
         SLUICE_WORKER__STALL_TIMEOUT_S="3",
         SLUICE_PIPELINE__AUDIT_RATE="1",  # every event goes to suspects
         SLUICE_KAFKA__PARTITIONS="1",
-    )
+    )  # fmt: skip
+    port = int(env["SLUICE_WORKER__WEB_PORT"])
     sluice(env, "topics", "create")
     suspects_topic = env["SLUICE_TOPICS__SUSPECTS"]
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
 
     def limit(size: int) -> None:
-        config = {"max.message.bytes": str(size)}
-        resource = ConfigResource(ConfigResourceType.TOPIC, suspects_topic, config)
-        admin.alter_configs([resource])
+        limit_record_bytes(admin, suspects_topic, size)
 
     log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
-from kafka.admin import ConfigResource, ConfigResourceType
 
 from sluice.stream.records import Alert, DeadLetter, Feedback, Outcome
 from tests.kafka_helpers import (
     LocalBroker,
     committed_offsets,
     free_port_pair,
+    limit_record_bytes,
     numbered_events,
     produce,
     producing_at,
@@ -171,9 +171,7 @@ def test_a_failing_dead_letter_producer_holds_the_offset_until_it_delivers(
     group = env["SLUICE_KAFKA__GROUP_ID"]
 
     def limit(size: int) -> None:
-        admin.alter_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, dead_topic, {"max.message.bytes": str(size)})]
-        )
+        limit_record_bytes(admin, dead_topic, size)
 
     def committed() -> int:
         tp = TopicPartition(events, 0)
@@ -210,9 +208,7 @@ def test_a_refused_alert_is_retried_by_the_analysis_stage_not_dead_lettered(
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
 
     def limit(size: int) -> None:
-        config = {"max.message.bytes": str(size)}
-        resource = ConfigResource(ConfigResourceType.TOPIC, alerts_topic, config)
-        admin.alter_configs([resource], raise_on_unknown=False)
+        limit_record_bytes(admin, alerts_topic, size)
 
     limit(64)
     lines = [
