@@ -4,9 +4,9 @@
 
 For each target system (HDFS, BGL): train a starting model *without* it (the default model's
 other training sources), then stream the target's real lines in rounds through the real
-pipeline code (`stream.scan`: the filter stage's `screen_batch` and the analysis stage's
+pipeline code (`sluice.stream.scan`: the filter stage's `screen_batch` and the analysis stage's
 `AnalysisState`, with feedback and outcomes as the worker publishes them), and after each round
-retrain with the real retrainer (`stream.retrain.retrain`: time-ordered held-out labels,
+retrain with the real retrainer (`sluice.stream.retrain.retrain`: time-ordered held-out labels,
 challenger published only if it wins).
 
 The analyst is a test double, `OracleAnalyst`: its per-template verdicts come from the

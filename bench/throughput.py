@@ -72,7 +72,7 @@ def _env(tag: str, partitions: int) -> dict[str, str]:
 
 def _topics(env: dict[str, str]) -> None:
     subprocess.run(
-        [sys.executable, "-m", "stream", "topics", "create"],
+        [sys.executable, "-m", "sluice.stream", "topics", "create"],
         env=env,
         check=True,
         capture_output=True,
@@ -112,7 +112,7 @@ def _workers(env: dict[str, str], cores: list[int]) -> Iterator[list[subprocess.
         log = open(logs / f"worker-{i}.log", "wb")  # noqa: SIM115
         procs.append(
             subprocess.Popen(
-                [*_taskset(core), sys.executable, "-m", "stream", "worker"],
+                [*_taskset(core), sys.executable, "-m", "sluice.stream", "worker"],
                 env={**env, "SLUICE_WORKER__DATA_DIR": str(logs / f"w{i}")},
                 stdout=log,
                 stderr=subprocess.STDOUT,
