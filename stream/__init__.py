@@ -9,6 +9,7 @@
 - `stream.registry`  the `models` topic as the model registry; the workers' hot swap
 - `stream.recall`    the audit-based recall estimate of each model version
 - `stream.metrics`   the worker's Prometheus metrics
+- `stream.sinks`     alerts -> Slack, PagerDuty, Alertmanager, webhooks (`sluice sink run NAME`)
 - `stream.scan`      both stages in-process on a file (`sluice scan`)
 - `stream.logs`      repeated warnings once per interval, with a count (broker outages)
 - `stream.records`   wire records and their JSON Schemas
@@ -26,6 +27,7 @@ from sluice.stream._settings import (
     RetrainSettings,
     Settings,
     SettingsError,
+    SinkSettings,
     TopicNames,
     WorkerSettings,
     check_environment,
@@ -41,6 +43,7 @@ __all__ = [
     "RetrainSettings",
     "Settings",
     "SettingsError",
+    "SinkSettings",
     "SluiceError",
     "SluiceKafkaError",
     "TopicNames",

@@ -20,6 +20,7 @@ from sluice.models.analyst._config import LLMSettings
 from sluice.stream._errors import SluiceError
 
 __all__ = [
+    "SINK_NAMES",
     "TOOL_VARIABLES",
     "KafkaSettings",
     "LLMSettings",
@@ -27,6 +28,8 @@ __all__ = [
     "RetrainSettings",
     "Settings",
     "SettingsError",
+    "SinkName",
+    "SinkSettings",
     "TopicNames",
     "WorkerSettings",
     "check_environment",
@@ -182,6 +185,51 @@ class WorkerSettings(BaseModel):
     )
 
 
+SinkName = Literal["slack", "pagerduty", "alertmanager", "webhook"]
+SINK_NAMES: tuple[SinkName, ...] = ("slack", "pagerduty", "alertmanager", "webhook")
+
+
+class SinkSettings(BaseModel):
+    """Where `sluice sink run NAME` delivers alerts. URLs that embed a token are secrets."""
+
+    slack_webhook_url: SecretStr | None = Field(None, description="Slack incoming webhook URL")
+    pagerduty_routing_key: SecretStr | None = Field(
+        None, description="PagerDuty Events API v2 integration (routing) key"
+    )
+    pagerduty_url: str = Field(
+        "https://events.pagerduty.com/v2/enqueue", description="PagerDuty Events API v2 endpoint"
+    )
+    alertmanager_url: str | None = Field(
+        None, description="Alertmanager base URL (alerts go to /api/v2/alerts)"
+    )
+    alertmanager_hold_s: float = Field(
+        6 * 3600, gt=0, description="a firing alert's endsAt: this long after its last revision"
+    )
+    webhook_url: SecretStr | None = Field(None, description="generic webhook URL")
+    webhook_hmac_key: SecretStr | None = Field(
+        None, description="signs webhook bodies (X-Sluice-Signature: v1=HMAC-SHA256)"
+    )
+    max_attempts: int = Field(6, ge=1, description="deliveries tried before a dead letter")
+    backoff_base_s: float = Field(1.0, gt=0, description="first retry wait (jittered, doubling)")
+    backoff_max_s: float = Field(60.0, gt=0, description="longest retry wait")
+    timeout_s: float = Field(10.0, gt=0, description="per HTTP request")
+
+    def missing(self, name: SinkName) -> str:
+        """The setting sink `name` needs and lacks ("" when it is configured)."""
+        required = {
+            "slack": self.slack_webhook_url,
+            "pagerduty": self.pagerduty_routing_key,
+            "alertmanager": self.alertmanager_url,
+            "webhook": self.webhook_url,
+        }
+        needed = {"slack": "SLACK_WEBHOOK_URL", "pagerduty": "PAGERDUTY_ROUTING_KEY",
+                  "alertmanager": "ALERTMANAGER_URL", "webhook": "WEBHOOK_URL"}  # fmt: skip
+        return "" if required[name] else f"SLUICE_SINKS__{needed[name]}"
+
+    def configured(self) -> list[SinkName]:
+        return [n for n in SINK_NAMES if not self.missing(n)]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="SLUICE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -193,6 +241,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    sinks: SinkSettings = Field(default_factory=SinkSettings)
 
 
 #: SLUICE_ variables read by the tools around the settings object, not by it:

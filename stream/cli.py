@@ -24,6 +24,7 @@ from sluice.stream._cli_loop import (
     model_show,
     retrain,
 )
+from sluice.stream._cli_sinks import sink_group_cli
 from sluice.stream._settings import Settings, SettingsError, check_environment, describe_settings
 from sluice.stream.broker import (
     SluiceKafkaError,
@@ -385,6 +386,7 @@ def topics_describe(settings: Settings) -> None:
         click.echo(json.dumps(row))
 
 
+cli.add_command(sink_group_cli)
 cli.add_command(model_group)
 cli.add_command(retrain)
 cli.add_command(label)

@@ -231,6 +231,7 @@ _DEAD_LETTER_KINDS = (
     ("filter failed", "filter_failed"),
     ("not a suspects record", "not_suspects"),
     ("scope ", "scope_limit"),
+    ("sink ", "sink_failed"),
     ("analysis failed", "analysis_failed"),
     ("analysis stage failed", "analysis_failed"),
 )

@@ -191,6 +191,16 @@ class LocalBroker:
         shutil.rmtree(self.run_dir, ignore_errors=True)
 
 
+def settings_of(env: dict[str, str], monkeypatch: Any) -> Any:
+    """The Settings object a process with `env` would build (set through monkeypatch)."""
+    from sluice.stream import Settings
+
+    for k, v in env.items():
+        if k.startswith("SLUICE_"):
+            monkeypatch.setenv(k, v)
+    return Settings()
+
+
 def limit_record_bytes(admin: KafkaAdminClient, topic: str, size: int) -> None:
     """Set the topic's `max.message.bytes`: at 64 the broker refuses every record of Sluice's."""
     from kafka.admin import ConfigResource, ConfigResourceType

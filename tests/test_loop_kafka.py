@@ -23,7 +23,6 @@ import pytest
 from kafka import KafkaProducer
 
 from sluice.models.filter import Example, FeatureSpec, FilterModel, train
-from sluice.stream import Settings
 from sluice.stream.records import Feedback, SuspectBatch, parse_suspects_record
 from sluice.stream.registry import Activation, ModelWatcher, publish_model, read_registry
 from tests.kafka_helpers import (
@@ -31,6 +30,7 @@ from tests.kafka_helpers import (
     http_get,
     read_until,
     running_worker,
+    settings_of,
     sluice,
     worker_env,
 )
@@ -100,13 +100,6 @@ def _scrape(port: int, version: str) -> str:
     return text
 
 
-def _settings(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for k, v in env.items():
-        if k.startswith("SLUICE_"):
-            monkeypatch.setenv(k, v)
-    return Settings()
-
-
 def _scored(values: list[bytes]) -> dict[tuple[int, int], set[str]]:
     """(partition, offset) of each event in the suspects -> the model versions that scored it.
 
@@ -144,7 +137,7 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
         SLUICE_PIPELINE__BATCH_SIZE="500",
         SLUICE_WORKER__WEB_PORT=str(free_port()),
     )
-    settings = _settings(env, monkeypatch)
+    settings = settings_of(env, monkeypatch)
     sluice(env, "topics", "create")
     v1 = _v1()
     publish_model(settings, v1, {"note": "test v1"}, activate_as="promote", by="test")
@@ -266,7 +259,7 @@ def test_a_model_over_1_mib_travels_and_bad_records_are_rejected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = worker_env(kafka_bootstrap, unique_name, tmp_path)
-    settings = _settings(env, monkeypatch)
+    settings = settings_of(env, monkeypatch)
     sluice(env, "topics", "create")
     ex = [Example(f"ERROR disk {i} failed", True) for i in range(20)] + [
         Example(f"INFO disk {i} ok", False) for i in range(20)
@@ -315,7 +308,7 @@ def test_retrain_watch_retrains_when_enough_new_labels_arrive(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = worker_env(kafka_bootstrap, unique_name, tmp_path, SLUICE_RETRAIN__MIN_HOLDOUT="2")
-    settings = _settings(env, monkeypatch)
+    settings = settings_of(env, monkeypatch)
     sluice(env, "topics", "create")
     publish_model(settings, _v1(), {"note": "test v1"}, activate_as="promote", by="test")
     rng = random.Random(5)
