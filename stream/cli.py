@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -114,6 +115,23 @@ def worker(settings: Settings) -> None:
 
 
 _DEMO_HELP = "the Train-Ticket excerpt that ships with Sluice, instead of FILE"
+_SVG_HELP = "also save the terminal view of the alerts as an SVG picture"
+
+
+def _console(svg: str | None) -> Any:
+    """The terminal view's console (recording when an SVG of it is asked for)."""
+    from rich.console import Console
+
+    return Console(record=svg is not None, width=110 if svg else None, highlight=False)
+
+
+def _save_svg(console: Any, path: str, title: str) -> None:
+    """The recorded view as SVG, with local fonts only (no web font fetched when viewed)."""
+    import re
+
+    svg = console.export_svg(title=title)
+    svg = re.sub(r',?\s*url\("https?://[^"]*"\) format\("[a-z0-9]+"\)', "", svg)
+    Path(path).write_text(svg, encoding="utf-8")
 
 
 def _input_file(file: str | None, demo: bool) -> str:
@@ -144,6 +162,7 @@ def _input_file(file: str | None, demo: bool) -> str:
     type=click.Path(dir_okay=False),
     help="write records that could not be parsed here (JSON lines)",
 )
+@click.option("--svg", type=click.Path(dir_okay=False), help=_SVG_HELP)
 @click.option(
     "--metrics/--no-metrics",
     default=True,
@@ -158,13 +177,14 @@ def scan(
     as_json: bool,
     fmt: str,
     deadletter: str | None,
+    svg: str | None,
     metrics: bool,
 ) -> None:
     """Run the whole pipeline on FILE (or - for stdin) in-process: no broker needed."""
     from sluice.models.analyst import create_analyst
     from sluice.models.filter import FilterError
     from sluice.stream.filtering import build_filter
-    from sluice.stream.render import render_alert
+    from sluice.stream.render import alert_view
     from sluice.stream.scan import scan as run_scan
     from sluice.stream.sources import read_records
 
@@ -178,11 +198,16 @@ def scan(
     if file != "-" and not Path(file).exists():
         raise click.ClickException(f"{file}: no such file")
 
+    console = _console(svg)
+
     def emit(alert: object) -> None:
         from sluice.stream.records import Alert
 
         assert isinstance(alert, Alert)
-        click.echo(alert.model_dump_json() if as_json else render_alert(alert) + "\n")
+        if as_json:
+            click.echo(alert.model_dump_json())
+        else:
+            console.print(alert_view(alert))
 
     records = read_records(file, fmt)  # type: ignore[arg-type]
     progress = file != "-" and sys.stderr.isatty()
@@ -193,6 +218,8 @@ def scan(
         run_scan(records, cfg, filt, analyst, lambda: datetime.now(UTC), on_alert=emit)
     )
     elapsed = time.perf_counter() - started
+    if svg:
+        _save_svg(console, svg, "sluice scan")
     for d in result.deadletters[:5]:
         click.echo(f"dead letter {d.topic}: {d.reason}", err=True)
     if deadletter:
@@ -300,14 +327,20 @@ def produce(
     show_default=True,
     help="without --follow: stop after this many seconds without a new alert",
 )
+@click.option("--svg", type=click.Path(dir_okay=False), help=_SVG_HELP)
 @click.pass_obj
-def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> None:
-    """Print the alerts on the alerts topic (from the beginning)."""
+def alerts(
+    settings: Settings, follow: bool, as_json: bool, timeout: float, svg: str | None
+) -> None:
+    """Print the alerts on the alerts topic (from the beginning): a live terminal view, or
+    JSON lines for tools."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
     from sluice.stream.records import Alert
-    from sluice.stream.render import render_alert
+    from sluice.stream.render import alert_view
+
+    console = _console(svg)
 
     try:
         probe = KafkaConsumer(**client_config(settings.kafka), enable_auto_commit=False)
@@ -341,11 +374,16 @@ def alerts(settings: Settings, follow: bool, as_json: bool, timeout: float) -> N
                     err=True,
                 )
                 continue
-            click.echo(alert.model_dump_json() if as_json else render_alert(alert) + "\n")
+            if as_json:
+                click.echo(alert.model_dump_json())
+            else:
+                console.print(alert_view(alert))
     except KeyboardInterrupt:
         pass
     finally:
         consumer.close()
+        if svg:
+            _save_svg(console, svg, "sluice alerts")
 
 
 @cli.command()

@@ -1,12 +1,30 @@
-"""Human-readable alerts for terminals (`scan`, `alerts --follow`)."""
+"""Alerts for people: plain text (`render_alert`, for logs and pipes) and the rich terminal
+view (`alert_view`, for `sluice alerts` and `sluice scan`): severity colours, status, the
+service graph as a tree from the root cause, evidence, recommendations, tokens and cost."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sluice.stream.records import Alert
 
-__all__ = ["render_alert"]
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+    from rich.tree import Tree
+
+__all__ = ["SEVERITY_STYLE", "alert_view", "render_alert", "service_tree"]
 
 _MARK = {"critical": "!!!", "high": "!! ", "warning": "!  ", "info": "   "}
+#: Rich styles per severity (and for a resolved alert, whatever its severity).
+SEVERITY_STYLE = {
+    "critical": "bold white on red",
+    "high": "bold red",
+    "warning": "bold yellow",
+    "info": "cyan",
+    "resolved": "bold green",
+}
+_BORDER = {"critical": "red", "high": "red", "warning": "yellow", "info": "cyan",
+           "resolved": "green"}  # fmt: skip
 
 
 def render_alert(a: Alert) -> str:
@@ -42,3 +60,98 @@ def render_alert(a: Alert) -> str:
         + (f" — {p.error}" if p.error else "")
     )
     return "\n".join(lines)
+
+
+def service_tree(a: Alert) -> Tree:
+    """The service graph from the root cause outwards: under each service, the services that
+    call it (who feels its failure). Affected services the graph does not reach hang under the
+    root as "also affected"; a cycle is shown once."""
+    from rich.text import Text
+    from rich.tree import Tree
+
+    r = a.report
+    roles = {s.service: s.role for s in r.affected_services}
+    roots = [c.service for c in r.root_causes] or [
+        s.service for s in r.affected_services if s.role == "root_cause"
+    ]
+    root = roots[0] if roots else r.scope
+    callers: dict[str, list[str]] = {}
+    for e in r.service_graph:
+        callers.setdefault(e.target, []).append(e.source)
+    style = {"root_cause": "bold red", "impacted": "yellow", "symptom": "dim"}
+
+    def label(service: str) -> Text:
+        role = roles.get(service, "root_cause" if service == root else "")
+        text = Text(service, style.get(role, ""))
+        if role:
+            text.append(" " + role.replace("_", " "), "dim")
+        return text
+
+    tree = Tree(label(root), guide_style="dim")
+    seen = {root}
+    frontier = [(root, tree)]
+    while frontier:
+        service, node = frontier.pop(0)
+        for caller in sorted(set(callers.get(service, []))):
+            if caller in seen:
+                continue
+            seen.add(caller)
+            frontier.append((caller, node.add(label(caller))))
+    rest = [s.service for s in r.affected_services if s.service not in seen]
+    if rest:
+        also = tree.add(Text("also affected", "dim"))
+        for s in rest:
+            also.add(label(s))
+    return tree
+
+
+def alert_view(a: Alert) -> RenderableType:
+    """One alert as a rich panel: header, summary, graph tree, evidence, what to do, cost."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    r, p = a.report, a.provenance
+    resolved = a.status == "resolved"
+    style = SEVERITY_STYLE["resolved" if resolved else r.severity]
+    head = Text.assemble(
+        (f" {'RESOLVED' if resolved else r.severity.upper()} ", style),
+        " ",
+        (r.title, "bold"),
+    )
+    span = (
+        f"{r.first_seen:%Y-%m-%d %H:%M:%S} .. {r.last_seen:%H:%M:%S}"
+        if r.first_seen and r.last_seen
+        else "time unknown"
+    )
+    meta = Text(
+        f"{a.status} · rev {a.revision} · scope {r.scope} · {span} · {a.fingerprint}", "dim"
+    )
+    parts: list[RenderableType] = [head, meta, Text(r.summary)]
+    for c in r.root_causes[:3]:
+        parts.append(
+            Text.from_markup(
+                f"[bold]root cause[/] {escape(c.service)} ({c.confidence:.0%}): "
+                f"{escape(c.description[:200])}"
+            )
+        )
+    parts.append(service_tree(a))
+    if a.evidence:
+        table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
+        table.add_column("evidence", style="cyan", no_wrap=True)
+        table.add_column("template")
+        for tid, template in list(a.evidence.items())[:6]:
+            table.add_row(tid, template[:120])
+        parts.append(table)
+    for rec in r.recommendations[:4]:
+        parts.append(Text.from_markup(f"[green]→[/] {escape(rec)}"))
+    tokens = f"{p.prompt_tokens}+{p.completion_tokens} tokens" if p.prompt_tokens else ""
+    cost = f"${p.cost_usd:.4f}" if p.cost_usd else ""
+    model = p.llm_model or ""
+    footer = " · ".join(x for x in (f"analysis {p.analysis}", model, tokens, cost) if x)
+    if p.error:
+        footer += f" · {p.error}"
+    parts.append(Text(footer, "dim"))
+    return Panel(Group(*parts), border_style=_BORDER["resolved" if resolved else r.severity])

@@ -1,0 +1,81 @@
+"""The terminal view of an alert: severity, status, the service graph as a tree from the root
+cause (callers under the service they call), evidence, recommendations, tokens and cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+from rich.console import Console
+
+from sluice.models.analyst import GraphEdge, Provenance
+from sluice.stream.cli import cli
+from sluice.stream.records import Alert
+from sluice.stream.render import alert_view, render_alert, service_tree
+from tests.sink_servers import alert
+
+
+def _text(renderable: object, width: int = 100) -> str:
+    console = Console(record=True, width=width, color_system=None)
+    console.print(renderable)
+    return console.export_text()
+
+
+def _with_graph(a: Alert) -> Alert:
+    edges = [
+        GraphEdge(source="checkout", target="payment-service", evidence="T2"),
+        GraphEdge(source="frontend", target="checkout", evidence="T3"),
+        GraphEdge(source="payment-service", target="checkout", evidence="cycle"),
+    ]
+    report = a.report.model_copy(update={"service_graph": edges})
+    cost = Provenance(analysis="llm", filter_version="v1", llm_model="gpt-4o-mini",
+                      prompt_tokens=1200, completion_tokens=300, cost_usd=0.0009)  # fmt: skip
+    return a.model_copy(update={"report": report, "provenance": cost})
+
+
+def test_the_tree_starts_at_the_root_cause_and_nests_the_callers() -> None:
+    lines = _text(service_tree(_with_graph(alert()))).splitlines()
+    assert lines[0] == "payment-service root cause"
+    assert lines[1].endswith("checkout impacted")
+    assert lines[2].endswith("frontend") and lines[2].index("frontend") > lines[1].index("check")
+    assert len(lines) == 3  # the cycle back to payment-service is shown once
+
+
+def test_services_the_graph_does_not_reach_are_also_affected() -> None:
+    text = _text(service_tree(alert()))  # no edges at all
+    assert text.splitlines()[0] == "payment-service root cause"
+    assert "also affected" in text and "checkout impacted" in text
+
+
+def test_the_view_shows_severity_status_evidence_what_to_do_and_cost() -> None:
+    text = _text(alert_view(_with_graph(alert(1))))
+    assert " HIGH  payment-service refuses connections" in text
+    assert "firing · rev 1 · scope shop" in text
+    assert "root cause payment-service (80%): refused" in text
+    assert "T1" in text and "connection refused" in text
+    assert "→ restart payment-service" in text
+    assert "analysis llm · gpt-4o-mini · 1200+300 tokens · $0.0009" in text
+    resolved = _text(alert_view(alert(2, "resolved")))
+    assert " RESOLVED  payment-service refuses connections" in resolved
+
+
+def test_log_text_is_shown_as_text_not_markup() -> None:
+    a = alert()
+    evil = a.report.model_copy(update={"summary": "[bold red]not markup[/] [/]"})
+    text = _text(alert_view(a.model_copy(update={"report": evil})))
+    assert "[bold red]not markup[/] [/]" in text
+
+
+def test_plain_text_stays_for_pipes_and_logs() -> None:
+    assert render_alert(alert()).startswith("!!  [HIGH] payment-service refuses connections")
+
+
+def test_scan_saves_the_terminal_view_as_svg_without_web_fonts(tmp_path: Path) -> None:
+    out = tmp_path / "view.svg"
+    result = CliRunner().invoke(cli, ["scan", "--demo", "--no-metrics", "--svg", str(out)])
+    assert result.exit_code == 0, result.output
+    svg = out.read_text()
+    assert svg.startswith("<svg") and "ts-contacts-service" in svg
+    assert "http" not in svg.replace("http://www.w3.org/2000/svg", "").replace(
+        "https://www.textualize.io", ""
+    )  # no web font: nothing is fetched when the picture is viewed
