@@ -35,12 +35,16 @@ def sink_list(settings: Settings) -> None:
 @click.pass_obj
 def sink_run(settings: Settings, name: SinkName) -> None:
     """Deliver every alert revision to sink NAME until stopped (SIGTERM, Ctrl-C)."""
+    from aiokafka.errors import KafkaError
+
     from sluice.stream.sinks import SinkError
 
     try:
         asyncio.run(_run(settings, name))
     except SinkError as exc:
         raise click.ClickException(str(exc)) from None
+    except KafkaError as exc:  # the uncommitted record is delivered again at the next start
+        raise click.ClickException(f"sink {name}: Kafka failed: {exc!r}") from None
 
 
 async def _run(settings: Settings, name: SinkName) -> None:

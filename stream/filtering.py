@@ -194,9 +194,9 @@ BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 class StageCounters:
     """Running totals of the filter stage, read by `/metrics` and by `sluice scan`'s summary.
 
-    Every record read is counted once: `consumed` = `events` (parsed) + `dead`, and
-    `events` = `flagged` + `audited` + unflagged (+ forwarded events dead-lettered when their
-    suspect record could not be built, counted in `dead` by kind too).
+    Every record read is counted once: `consumed` = `events` + `dead`, and `events` =
+    `flagged` + unflagged, audit samples among the unflagged. A parsed event whose suspect
+    record cannot be built is a dead letter, not an event.
     """
 
     batches: int = 0
