@@ -99,6 +99,12 @@ class PipelineSettings(BaseModel):
     alert_time: Literal["wall", "event"] = Field(
         "wall", description="generated_at of alerts: the wall clock, or the window's end (fixed)"
     )
+    resolve_after_s: float = Field(
+        900.0,
+        gt=0,
+        description="a firing alert that no window has raised again for this long (wall clock) "
+        "is resolved; an `info` window of its scope resolves it sooner",
+    )
     degraded_retries: int = Field(
         8,
         ge=0,

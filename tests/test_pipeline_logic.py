@@ -275,6 +275,37 @@ def test_alert_revisions_and_resolution() -> None:
     asyncio.run(go())
 
 
+def test_a_firing_alert_resolves_after_the_quiet_period_unless_raised_again() -> None:
+    """A scope that goes quiet sends no `info` window: the alert resolves `resolve_after_s`
+    after the last window that raised it, and each new revision starts the period again."""
+
+    async def go() -> None:
+        wall = [1000.0]
+        cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, resolve_after_s=300)
+        state = AnalysisState(cfg, MemoryStore(), lambda: wall[0])
+        state.add("s", [s for i in range(12) for s in _window_events(i)])
+        state.close_all("s")
+        (a1,), _ = await _analyse_all(state, "s")
+        wall[0] += 299
+        assert state.publish("s").alerts == []  # not quiet long enough
+        state.add("s", [s for i in range(60, 72) for s in _window_events(i)])
+        state.close_all("s")
+        (a2,), _ = await _analyse_all(state, "s")  # raised again at 1299: a new period
+        assert (a2.status, a2.revision) == ("firing", 2)
+        wall[0] += 299
+        assert state.publish("s").alerts == []
+        wall[0] += 1
+        (done,) = state.publish("s").alerts
+        assert (done.fingerprint, done.status, done.revision) == (a1.fingerprint, "resolved", 3)
+        assert done.generated_at == datetime.fromtimestamp(1599, UTC)
+        assert done.report == a2.report  # the last revision's report, resolved
+        assert state.publish("s").alerts == []  # once
+        assert state.scope_state("s").firing == {}
+        assert sum(state.counters.alerts.values()) == 3  # two revisions and the resolution
+
+    asyncio.run(go())
+
+
 def test_results_publish_in_window_order_whatever_order_they_finish_in() -> None:
     async def go() -> None:
         cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, alert_time="event")

@@ -183,6 +183,7 @@ class ScopeState(BaseModel):
     next_chunk: int = 0
     revisions: dict[str, int] = Field(default_factory=dict)
     firing: dict[str, str] = Field(default_factory=dict)  # fingerprint -> Alert JSON
+    firing_at: dict[str, float] = Field(default_factory=dict)  # fingerprint -> wall time raised
     touched: float = 0.0
 
 
@@ -526,7 +527,8 @@ class AnalysisState:
         return ClosedWindow(scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions)
 
     def publish(self, scope: str) -> Published:
-        """Publish the finished analyses at the head of the queue, in sequence order."""
+        """Publish the finished analyses at the head of the queue, in sequence order, and
+        resolve the alerts no window has raised for `resolve_after_s`."""
         st = self.scope_state(scope)
         out = Published()
         while st.pending and (st.pending[0].result is not None or st.pending[0].given_up):
@@ -564,6 +566,7 @@ class AnalysisState:
                 out.outcomes += outcomes
                 out.windows += 1
                 self._drop_chunks(p.chunks)
+        out.alerts += self._resolve_quiet(st)  # after the revisions that keep alerts firing
         self._save(scope, st)
         return out
 
@@ -582,27 +585,13 @@ class AnalysisState:
     def _alerts(self, st: ScopeState, scope: str, analysis: Analysis, now: datetime) -> list[Alert]:
         """New or revised alerts; an `info` window resolves what was firing in the scope."""
 
-        def revision(fp: str) -> int:
-            n = st.revisions[fp] = st.revisions.pop(fp, 0) + 1  # most recent last
-            stale = [k for k in st.revisions if k not in st.firing and k != fp]
-            for k in stale[: max(0, len(st.revisions) - _MAX_REVISIONS_PER_SCOPE)]:
-                del st.revisions[k]  # the least recently revised, never a firing alert
-            return n
-
         report = analysis.report
         if report.severity == "info":
-            resolved = [
-                Alert.model_validate_json(a).model_copy(
-                    update={"status": "resolved", "generated_at": now, "revision": revision(fp)}
-                )
-                for fp, a in st.firing.items()
-            ]
-            st.firing.clear()
-            return resolved
+            return self._resolve(st, list(st.firing), now)
         fp = report.fingerprint()
         alert = Alert(
             fingerprint=fp,
-            revision=revision(fp),
+            revision=self._next_revision(st, fp),
             status="firing",
             report=report,
             provenance=analysis.provenance,
@@ -610,7 +599,37 @@ class AnalysisState:
             generated_at=now,
         )
         st.firing[fp] = alert.model_dump_json()
+        st.firing_at[fp] = self._wall()
         return [alert]
+
+    @staticmethod
+    def _next_revision(st: ScopeState, fp: str) -> int:
+        n = st.revisions[fp] = st.revisions.pop(fp, 0) + 1  # most recent last
+        stale = [k for k in st.revisions if k not in st.firing and k != fp]
+        for k in stale[: max(0, len(st.revisions) - _MAX_REVISIONS_PER_SCOPE)]:
+            del st.revisions[k]  # the least recently revised, never a firing alert
+        return n
+
+    def _resolve(self, st: ScopeState, fingerprints: list[str], now: datetime) -> list[Alert]:
+        """Resolved revisions of firing alerts, which stop firing."""
+        resolved = []
+        for fp in fingerprints:
+            update = {"status": "resolved", "generated_at": now,
+                      "revision": self._next_revision(st, fp)}  # fmt: skip
+            resolved.append(Alert.model_validate_json(st.firing.pop(fp)).model_copy(update=update))
+            st.firing_at.pop(fp, None)
+        return resolved
+
+    def _resolve_quiet(self, st: ScopeState) -> list[Alert]:
+        """Resolve the alerts no window has raised for `resolve_after_s` (a scope that went
+        quiet sends no `info` window to resolve them)."""
+        wall = self._wall()
+        for fp in st.firing:
+            st.firing_at.setdefault(fp, wall)  # state from before the quiet period was kept
+        quiet = [fp for fp in st.firing if wall - st.firing_at[fp] >= self.cfg.resolve_after_s]
+        resolved = self._resolve(st, quiet, datetime.fromtimestamp(wall, UTC))
+        self.counters.alerts.update(a.report.severity for a in resolved)
+        return resolved
 
 
 def _labels(
