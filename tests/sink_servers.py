@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+from pydantic import SecretStr
 
 from sluice.models.analyst import AffectedService, IncidentReport, Provenance, RootCause
+from sluice.stream import Settings
 from sluice.stream.records import Alert
+from sluice.stream.sinks import SinkRunner, create_sink
 
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
 
@@ -76,3 +82,47 @@ class Receiver:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _pointed_at(settings: Settings, bases: dict[str, str]) -> Settings:
+    """The settings with each named sink's endpoint on its local receiver."""
+    urls = {
+        "slack": {"slack_webhook_url": SecretStr(bases.get("slack", "") + "/services/T0/SECRET")},
+        "pagerduty": {"pagerduty_url": bases.get("pagerduty", "") + "/v2/enqueue"},
+        "alertmanager": {"alertmanager_url": bases.get("alertmanager", "")},
+        "webhook": {"webhook_url": SecretStr(bases.get("webhook", "") + "/hook")},
+    }
+    update = {k: v for name in bases for k, v in urls[name].items()}
+    return settings.model_copy(update={"sinks": settings.sinks.model_copy(update=update)})
+
+
+async def run_sinks(
+    settings: Settings,
+    receivers: dict[str, Receiver],
+    done: Callable[[list[SinkRunner]], bool],
+    timeout: float,
+) -> list[SinkRunner]:
+    """One SinkRunner per named receiver (real consumers of the alerts topic) until `done`."""
+    bases = {name: await r.start() for name, r in receivers.items()}
+    run_settings = _pointed_at(settings, bases)
+    try:
+        async with aiohttp.ClientSession() as session:
+            runners = [
+                SinkRunner(run_settings, create_sink(name, run_settings.sinks, session))  # type: ignore[arg-type]
+                for name in receivers
+            ]
+            tasks = [asyncio.ensure_future(r.run()) for r in runners]
+            try:
+                async with asyncio.timeout(timeout):
+                    while not done(runners):
+                        failed = [t for t in tasks if t.done()]
+                        assert not failed, [t.exception() for t in failed]
+                        await asyncio.sleep(0.2)
+            finally:
+                for r in runners:
+                    r.stop()
+                await asyncio.gather(*tasks)
+    finally:
+        for r in receivers.values():
+            await r.stop()
+    return runners

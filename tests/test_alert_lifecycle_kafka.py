@@ -12,12 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
-from pydantic import SecretStr
 
 from sluice.stream.records import Alert
-from sluice.stream.sinks import SinkRunner, create_sink
 from tests.kafka_helpers import (
     produce,
     read_until,
@@ -26,7 +23,7 @@ from tests.kafka_helpers import (
     sluice,
     worker_env,
 )
-from tests.sink_servers import Receiver
+from tests.sink_servers import Receiver, run_sinks
 
 pytestmark = pytest.mark.integration
 
@@ -85,34 +82,14 @@ def test_a_fault_replay_fires_one_alert_resolves_it_and_every_sink_gets_each_rev
         # 180 s: the first test on a freshly started broker waits for its group coordinator
         values = read_until(kafka_bootstrap, settings.topics.alerts, resolved, 180, log)
 
-        async def deliver() -> None:
-            bases = {n: await r.start() for n, r in receivers.items()}
-            cfg = settings.sinks.model_copy(
-                update={
-                    "pagerduty_url": bases["pagerduty"] + "/v2/enqueue",
-                    "webhook_url": SecretStr(bases["webhook"] + "/hook"),
-                }
+        asyncio.run(
+            run_sinks(
+                settings,
+                receivers,
+                lambda _rs: all(len(r.accepted) >= len(values) for r in receivers.values()),
+                60,
             )
-            run_settings = settings.model_copy(update={"sinks": cfg})
-            async with aiohttp.ClientSession() as session:
-                runners = [
-                    SinkRunner(run_settings, create_sink(n, cfg, session))  # type: ignore[arg-type]
-                    for n in receivers
-                ]
-                tasks = [asyncio.ensure_future(r.run()) for r in runners]
-                try:
-                    async with asyncio.timeout(60):
-                        while any(len(r.accepted) < len(values) for r in receivers.values()):
-                            await asyncio.sleep(0.2)
-                    await asyncio.sleep(1)  # nothing more comes
-                finally:
-                    for r in runners:
-                        r.stop()
-                    await asyncio.gather(*tasks)
-            for r in receivers.values():
-                await r.stop()
-
-        asyncio.run(deliver())
+        )
 
     alerts = [Alert.model_validate_json(v) for v in values]
     assert len({a.fingerprint for a in alerts}) == 1, [a.report.title for a in alerts]

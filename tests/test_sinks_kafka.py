@@ -12,14 +12,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 from kafka import KafkaAdminClient, TopicPartition
-from pydantic import SecretStr
 
 from sluice.stream import Settings
 from sluice.stream.records import DeadLetter
-from sluice.stream.sinks import SinkRunner, create_sink, sink_group, verify_signature
+from sluice.stream.sinks import sink_group, verify_signature
 from tests.kafka_helpers import (
     committed_offsets,
     produce,
@@ -28,7 +26,7 @@ from tests.kafka_helpers import (
     sluice,
     worker_env,
 )
-from tests.sink_servers import Receiver, alert
+from tests.sink_servers import Receiver, alert, run_sinks
 
 pytestmark = pytest.mark.integration
 
@@ -54,19 +52,6 @@ def sink_env(
     return env, settings_of(env, monkeypatch)
 
 
-async def _run_until(runners: list[SinkRunner], done: Callable[[], bool], timeout: float) -> None:
-    tasks = [asyncio.ensure_future(r.run()) for r in runners]
-    try:
-        async with asyncio.timeout(timeout):
-            while not done():
-                assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
-                await asyncio.sleep(0.2)
-    finally:
-        for r in runners:
-            r.stop()
-        await asyncio.gather(*tasks)
-
-
 def test_every_sink_delivers_each_revision_once_through_three_failures(
     kafka_bootstrap: str, sink_env: tuple[dict[str, str], Settings]
 ) -> None:
@@ -78,35 +63,17 @@ def test_every_sink_delivers_each_revision_once_through_three_failures(
     names = ("slack", "pagerduty", "alertmanager", "webhook")
     receivers = {n: Receiver(fail_first=3, fail_status=503) for n in names}
 
-    async def go() -> list[SinkRunner]:
-        bases = {n: await r.start() for n, r in receivers.items()}
-        cfg = settings.sinks.model_copy(
-            update={
-                "slack_webhook_url": SecretStr(bases["slack"] + "/services/T0/B0/SECRET"),
-                "pagerduty_url": bases["pagerduty"] + "/v2/enqueue",
-                "alertmanager_url": bases["alertmanager"],
-                "webhook_url": SecretStr(bases["webhook"] + "/hook"),
-            }
+    runners = asyncio.run(
+        run_sinks(
+            settings,
+            receivers,
+            lambda rs: (
+                all(len(r.accepted) == 3 for r in receivers.values())
+                and all(r.dead == 1 for r in rs)
+            ),
+            60,
         )
-        run_settings = settings.model_copy(update={"sinks": cfg})
-        async with aiohttp.ClientSession() as session:
-            runners = [
-                SinkRunner(run_settings, create_sink(n, cfg, session))  # type: ignore[arg-type]
-                for n in names
-            ]
-            await _run_until(
-                runners,
-                lambda: (
-                    all(len(r.accepted) == 3 for r in receivers.values())
-                    and all(r.dead == 1 for r in runners)
-                ),
-                60,
-            )
-        for r in receivers.values():
-            await r.stop()
-        return runners
-
-    runners = asyncio.run(go())
+    )
     for name, r in receivers.items():
         assert len(r.requests) == 6, name  # 3 refused, then each revision once
         assert len(r.accepted) == 3, name
@@ -155,18 +122,9 @@ def test_a_refusing_receiver_dead_letters_at_once_and_the_sink_goes_on(
     produce(kafka_bootstrap, settings.topics.alerts, [a.to_bytes() for a in REVISIONS[:2]])
     receiver = Receiver(fail_first=1, fail_status=400)
 
-    async def go() -> SinkRunner:
-        base = await receiver.start()
-        cfg = settings.sinks.model_copy(update={"webhook_url": SecretStr(base + "/hook")})
-        async with aiohttp.ClientSession() as session:
-            runner = SinkRunner(
-                settings.model_copy(update={"sinks": cfg}), create_sink("webhook", cfg, session)
-            )
-            await _run_until([runner], lambda: len(receiver.accepted) == 1, 30)
-        await receiver.stop()
-        return runner
-
-    runner = asyncio.run(go())
+    (runner,) = asyncio.run(
+        run_sinks(settings, {"webhook": receiver}, lambda _rs: len(receiver.accepted) == 1, 30)
+    )
     assert (runner.delivered, runner.retries, runner.dead) == (1, 0, 1)
     assert json.loads(receiver.accepted[0][2])["revision"] == 1
     (letter,) = read_until(kafka_bootstrap, settings.topics.deadletter, lambda v: len(v) >= 1, 30)
