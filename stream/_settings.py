@@ -230,7 +230,9 @@ class SinkSettings(BaseModel):
         }
         needed = {"slack": "SLACK_WEBHOOK_URL", "pagerduty": "PAGERDUTY_ROUTING_KEY",
                   "alertmanager": "ALERTMANAGER_URL", "webhook": "WEBHOOK_URL"}  # fmt: skip
-        return "" if required[name] else f"SLUICE_SINKS__{needed[name]}"
+        value = required[name]
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        return "" if text else f"SLUICE_SINKS__{needed[name]}"  # empty counts as unset
 
     def configured(self) -> list[SinkName]:
         return [n for n in SINK_NAMES if not self.missing(n)]

@@ -167,3 +167,11 @@ def test_a_sink_without_its_settings_names_the_variable() -> None:
 
     with pytest.raises(SinkError, match="SLUICE_SINKS__PAGERDUTY_ROUTING_KEY"):
         asyncio.run(go())
+
+
+def test_an_empty_secret_counts_as_unset() -> None:
+    """Compose and Kubernetes pass unset variables as empty strings: not a configured sink."""
+    cfg = SinkSettings(slack_webhook_url=SecretStr(""), alertmanager_url="")
+    assert cfg.missing("slack") == "SLUICE_SINKS__SLACK_WEBHOOK_URL"
+    assert cfg.missing("alertmanager") == "SLUICE_SINKS__ALERTMANAGER_URL"
+    assert SinkSettings(webhook_url=SecretStr("http://x/y")).configured() == ["webhook"]
