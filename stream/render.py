@@ -1,6 +1,6 @@
-"""Alerts for people: plain text (`render_alert`, for logs and pipes) and the rich terminal
-view (`alert_view`, for `sluice alerts` and `sluice scan`): severity colours, status, the
-service graph as a tree from the root cause, evidence, recommendations, tokens and cost."""
+"""Alerts for people: the rich terminal view of `sluice alerts` and `sluice scan` (severity
+colours, status, the service graph as a tree from the root cause, evidence, recommendations,
+tokens and cost). Rich drops the colours itself when the output is not a terminal."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.tree import Tree
 
-__all__ = ["SEVERITY_STYLE", "alert_view", "render_alert", "service_tree"]
+__all__ = ["SEVERITY_STYLE", "alert_view", "service_tree"]
 
-_MARK = {"critical": "!!!", "high": "!! ", "warning": "!  ", "info": "   "}
 #: Rich styles per severity (and for a resolved alert, whatever its severity).
 SEVERITY_STYLE = {
     "critical": "bold white on red",
@@ -25,41 +24,6 @@ SEVERITY_STYLE = {
 }
 _BORDER = {"critical": "red", "high": "red", "warning": "yellow", "info": "cyan",
            "resolved": "green"}  # fmt: skip
-
-
-def render_alert(a: Alert) -> str:
-    r, p = a.report, a.provenance
-    span = (
-        f"{r.first_seen:%Y-%m-%d %H:%M:%S} .. {r.last_seen:%H:%M:%S}"
-        if r.first_seen and r.last_seen
-        else "?"
-    )
-    lines = [
-        f"{_MARK[r.severity]} [{r.severity.upper()}] {r.title}",
-        f"    {a.status} · fingerprint {a.fingerprint} rev {a.revision} · scope {r.scope} · {span}",
-        f"    {r.summary}",
-    ]
-    for c in r.root_causes:
-        lines.append(
-            f"    probable root cause: {c.service} ({c.confidence:.0%}) — {c.description[:160]}"
-        )
-    if r.affected_services:
-        lines.append(
-            "    affected: " + ", ".join(f"{s.service} ({s.role})" for s in r.affected_services[:8])
-        )
-    if r.service_graph:
-        lines.append(
-            "    calls: " + ", ".join(f"{e.source} -> {e.target}" for e in r.service_graph[:8])
-        )
-    for rec in r.recommendations[:4]:
-        lines.append(f"    do: {rec}")
-    cost = f", ${p.cost_usd:.4f}" if p.cost_usd else ""
-    lines.append(
-        f"    analysis: {p.analysis}"
-        + (f" ({p.llm_model}{cost})" if p.llm_model else "")
-        + (f" — {p.error}" if p.error else "")
-    )
-    return "\n".join(lines)
 
 
 def service_tree(a: Alert) -> Tree:

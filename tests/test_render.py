@@ -11,7 +11,7 @@ from rich.console import Console
 from sluice.models.analyst import GraphEdge, Provenance
 from sluice.stream.cli import cli
 from sluice.stream.records import Alert
-from sluice.stream.render import alert_view, render_alert, service_tree
+from sluice.stream.render import alert_view, service_tree
 from tests.sink_servers import alert
 
 
@@ -64,10 +64,6 @@ def test_log_text_is_shown_as_text_not_markup() -> None:
     evil = a.report.model_copy(update={"summary": "[bold red]not markup[/] [/]"})
     text = _text(alert_view(a.model_copy(update={"report": evil})))
     assert "[bold red]not markup[/] [/]" in text
-
-
-def test_plain_text_stays_for_pipes_and_logs() -> None:
-    assert render_alert(alert()).startswith("!!  [HIGH] payment-service refuses connections")
 
 
 def test_scan_saves_the_terminal_view_as_svg_without_web_fonts(tmp_path: Path) -> None:

@@ -542,10 +542,8 @@ class AnalysisState:
                 continue
             analysis = Analysis.model_validate_json(p.result)
             now = p.end if self.cfg.alert_time == "event" else (p.done_at or p.end)
-            alerts = self._alerts(st, scope, analysis, now)
-            out.alerts += alerts
+            out.alerts += self._alerts(st, scope, analysis, now)
             self.counters.windows_analysed[analysis.provenance.analysis] += 1
-            self.counters.alerts.update(a.report.severity for a in alerts)
             degraded = analysis.provenance.analysis == "degraded"
             if degraded and p.attempt < self.cfg.degraded_retries:
                 st.pending.append(  # analyse again later; its feedback waits for a real answer
@@ -567,6 +565,7 @@ class AnalysisState:
                 out.windows += 1
                 self._drop_chunks(p.chunks)
         out.alerts += self._resolve_quiet(st)  # after the revisions that keep alerts firing
+        self.counters.alerts.update(a.report.severity for a in out.alerts)
         self._save(scope, st)
         return out
 
@@ -627,9 +626,7 @@ class AnalysisState:
         for fp in st.firing:
             st.firing_at.setdefault(fp, wall)  # state from before the quiet period was kept
         quiet = [fp for fp in st.firing if wall - st.firing_at[fp] >= self.cfg.resolve_after_s]
-        resolved = self._resolve(st, quiet, datetime.fromtimestamp(wall, UTC))
-        self.counters.alerts.update(a.report.severity for a in resolved)
-        return resolved
+        return self._resolve(st, quiet, datetime.fromtimestamp(wall, UTC))
 
 
 def _labels(
