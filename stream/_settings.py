@@ -75,6 +75,7 @@ class TopicNames(BaseModel):
     outcomes: str = "outcomes"
     models: str = "models"
     deadletter: str = "deadletter"
+    controls: str = "controls"
 
 
 class PipelineSettings(BaseModel):

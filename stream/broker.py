@@ -140,6 +140,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(t.outcomes, k.partitions, retention),
         # Models are ~1 MB and larger: the topic and its producer allow 16 MiB records.
         TopicSpec(t.models, 1, compacted),
+        # Acks and silences: few, small, read whole by every worker and sink.
+        TopicSpec(t.controls, 1, compacted),
         TopicSpec(state_changelog_topic(settings), k.partitions, compacted),
     ]
 

@@ -11,12 +11,13 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import click
 from pydantic import ValidationError
 
 from sluice.models.filter._cli import model as model_group
+from sluice.stream._cli_controls import ack, controls, silence
 from sluice.stream._cli_loop import (
     label,
     model_list,
@@ -35,6 +36,7 @@ from sluice.stream.broker import (
     unreachable,
 )
 from sluice.stream.logs import install_repeat_filter
+from sluice.stream.records import RecordName
 from sluice.stream.sources import Record
 
 __all__ = ["DEMO_FILE", "cli", "main"]
@@ -387,12 +389,7 @@ def alerts(
 
 
 @cli.command()
-@click.argument(
-    "record",
-    type=click.Choice(
-        ["alert", "feedback", "outcome", "event", "suspect", "suspects", "deadletter"]
-    ),
-)
+@click.argument("record", type=click.Choice(get_args(RecordName)))
 def schema(record: str) -> None:
     """Print the JSON Schema of a wire record."""
     from sluice.stream.records import record_schema
@@ -425,6 +422,9 @@ def topics_describe(settings: Settings) -> None:
 
 
 cli.add_command(sink_group_cli)
+cli.add_command(ack)
+cli.add_command(silence)
+cli.add_command(controls)
 cli.add_command(model_group)
 cli.add_command(retrain)
 cli.add_command(label)

@@ -16,18 +16,23 @@ __all__ = [
     "EARLIEST_EVENT_TIME",
     "LATEST_EVENT_TIME",
     "SCHEMA_VERSION",
+    "Ack",
+    "Acknowledgement",
     "Alert",
     "Analysed",
+    "ControlRecord",
     "DeadLetter",
     "Event",
     "Feedback",
     "Outcome",
     "RecordName",
+    "Silence",
     "Suspect",
     "SuspectBatch",
     "SuspectsRecord",
     "Tick",
     "dead_letter_kind",
+    "parse_control_record",
     "parse_suspects_record",
     "record_schema",
 ]
@@ -116,6 +121,16 @@ def parse_suspects_record(raw: bytes) -> SuspectBatch | Tick | Analysed:
     return _SUSPECTS_ADAPTER.validate_json(raw)
 
 
+class Acknowledgement(BaseModel):
+    """Who took an alert on, when, and what they said (`sluice ack`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    by: str
+    at: datetime
+    note: str | None = None
+
+
 class Alert(_Record):
     fingerprint: str
     revision: int
@@ -124,6 +139,59 @@ class Alert(_Record):
     provenance: Provenance
     evidence: dict[str, str] = Field(description="template id -> template")
     generated_at: datetime
+    acknowledged: Acknowledgement | None = Field(
+        None, description="set once someone acknowledged this firing episode (`sluice ack`)"
+    )
+    silenced_until: datetime | None = Field(
+        None, description="a silence covers the alert's scope or a service it names until then"
+    )
+
+    def services(self) -> set[str]:
+        """Every service the alert names: root causes, affected services, graph edges."""
+        r = self.report
+        named = {c.service for c in r.root_causes} | {s.service for s in r.affected_services}
+        return named | {e.source for e in r.service_graph} | {e.target for e in r.service_graph}
+
+
+class Ack(_Record):
+    """`sluice ack FINGERPRINT`: someone is on it. Applies to the alert's current firing
+    episode (one that started before `at`); a later episode of the same fingerprint pages again."""
+
+    kind: Literal["ack"] = "ack"
+    fingerprint: str = Field(min_length=1, max_length=200)
+    by: str = Field(max_length=200)
+    note: str | None = Field(None, max_length=2000)
+    at: datetime
+
+    def key(self) -> str:
+        return f"ack/{self.fingerprint}"
+
+
+class Silence(_Record):
+    """`sluice silence TARGET --for 2h`: no sink notifies about alerts whose scope is TARGET or
+    that name the service TARGET, until `until`. A silence with `until` <= `at` lifts one."""
+
+    kind: Literal["silence"] = "silence"
+    target: str = Field(min_length=1, max_length=200, description="a scope or a service")
+    until: datetime
+    by: str = Field(max_length=200)
+    note: str | None = Field(None, max_length=2000)
+    at: datetime
+
+    def key(self) -> str:
+        return f"silence/{self.target}"
+
+    def covers(self, a: Alert, now: datetime) -> bool:
+        return now < self.until and (self.target == a.report.scope or self.target in a.services())
+
+
+ControlRecord = Annotated[Ack | Silence, Field(discriminator="kind")]
+_CONTROL_ADAPTER: TypeAdapter[Ack | Silence] = TypeAdapter(ControlRecord)
+
+
+def parse_control_record(raw: bytes) -> Ack | Silence:
+    """A record of the controls topic; raises pydantic's ValidationError otherwise."""
+    return _CONTROL_ADAPTER.validate_json(raw)
 
 
 class Feedback(_Record):
@@ -242,7 +310,9 @@ def dead_letter_kind(reason: str) -> str:
     return next((kind for prefix, kind in _DEAD_LETTER_KINDS if reason.startswith(prefix)), "other")
 
 
-RecordName = Literal["event", "suspect", "suspects", "alert", "feedback", "outcome", "deadletter"]
+RecordName = Literal[
+    "event", "suspect", "suspects", "alert", "feedback", "outcome", "deadletter", "ack", "silence"
+]
 
 
 def record_schema(name: RecordName) -> dict[str, Any]:
@@ -255,5 +325,7 @@ def record_schema(name: RecordName) -> dict[str, Any]:
         "feedback": Feedback,
         "outcome": Outcome,
         "deadletter": DeadLetter,
+        "ack": Ack,
+        "silence": Silence,
     }
     return models[name].model_json_schema()

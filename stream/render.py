@@ -93,7 +93,13 @@ def alert_view(a: Alert) -> RenderableType:
     meta = Text(
         f"{a.status} · rev {a.revision} · scope {r.scope} · {span} · {a.fingerprint}", "dim"
     )
-    parts: list[RenderableType] = [head, meta, Text(r.summary)]
+    parts: list[RenderableType] = [head, meta]
+    if a.acknowledged and not resolved:
+        note = f": {a.acknowledged.note}" if a.acknowledged.note else ""
+        parts.append(Text(f"acknowledged by {a.acknowledged.by}{note}", "bold cyan"))
+    if a.silenced_until and not resolved:
+        parts.append(Text(f"silenced until {a.silenced_until:%Y-%m-%d %H:%M} UTC", "dim italic"))
+    parts.append(Text(r.summary))
     for c in r.root_causes[:3]:
         parts.append(
             Text.from_markup(

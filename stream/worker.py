@@ -2,7 +2,8 @@
 
 A model watcher reads the `models` topic beside them and hands every activation to the filter
 stage, which swaps models between batches (hot swap, no restart); an outcome watcher keeps the
-recall estimate of every model version; `/metrics` serves both on the web port.
+recall estimate of every model version; a controls watcher keeps the acks and silences that the
+analysis stage marks alerts with; `/metrics` serves both on the web port.
 
 The filter stage runs as a service of the Faust worker, on the same event loop: it shares the
 process's start, stop and logging with the analysis stage, and needs no second process per core.
@@ -60,6 +61,7 @@ def run_worker(settings: Settings) -> None:
 
     from sluice.models.analyst import create_analyst
     from sluice.stream.analysis import AnalysisCounters, create_app, open_windows
+    from sluice.stream.controls import ControlsWatcher
     from sluice.stream.filtering import FilterStage, build_filter
     from sluice.stream.logs import install_repeat_filter
     from sluice.stream.metrics import CONTENT_TYPE, OutcomeWatcher, PipelineMetrics, WorkerProbes
@@ -70,9 +72,10 @@ def run_worker(settings: Settings) -> None:
     stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)
     watcher = ModelWatcher(settings, lambda model, _act: stage.offer_model(model), ready)
     outcomes = OutcomeWatcher(settings, RecallTally())
+    controls = ControlsWatcher(settings)
     analyst = create_analyst(settings.llm)
     analysis = AnalysisCounters()
-    app = create_app(settings, analyst=analyst, counters=analysis)
+    app = create_app(settings, analyst=analyst, counters=analysis, controls=controls.controls)
     probes = WorkerProbes(stage, watcher, outcomes.tally, lambda: open_windows(app, settings))
     metrics = PipelineMetrics(stage.counters, analysis, analyst, probes)
     health = Health(stage, settings.worker.stall_timeout_s)
@@ -102,6 +105,7 @@ def run_worker(settings: Settings) -> None:
             self._watch_runs = (
                 self.add_future(self._watch("model watcher", watcher.run())),
                 self.add_future(self._watch("outcome watcher", outcomes.run())),
+                self.add_future(self._watch("controls watcher", controls.run())),
             )
             self._stage_run = self.add_future(self._consume())
 
@@ -123,6 +127,7 @@ def run_worker(settings: Settings) -> None:
             stage.stop()
             watcher.stop()
             outcomes.stop()
+            controls.stop()
             runs = [f for f in (self._stage_run, *self._watch_runs) if f is not None]
             if runs:
                 await asyncio.wait(runs, timeout=10)

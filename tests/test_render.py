@@ -59,6 +59,24 @@ def test_the_view_shows_severity_status_evidence_what_to_do_and_cost() -> None:
     assert " RESOLVED  payment-service refuses connections" in resolved
 
 
+def test_the_view_says_who_acknowledged_and_until_when_it_is_silenced() -> None:
+    from datetime import datetime
+
+    from sluice.stream.records import Acknowledgement
+
+    at = datetime.fromisoformat("2024-06-01T09:00:00+00:00")
+    marked = alert(3).model_copy(
+        update={
+            "acknowledged": Acknowledgement(by="ana", at=at, note="failing over"),
+            "silenced_until": at.replace(hour=11),
+        }
+    )
+    text = _text(alert_view(marked))
+    assert "acknowledged by ana: failing over" in text
+    assert "silenced until 2024-06-01 11:00 UTC" in text
+    assert "acknowledged" not in _text(alert_view(alert(3)))
+
+
 def test_log_text_is_shown_as_text_not_markup() -> None:
     a = alert()
     evil = a.report.model_copy(update={"summary": "[bold red]not markup[/] [/]"})

@@ -39,6 +39,7 @@ from sluice.stream.analysis._core import (
     bundle_of,
 )
 from sluice.stream.broker import ssl_context
+from sluice.stream.controls import Controls
 from sluice.stream.records import DeadLetter, SuspectBatch, Tick, parse_suspects_record
 
 __all__ = ["create_app"]
@@ -91,11 +92,12 @@ def create_app(
     *,
     analyst: Analyst | None = None,
     counters: AnalysisCounters | None = None,
+    controls: Controls | None = None,
 ) -> faust.App:
     """Build the analysis stage's Faust app from settings (agents run with concurrency 1).
 
     `counters`, when given, receives what each suspects record did once its effects are
-    committed (the worker's metrics)."""
+    committed (the worker's metrics); `controls`, the acks and silences alerts are marked with."""
     k, t, cfg = settings.kafka, settings.topics, settings.pipeline
     app = faust.App(
         _app_id(settings),
@@ -147,7 +149,7 @@ def create_app(
 
     async def handle(partition: int, offset: int, value: bytes) -> None:
         staged = StagedStore(_TableStore(table))
-        state = AnalysisState(cfg, staged, time.time, t.suspects, chunks)
+        state = AnalysisState(cfg, staged, time.time, t.suspects, chunks, controls)
         if state.applied(partition, offset):
             return  # replayed after a crash: its effects are in the restored state
         out = Published()

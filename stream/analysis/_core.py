@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from sluice.models.analyst import Analysis, Bundle, BundleEvent
 from sluice.models.filter import normalize_batch
 from sluice.stream._settings import PipelineSettings
+from sluice.stream.controls import Controls
 from sluice.stream.records import (
     EARLIEST_EVENT_TIME,
     LATEST_EVENT_TIME,
@@ -184,6 +185,7 @@ class ScopeState(BaseModel):
     revisions: dict[str, int] = Field(default_factory=dict)
     firing: dict[str, str] = Field(default_factory=dict)  # fingerprint -> Alert JSON
     firing_at: dict[str, float] = Field(default_factory=dict)  # fingerprint -> wall time raised
+    firing_since: dict[str, float] = Field(default_factory=dict)  # fingerprint -> episode start
     touched: float = 0.0
 
 
@@ -290,8 +292,10 @@ class AnalysisState:
         wall: Callable[[], float],
         suspects_topic: str = "suspects",
         cache: ChunkCache | None = None,
+        controls: Controls | None = None,
     ) -> None:
         self.cfg = cfg
+        self._controls = controls
         self.store = store
         self._cache = cache if cache is not None else ChunkCache()
         self._wall = wall
@@ -565,6 +569,7 @@ class AnalysisState:
                 out.windows += 1
                 self._drop_chunks(p.chunks)
         out.alerts += self._resolve_quiet(st)  # after the revisions that keep alerts firing
+        out.alerts += self._remark(st)
         self.counters.alerts.update(a.report.severity for a in out.alerts)
         self._save(scope, st)
         return out
@@ -588,6 +593,8 @@ class AnalysisState:
         if report.severity == "info":
             return self._resolve(st, list(st.firing), now)
         fp = report.fingerprint()
+        if fp not in st.firing:
+            st.firing_since[fp] = self._wall()
         alert = Alert(
             fingerprint=fp,
             revision=self._next_revision(st, fp),
@@ -597,6 +604,7 @@ class AnalysisState:
             evidence=analysis.templates,
             generated_at=now,
         )
+        alert = self._marked(st, alert)
         st.firing[fp] = alert.model_dump_json()
         st.firing_at[fp] = self._wall()
         return [alert]
@@ -617,6 +625,7 @@ class AnalysisState:
                       "revision": self._next_revision(st, fp)}  # fmt: skip
             resolved.append(Alert.model_validate_json(st.firing.pop(fp)).model_copy(update=update))
             st.firing_at.pop(fp, None)
+            st.firing_since.pop(fp, None)
         return resolved
 
     def _resolve_quiet(self, st: ScopeState) -> list[Alert]:
@@ -627,6 +636,35 @@ class AnalysisState:
             st.firing_at.setdefault(fp, wall)  # state from before the quiet period was kept
         quiet = [fp for fp in st.firing if wall - st.firing_at[fp] >= self.cfg.resolve_after_s]
         return self._resolve(st, quiet, datetime.fromtimestamp(wall, UTC))
+
+    def _marked(self, st: ScopeState, a: Alert) -> Alert:
+        """The alert with what people said about it: its episode's ack, a silence over it."""
+        if self._controls is None:
+            return a
+        wall = self._wall()
+        since = datetime.fromtimestamp(st.firing_since.get(a.fingerprint, wall), UTC)
+        silence = self._controls.silence(a, datetime.fromtimestamp(wall, UTC))
+        update = {
+            "acknowledged": self._controls.acknowledgement(a.fingerprint, since),
+            "silenced_until": silence.until if silence else None,
+        }
+        return a.model_copy(update=update)
+
+    def _remark(self, st: ScopeState) -> list[Alert]:
+        """A new revision of each firing alert that was acknowledged, silenced or unsilenced
+        since it was published: every sink and view hears of it. (Not a raise: the quiet
+        period still counts from the last window that raised it.)"""
+        out = []
+        for fp, raw in st.firing.items():
+            a = Alert.model_validate_json(raw)
+            m = self._marked(st, a)
+            if (m.acknowledged, m.silenced_until) == (a.acknowledged, a.silenced_until):
+                continue
+            now = datetime.fromtimestamp(self._wall(), UTC)
+            m = m.model_copy(update={"revision": self._next_revision(st, fp), "generated_at": now})
+            st.firing[fp] = m.model_dump_json()
+            out.append(m)
+        return out
 
 
 def _labels(

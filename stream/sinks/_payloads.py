@@ -59,6 +59,10 @@ def slack_message(a: Alert) -> dict[str, Any]:
     if r.affected_services:
         affected = ", ".join(f"{s.service} ({s.role})" for s in r.affected_services[:10])
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": affected}]})
+    if a.acknowledged and firing:
+        ack = f":eyes: Acknowledged by {a.acknowledged.by}"
+        ack += f": {a.acknowledged.note}" if a.acknowledged.note else ""
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": ack[:2900]}]})
     if r.recommendations and firing:
         todo = "\n".join(f"• {x}" for x in r.recommendations[:5])
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": todo[:2900]}})
@@ -66,10 +70,13 @@ def slack_message(a: Alert) -> dict[str, Any]:
 
 
 def pagerduty_event(a: Alert, routing_key: str) -> dict[str, Any]:
-    """An Events API v2 event: trigger (each revision updates the same incident) or resolve."""
+    """An Events API v2 event: trigger (each revision updates the same incident), acknowledge
+    (someone ran `sluice ack`; later revisions of the episode acknowledge again, never page) or
+    resolve."""
     r = a.report
-    if a.status == "resolved":
-        return {"routing_key": routing_key, "event_action": "resolve", "dedup_key": a.fingerprint}
+    if a.status == "resolved" or a.acknowledged:
+        action = "resolve" if a.status == "resolved" else "acknowledge"
+        return {"routing_key": routing_key, "event_action": action, "dedup_key": a.fingerprint}
     return {
         "routing_key": routing_key,
         "event_action": "trigger",
@@ -113,6 +120,11 @@ def alertmanager_alerts(a: Alert, hold: timedelta) -> list[dict[str, Any]]:
                 "affected_services": ", ".join(s.service for s in r.affected_services),
                 "recommendations": "\n".join(r.recommendations),
                 "revision": str(a.revision),
+                **(
+                    {"acknowledged_by": a.acknowledged.by, "ack_note": a.acknowledged.note or ""}
+                    if a.acknowledged
+                    else {}
+                ),
             },
             "startsAt": _rfc3339(r.first_seen or a.generated_at),
             "endsAt": _rfc3339(ends),

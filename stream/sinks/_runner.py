@@ -4,6 +4,10 @@ Each sink is its own consumer group (`<group>-sink-<name>`), so a slow or failin
 holds back only its own deliveries, never the pipeline or the other sinks. A record's offset is
 committed only after the alert was delivered, or after its dead letter (with the sink and the
 reason) was acknowledged: after a crash the sink delivers again what it had not committed.
+
+Silences (`sluice silence`) are honoured here too, from the sink's own read of the controls
+topic: a firing revision under a silence is committed without a notification. Resolutions are
+always delivered: one may close what was opened before the silence began.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +24,7 @@ from pydantic import ValidationError
 from sluice.models.analyst import backoff_delay
 from sluice.stream._settings import Settings
 from sluice.stream.broker import aiokafka_config, unreachable
+from sluice.stream.controls import Controls, ControlsWatcher
 from sluice.stream.records import Alert, DeadLetter
 from sluice.stream.sinks._protocol import Sink, SinkError
 
@@ -42,20 +48,40 @@ class SinkRunner:
         *,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        wall: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self.sink = sink
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._wall = wall
         self._stopping = asyncio.Event()
+        self.controls = Controls()
         self.delivered = 0
         self.retries = 0
         self.dead = 0
+        self.silenced = 0
 
     def stop(self) -> None:
         self._stopping.set()
 
     async def run(self) -> None:
+        """Read the controls topic to its end, then deliver while following both."""
+        watcher = ControlsWatcher(self._settings, self.controls)
+        watching = asyncio.ensure_future(watcher.run())
+        try:
+            loaded = asyncio.ensure_future(watcher.loaded.wait())
+            await asyncio.wait({watching, loaded}, return_when=asyncio.FIRST_COMPLETED)
+            loaded.cancel()
+            if watching.done():
+                watching.result()  # the controls topic could not be read: raise why
+                return  # stopped before it was read
+            await self._deliver()
+        finally:
+            watcher.stop()
+            await asyncio.wait({watching}, timeout=10)
+
+    async def _deliver(self) -> None:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
@@ -99,6 +125,13 @@ class SinkRunner:
             alert = Alert.model_validate_json(value)
         except ValidationError as exc:
             await self._dead(producer, m, f"sink {name}: not an alert: {exc.errors()[0]['msg']}")
+            return
+        silence = self.controls.silence(alert, self._wall()) if alert.status == "firing" else None
+        until = silence.until if silence else alert.silenced_until
+        if alert.status == "firing" and until is not None and until > self._wall():
+            self.silenced += 1
+            log.info("sink %s: %s rev %d not sent: silenced until %s", name, alert.fingerprint,
+                     alert.revision, until.isoformat())  # fmt: skip
             return
         attempts = self._settings.sinks.max_attempts
         cfg = self._settings.sinks
