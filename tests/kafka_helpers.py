@@ -16,9 +16,10 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
+from sluice.stream import TopicNames
 from sluice.stream.records import Suspect, SuspectBatch, parse_suspects_record
 
-TOPICS = ("events", "suspects", "alerts", "feedback", "outcomes", "models", "deadletter")
+TOPICS = tuple(TopicNames.model_fields)  # every topic of the topology, unique per test
 
 
 def worker_env(
