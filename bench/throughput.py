@@ -34,12 +34,13 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from sluice.models.filter.datasets import load_hdfs, nezha_windows
+from sluice.stream import TopicNames
 from sluice.stream.records import SuspectBatch, parse_suspects_record
 from sluice.stream.sources import read_records
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('SLUICE_KAFKA_PORT', '9092')}"
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
-TOPICS = ("events", "suspects", "alerts", "feedback", "models", "deadletter")
+TOPICS = tuple(TopicNames.model_fields)
 
 
 def _hdfs(n: int) -> list[bytes]:

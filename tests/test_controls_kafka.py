@@ -80,8 +80,9 @@ def test_ack_and_silence_reach_the_worker_and_the_sink(
         if a.status == "resolved" or a.silenced_until is None  # silenced revisions are not sent
     ]
     (runner,) = asyncio.run(
-        run_sinks(settings, receivers, lambda rs: rs[0].delivered + rs[0].silenced >= len(history),
-                  60)  # fmt: skip
+        run_sinks(
+            settings, receivers, lambda rs: rs[0].delivered + rs[0].silenced >= len(history), 60
+        )  # fmt: skip
     )
     sent = [json.loads(b)["event_action"] for _p, _h, b in receivers["pagerduty"].accepted]
     assert sent == expected and runner.silenced == len(silenced)
