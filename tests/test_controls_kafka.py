@@ -80,11 +80,11 @@ def test_ack_and_silence_reach_the_worker_and_the_sink(
         for a in history
         if a.status == "resolved" or a.silenced_until is None  # silenced revisions are not sent
     ]
-    (runner,) = asyncio.run(
-        run_sinks(
-            settings, receivers, lambda rs: rs[0].delivered + rs[0].silenced >= len(history), 60
-        )  # fmt: skip
-    )
+
+    def done(rs: list[SinkRunner]) -> bool:
+        return rs[0].delivered + rs[0].silenced >= len(history)
+
+    (runner,) = asyncio.run(run_sinks(settings, receivers, done, 60))
     sent = [json.loads(b)["event_action"] for _p, _h, b in receivers["pagerduty"].accepted]
     assert sent == expected and runner.silenced == len(silenced)
     assert "acknowledge" in sent and sent[0] == "trigger" and sent[-1] == "resolve"
