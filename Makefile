@@ -6,7 +6,7 @@ KAFKA  := deploy/local/kafka
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test demo lint package-check bench kafka-start kafka-stop clean
+.PHONY: help install test demo lint package-check browser bench kafka-start kafka-stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,13 @@ package-check: ## build the wheel, install it into a fresh venv outside the chec
 	"$$dir/venv/bin/python" -c "import importlib.util as u, sys; \
 	sys.exit(any(u.find_spec(n) for n in ('stream', 'models')))" && \
 	echo "package-check: the wheel installs as sluice.stream and sluice.models and scans the demo"
+
+browser: ## install Debian's chromium for the status page's browser test (as root, with apt-get)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  test "$$(id -u)" = 0 || { echo "make browser: run as root, or install chromium yourself"; exit 1; }; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	@chromium --version
 
 bench: install ## benchmarks that print figures (starts the local Kafka for the worker bench)
 	$(PY) -m bench.filter

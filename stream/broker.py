@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from sluice.stream._settings import KafkaSettings, Settings
 
 __all__ = [
     "SluiceKafkaError",
+    "TopicFollower",
     "TopicSpec",
     "aiokafka_config",
     "client_config",
@@ -349,3 +350,61 @@ async def open_assigned(
     except BaseException:
         await consumer.stop()
         raise
+
+
+class TopicFollower:
+    """Reads a topic outside any group, from the beginning (or its last `tail` records per
+    partition), then follows it until stopped, handing each record to `on_record`.
+
+    `loaded` is set once the records that were there at start have been handed over. A record
+    `on_record` rejects (ValueError, pydantic's ValidationError among them) is skipped and
+    counted: these are read-only views (controls, outcomes, recent alerts), not a stage that owes
+    a dead letter.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        topic: str,
+        client_id: str,
+        on_record: Callable[[bytes], None],
+        *,
+        tail: int | None = None,
+    ) -> None:
+        import asyncio
+
+        self._settings = settings
+        self.topic = topic
+        self._client_id = client_id
+        self._on_record = on_record
+        self._tail = tail
+        self.loaded = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.skipped = 0
+
+    async def run(self) -> None:
+        consumer, ends = await open_assigned(self._settings, self.topic, self._client_id)
+        try:
+            if self._tail is not None:
+                starts = await consumer.beginning_offsets(list(ends))
+                for tp, end in ends.items():
+                    consumer.seek(tp, max(starts[tp], end - self._tail))
+            while not self._stopping.is_set():
+                data = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for msgs in data.values():
+                    for m in msgs:
+                        try:
+                            self._on_record(m.value or b"")
+                        except ValueError:
+                            self.skipped += 1
+                            log.warning("%s:%d:%d: not a record of this topic; skipped",
+                                        m.topic, m.partition, m.offset)  # fmt: skip
+                if not self.loaded.is_set():
+                    at = [await consumer.position(tp) >= end for tp, end in ends.items()]
+                    if all(at):
+                        self.loaded.set()
+        finally:
+            await consumer.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -14,12 +14,9 @@ sink reads the whole topic into a `Controls` view, from the beginning and then a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from datetime import datetime, timedelta
-
-from pydantic import ValidationError
 
 from sluice.stream._errors import SluiceError
 from sluice.stream._settings import Settings
@@ -90,41 +87,22 @@ class ControlsWatcher:
     """Folds the whole `controls` topic into a `Controls` view, then follows it, until stopped."""
 
     def __init__(self, settings: Settings, controls: Controls | None = None) -> None:
-        self._settings = settings
-        self.controls = controls if controls is not None else Controls()
-        self.loaded = asyncio.Event()  # set once the records at start were read
-        self._stopping = asyncio.Event()
-        self.skipped = 0
+        from sluice.stream.broker import TopicFollower
+
+        self.controls = view = controls if controls is not None else Controls()
+        self._follower = TopicFollower(
+            settings,
+            settings.topics.controls,
+            "sluice-controls",
+            lambda raw: view.apply(parse_control_record(raw)),
+        )
+        self.loaded = self._follower.loaded  # set once the records at start were read
 
     async def run(self) -> None:
-        from sluice.stream.broker import open_assigned
-
-        topic = self._settings.topics.controls
-        consumer, ends = await open_assigned(self._settings, topic, "sluice-controls")
-        try:
-            while not self._stopping.is_set():
-                data = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for msgs in data.values():
-                    for m in msgs:
-                        try:
-                            self.controls.apply(parse_control_record(m.value or b""))
-                        except ValidationError:
-                            self.skipped += 1
-                            log.warning("%s:%d:%d is not a control record; skipped",
-                                        m.topic, m.partition, m.offset)  # fmt: skip
-                if not self.loaded.is_set() and all(
-                    await asyncio.gather(*(_at_end(consumer, tp, n) for tp, n in ends.items()))
-                ):
-                    self.loaded.set()
-        finally:
-            await consumer.stop()
+        await self._follower.run()
 
     def stop(self) -> None:
-        self._stopping.set()
-
-
-async def _at_end(consumer: object, tp: object, end: int) -> bool:
-    return int(await consumer.position(tp)) >= end  # type: ignore[attr-defined]
+        self._follower.stop()
 
 
 class ControlError(SluiceError):

@@ -11,16 +11,13 @@ worker does, so each reports the estimate of every model version.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from sluice.stream._settings import Settings
-from sluice.stream.broker import open_assigned
+from sluice.stream.broker import TopicFollower
 from sluice.stream.recall import RecallTally
 from sluice.stream.records import Outcome
 
@@ -42,30 +39,19 @@ class OutcomeWatcher:
     """Folds every `outcomes` record into a RecallTally, from the beginning, until stopped."""
 
     def __init__(self, settings: Settings, tally: RecallTally) -> None:
-        self._settings = settings
         self.tally = tally
-        self._stopping = asyncio.Event()
-        self.skipped = 0
+        self._follower = TopicFollower(
+            settings,
+            settings.topics.outcomes,
+            "sluice-outcomes",
+            lambda raw: tally.add(Outcome.model_validate_json(raw)),
+        )
 
     async def run(self) -> None:
-        topic = self._settings.topics.outcomes
-        consumer, _ends = await open_assigned(self._settings, topic, "sluice-outcomes")
-        try:
-            while not self._stopping.is_set():
-                data = await consumer.getmany(timeout_ms=500, max_records=5000)
-                for msgs in data.values():
-                    for m in msgs:
-                        try:
-                            self.tally.add(Outcome.model_validate_json(m.value or b""))
-                        except ValidationError:
-                            self.skipped += 1
-                            log.warning("%s:%d:%d is not an outcome record; skipped",
-                                        m.topic, m.partition, m.offset)  # fmt: skip
-        finally:
-            await consumer.stop()
+        await self._follower.run()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._follower.stop()
 
 
 @dataclass

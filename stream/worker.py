@@ -3,7 +3,8 @@
 A model watcher reads the `models` topic beside them and hands every activation to the filter
 stage, which swaps models between batches (hot swap, no restart); an outcome watcher keeps the
 recall estimate of every model version; a controls watcher keeps the acks and silences that the
-analysis stage marks alerts with; `/metrics` serves both on the web port.
+analysis stage marks alerts with. The web port serves `/metrics`, the probes and the status page
+(`/status`, fed by the tail of the alerts topic).
 
 The filter stage runs as a service of the Faust worker, on the same event loop: it shares the
 process's start, stop and logging with the analysis stage, and needs no second process per core.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from sluice.stream._settings import Settings
@@ -61,12 +63,14 @@ def run_worker(settings: Settings) -> None:
 
     from sluice.models.analyst import create_analyst
     from sluice.stream.analysis import AnalysisCounters, create_app, open_windows
+    from sluice.stream.broker import TopicFollower
     from sluice.stream.controls import ControlsWatcher
     from sluice.stream.filtering import FilterStage, build_filter
     from sluice.stream.logs import install_repeat_filter
     from sluice.stream.metrics import CONTENT_TYPE, OutcomeWatcher, PipelineMetrics, WorkerProbes
     from sluice.stream.recall import RecallTally
     from sluice.stream.registry import ModelWatcher
+    from sluice.stream.status import CONTENT_SECURITY_POLICY, STATUS_PATH, AlertBoard, StatusPage
 
     ready = asyncio.Event()
     stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)
@@ -79,6 +83,18 @@ def run_worker(settings: Settings) -> None:
     probes = WorkerProbes(stage, watcher, outcomes.tally, lambda: open_windows(app, settings))
     metrics = PipelineMetrics(stage.counters, analysis, analyst, probes)
     health = Health(stage, settings.worker.stall_timeout_s)
+    board = AlertBoard()
+    recent = TopicFollower(settings, settings.topics.alerts, "sluice-status", board.add, tail=200)
+    status = StatusPage(metrics, board, settings.kafka.instance_id or socket.gethostname())
+
+    @app.page(STATUS_PATH)
+    async def status_page(web: Any, _request: Any) -> Any:
+        headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store"}
+        return web.html(status.render(), headers=headers)
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+    async def sample_throughput() -> None:
+        status.sample()
 
     @app.page("/metrics")
     async def metrics_page(web: Any, _request: Any) -> Any:
@@ -106,6 +122,7 @@ def run_worker(settings: Settings) -> None:
                 self.add_future(self._watch("model watcher", watcher.run())),
                 self.add_future(self._watch("outcome watcher", outcomes.run())),
                 self.add_future(self._watch("controls watcher", controls.run())),
+                self.add_future(self._watch("status page's alerts", recent.run())),
             )
             self._stage_run = self.add_future(self._consume())
 
@@ -128,6 +145,7 @@ def run_worker(settings: Settings) -> None:
             watcher.stop()
             outcomes.stop()
             controls.stop()
+            recent.stop()
             runs = [f for f in (self._stage_run, *self._watch_runs) if f is not None]
             if runs:
                 await asyncio.wait(runs, timeout=10)

@@ -37,6 +37,23 @@ def kafka_bootstrap() -> str:
     return addr
 
 
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless-capable Chromium (Debian's `chromium`, which `make browser` installs).
+    Missing: skip locally, fail under CI=true."""
+    import shutil
+
+    found = os.environ.get("SLUICE_TEST_CHROMIUM") or next(
+        filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+    )
+    if not found:
+        msg = "no Chromium found; install it with `make browser` (Debian's chromium package)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return found
+
+
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Names that no other test (or earlier run) uses: topics, groups, app ids."""
