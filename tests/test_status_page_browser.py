@@ -42,23 +42,24 @@ def _traced_fault() -> list[bytes]:
     for i in range(100):
         ts = T0 + timedelta(seconds=i)
         for hop, service in enumerate(reversed(CALLS)):  # the callee logs first
-            lines.append({
-                "ts": (ts + timedelta(milliseconds=10 * hop)).isoformat(),
-                "service": service,
-                "level": "ERROR",
-                "trace_id": f"trace-{i}",
-                "span_id": f"{i}-{hop}",
-                "message": f"ERROR request {i} failed: "
-                + ("connection refused by database" if hop == 0 else f"call to {CALLS[2 - hop + 1]} failed"),
-            })  # fmt: skip
+            cause = (
+                "connection refused by database" if hop == 0 else f"call to {CALLS[3 - hop]} failed"
+            )
+            line = {"ts": (ts + timedelta(milliseconds=10 * hop)).isoformat(), "service": service,
+                    "level": "ERROR", "trace_id": f"trace-{i}", "span_id": f"{i}-{hop}",
+                    "message": f"ERROR request {i} failed: {cause}"}  # fmt: skip
+            lines.append(line)
         lines.append({"ts": ts.isoformat(), "service": "ts-station-service", "level": "INFO",
                       "message": f"INFO station {i} listed"})  # fmt: skip
     return [json.dumps(x).encode() for x in lines]
 
 
+HEADLESS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--no-first-run", "--hide-scrollbars")  # fmt: skip
+
+
 def _chromium(binary: str, *args: str) -> str:
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--disable-background-networking", "--no-first-run", "--hide-scrollbars", *args]  # fmt: skip
+    cmd = [binary, *HEADLESS, *args]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
