@@ -8,20 +8,37 @@ sample of the rest (seed 0) go into the bundle, as the pipeline would send them.
 fault type: how often the bundle holds evidence (any event) from the injected service, how often
 the heuristic analyst names it among its top-3 affected services, and the token ratio between
 raw lines and the compressed prompt (counted with cl100k_base).
+
+Signals (issue 10): a `SignalDetector` reads every line of the day in time order (the filter
+stage's view: all events, not only flagged ones) and gives each fault span its signals (silences,
+drops, spikes, new templates, slow edges). The same bundles are analysed without and with them,
+side by side: top-1 and top-3 per fault type, tokens per bundle, and what the fault-free window
+raises. Figures are written to bench/results/analyst.json.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 from collections import defaultdict
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sluice.models.analyst import Bundle, BundleEvent, HeuristicAnalyst, compress, token_counter
-from sluice.models.filter import default_model
+from sluice.models.analyst import (
+    Bundle,
+    BundleEvent,
+    HeuristicAnalyst,
+    Signal,
+    compress,
+    token_counter,
+)
+from sluice.models.filter import default_model, normalize_batch
 from sluice.models.filter.datasets import NezhaLine, load_nezha_window, shared_data_dir
+from sluice.stream.signals import SignalDetector
+
+RESULTS = Path(__file__).resolve().parent / "results" / "analyst.json"
+SPAN = timedelta(minutes=3)
 
 AUDIT_RATE = 0.005
 BUDGET = 6000
@@ -52,19 +69,77 @@ def fault_bundles(data: Path) -> list[tuple[dict[str, str], list[NezhaLine]]]:
     return out
 
 
+def _normal_file(data: Path) -> Path:
+    return data / "nezha-trainticket" / "normal-2023-01-29" / "08_50_log.csv.gz"
+
+
+def _start(fault: dict[str, str]) -> datetime:
+    """The injection time on the logs' clock (their timestamps and the file names agree)."""
+    return datetime.strptime(fault["inject_time"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+
+
+def _epoch(x: NezhaLine) -> float:
+    return _ts(x.timestamp).timestamp()
+
+
+class DaySignals:
+    """Every line of the day's files (and the fault-free window) through one SignalDetector, in
+    time order, as the filter stage would see them; `at(start)` gives a span's signals once the
+    files up to its end have been read."""
+
+    def __init__(self, data: Path) -> None:
+        day = data / "nezha-trainticket" / "2023-01-29"
+        normal = data / "nezha-trainticket" / "normal-2023-01-29"
+        self._files = sorted([*day.glob("*_log.csv.gz"), *normal.glob("*_log.csv.gz")],
+                             key=lambda p: p.name)  # fmt: skip
+        self._read = 0
+        self.detector = SignalDetector()
+        self.lines = 0
+
+    def at(self, start: datetime, span: timedelta = SPAN) -> list[Signal]:
+        end = start + span
+        while self._read < len(self._files) and self._files[self._read].name <= f"{end:%H_%M}":
+            lines = load_nezha_window(self._files[self._read])
+            lines.sort(key=_epoch)
+            self.detector.observe(
+                [_epoch(x) for x in lines],
+                [x.service for x in lines],
+                normalize_batch([x.text for x in lines]),
+                [x.trace_id or None for x in lines],
+            )
+            self.lines += len(lines)
+            self._read += 1
+        return self.detector.signals(start.timestamp(), end.timestamp())
+
+
+def _rank(heuristic: HeuristicAnalyst, bundle: Bundle) -> tuple[list[str], str, int]:
+    """Top-3 root-cause ranking, severity and prompt tokens of one bundle."""
+    digest = compress(bundle, BUDGET)
+    report = heuristic.from_digest(bundle, digest, "heuristic").report
+    ranked = [c.service for c in report.root_causes] + [a.service for a in report.affected_services]
+    return list(dict.fromkeys(ranked))[:3], report.severity, digest.prompt_tokens
+
+
 def main() -> None:
     data = shared_data_dir()
     model = default_model()
     heuristic = HeuristicAnalyst(BUDGET)
     count = token_counter()
     rng = random.Random(0)
+    day = DaySignals(data)
+    faults = fault_bundles(data)
+    normal_lines = load_nezha_window(_normal_file(data))
+    n0 = min(_ts(x.timestamp) for x in normal_lines)
+    n_span = max(_ts(x.timestamp) for x in normal_lines) - n0 + timedelta(seconds=1)
+    spans = sorted([(_start(f), SPAN) for f, _ in faults] + [(n0, n_span)])
+    signals_at = {start: day.at(start, length) for start, length in spans}  # in time order
     stats: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    raw_tokens = bundle_tokens = prompt_tokens = 0
+    raw_tokens = bundle_tokens = 0
     print(
         f"{'fault':21s} {'type':15s} {'injected service':26s} {'lines':>6s} {'fwd':>5s} "
-        f"{'evid':>4s} {'top3':>4s} {'prompt tok':>10s}"
+        f"{'evid':>4s} {'top3':>4s} {'+sig':>4s} {'tok':>5s} {'+sig':>5s}  signals"
     )
-    for fault, lines in fault_bundles(data):
+    for fault, lines in faults:
         svc = fault["inject_pod"].rsplit("-", 2)[0]
         flagged = model.score([x.text for x in lines]) >= model.threshold
         chosen = [
@@ -72,60 +147,80 @@ def main() -> None:
             for x, f in zip(lines, flagged, strict=True)
             if f or rng.random() < AUDIT_RATE
         ]
+        signals = signals_at[_start(fault)]
         bundle = Bundle("trainticket", chosen, filter_version=model.version)
-        digest = compress(bundle, BUDGET)
-        analysis = heuristic.from_digest(bundle, digest, "heuristic")
-        top3 = [a.service for a in analysis.report.affected_services[:3]]
+        top3, _sev, tokens = _rank(heuristic, bundle)
+        top3s, _sev_s, tokens_s = _rank(heuristic, replace(bundle, signals=signals))
         evidence = any(e.service == svc for e in chosen)
         s = stats[fault["inject_type"]]
         s["n"] += 1
         s["evidence"] += evidence
-        s["top3"] += svc in top3
-        s["top1"] += bool(top3) and top3[0] == svc
-        rt = sum(count.count(x.text) for x in lines)
-        bt = sum(count.count(e.text) for e in chosen)
-        raw_tokens, bundle_tokens, prompt_tokens = (
-            raw_tokens + rt,
-            bundle_tokens + bt,
-            prompt_tokens + digest.prompt_tokens,
-        )
+        for tag, ranked, tok in (("", top3, tokens), ("_sig", top3s, tokens_s)):
+            s["top3" + tag] += svc in ranked
+            s["top1" + tag] += bool(ranked) and ranked[0] == svc
+            s["tokens" + tag] += tok
+        raw_tokens += sum(count.count(x.text) for x in lines)
+        bundle_tokens += sum(count.count(e.text) for e in chosen)
+        about = ", ".join(f"{g.kind}:{g.service}" for g in signals[:3])
+        yes = lambda b: "yes" if b else "no"  # noqa: E731
         print(
             f"{fault['inject_time']:21s} {fault['inject_type']:15s} {svc:26s} {len(lines):6d} "
-            f"{len(chosen):5d} {'yes' if evidence else 'no':>4s} "
-            f"{'yes' if svc in top3 else 'no':>4s} {digest.prompt_tokens:10d}"
+            f"{len(chosen):5d} {yes(evidence):>4s} {yes(svc in top3):>4s} "
+            f"{yes(svc in top3s):>4s} {tokens:5d} {tokens_s:5d}  {about}"
         )
-    print(f"\n{'fault type':15s} {'faults':>6s} {'evidence':>9s} {'top-3':>6s} {'top-1':>6s}")
-    total = defaultdict(float)
-    for kind, s in sorted(stats.items()):
-        for k, v in s.items():
-            total[k] += v
-        print(
-            f"{kind:15s} {int(s['n']):6d} {s['evidence'] / s['n']:9.2f} "
-            f"{s['top3'] / s['n']:6.2f} {s['top1'] / s['n']:6.2f}"
-        )
-    print(
-        f"{'all':15s} {int(total['n']):6d} {total['evidence'] / total['n']:9.2f} "
-        f"{total['top3'] / total['n']:6.2f} {total['top1'] / total['n']:6.2f}"
-    )
+    rows = _summary(stats)
+    normal = _normal_window(normal_lines, model, heuristic, signals_at[n0])
     print(
         f"\ntokens: raw window lines {raw_tokens:,}; forwarded lines {bundle_tokens:,}; "
-        f"prompts {prompt_tokens:,}"
+        f"lines read for signals {day.lines:,}"
     )
-    print(
-        f"compression: raw/prompt {raw_tokens / prompt_tokens:.1f}x, "
-        f"forwarded/prompt {bundle_tokens / prompt_tokens:.1f}x"
-    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"per_type": rows, "fault_free": normal}, indent=2) + "\n")
+    print(f"written to {RESULTS}")
 
-    normal = load_nezha_window(
-        data / "nezha-trainticket" / "normal-2023-01-29" / "08_50_log.csv.gz"
-    )
-    nf = model.score([x.text for x in normal]) >= model.threshold
-    nb = Bundle("trainticket", [_event(x) for x, f in zip(normal, nf, strict=True) if f])
-    na = asyncio.run(heuristic.analyze(nb))
+
+def _summary(stats: dict[str, dict[str, float]]) -> list[dict[str, float | str]]:
+    """The before/after table per fault type, printed and returned for the JSON file."""
     print(
-        f"normal window: {len(normal)} lines, {int(nf.sum())} forwarded, heuristic severity "
-        f"{na.report.severity}, incident={na.report.is_incident}"
+        f"\n{'fault type':15s} {'faults':>6s} {'evidence':>9s} {'top-1':>6s} {'+sig':>6s} "
+        f"{'top-3':>6s} {'+sig':>6s} {'tok/bundle':>10s} {'+sig':>6s}"
     )
+    total: dict[str, float] = defaultdict(float)
+    rows: list[dict[str, float | str]] = []
+    for kind, s in [*sorted(stats.items()), ("all", total)]:
+        if kind != "all":
+            for k, v in s.items():
+                total[k] += v
+        n = s["n"]
+        row: dict[str, float | str] = {"type": kind, "faults": int(n)}
+        for k in ("evidence", "top1", "top1_sig", "top3", "top3_sig"):
+            row[k] = round(s[k] / n, 3)
+        row["tokens"], row["tokens_sig"] = round(s["tokens"] / n), round(s["tokens_sig"] / n)
+        rows.append(row)
+        print(
+            f"{kind:15s} {int(n):6d} {row['evidence']:9.2f} {row['top1']:6.2f} "
+            f"{row['top1_sig']:6.2f} {row['top3']:6.2f} {row['top3_sig']:6.2f} "
+            f"{row['tokens']:10.0f} {row['tokens_sig']:6.0f}"
+        )
+    return rows
+
+
+def _normal_window(
+    normal: list[NezhaLine], model: object, heuristic: HeuristicAnalyst, signals: list[Signal]
+) -> dict[str, object]:
+    """The fault-free window: what it raises without and with its signals."""
+    nf = model.score([x.text for x in normal]) >= model.threshold  # type: ignore[attr-defined]
+    events = [_event(x) for x, f in zip(normal, nf, strict=True) if f]
+    nb = Bundle("trainticket", events)
+    _top, severity, _tok = _rank(heuristic, nb)
+    _top, severity_s, _tok = _rank(heuristic, replace(nb, signals=signals))
+    print(
+        f"fault-free window: {len(normal)} lines, {int(nf.sum())} forwarded, heuristic severity "
+        f"{severity}, with signals {severity_s} ({len(signals)} signals"
+        + (f": {'; '.join(s.text for s in signals[:3])})" if signals else ")")
+    )
+    return {"lines": len(normal), "forwarded": int(nf.sum()), "severity": severity,
+            "severity_sig": severity_s, "signals": [s.text for s in signals]}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -52,11 +52,18 @@ if TYPE_CHECKING:
         TemplateVerdict,
         strict_json_schema,
     )
+    from sluice.models.analyst._signals import (
+        ORIGIN_KINDS,
+        Signal,
+        SignalKind,
+        signal_scores,
+    )
     from sluice.models.analyst._tokens import (
         token_counter,
     )
 
 __all__ = [
+    "ORIGIN_KINDS",
     "SYSTEM_PROMPT",
     "AffectedService",
     "Analysis",
@@ -77,12 +84,15 @@ __all__ = [
     "OpenAIAnalyst",
     "Provenance",
     "RootCause",
+    "Signal",
+    "SignalKind",
     "TemplateGroup",
     "TemplateVerdict",
     "UsageTotals",
     "backoff_delay",
     "compress",
     "create_analyst",
+    "signal_scores",
     "strict_json_schema",
     "token_counter",
 ]
@@ -116,6 +126,10 @@ _WHERE = {
     "TemplateVerdict": "sluice.models.analyst._schema",
     "strict_json_schema": "sluice.models.analyst._schema",
     "token_counter": "sluice.models.analyst._tokens",
+    "ORIGIN_KINDS": "sluice.models.analyst._signals",
+    "Signal": "sluice.models.analyst._signals",
+    "SignalKind": "sluice.models.analyst._signals",
+    "signal_scores": "sluice.models.analyst._signals",
 }
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import pairwise
 
+from sluice.models.analyst._signals import Signal
 from sluice.models.analyst._tokens import TokenCounter, token_counter
 from sluice.models.filter import normalize_batch
 
@@ -45,6 +46,8 @@ _ALARM = re.compile(
     r"exception|error|fail|timeout|timed out|refused|unavailable|fatal|panic|oom", re.IGNORECASE
 )
 EXAMPLE_CHARS = 400
+#: Signals shown in a prompt at most (each one short line).
+MAX_SIGNALS = 12
 
 
 def level_rank(level: str) -> int:
@@ -78,6 +81,8 @@ class Bundle:
     filter_version: str | None = None
     #: What was redacted from the events' text, by placeholder (reported in the provenance).
     redactions: Mapping[str, int] = field(default_factory=dict)
+    #: What the filter stage saw on every event of the window: silences, slow edges, new lines.
+    signals: Sequence[Signal] = ()
 
 
 @dataclass
@@ -215,6 +220,9 @@ def compress(
             "call graph from traces (caller -> callee: traces): "
             + "; ".join(f"{a} -> {b}: {n}" for a, b, n in edges[:30])
         )
+    if bundle.signals:  # log-derived text (service names, templates): inside the fence too
+        head.append("signals (from every event, not only these lines):")
+        head += [f"- {s.kind}: {s.text[:240]}" for s in bundle.signals[:MAX_SIGNALS]]
     used = counter.count("\n".join(head)) + 40
     blocks: list[str] = []
     included: list[TemplateGroup] = []
