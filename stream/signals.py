@@ -30,25 +30,26 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from sluice.models.analyst import Signal
+from sluice.models.analyst import Signal, SignalKind
 
 __all__ = ["SignalDetector", "SignalSettings"]
 
 
 class SignalSettings(BaseModel):
-    """Thresholds of the signal detector (`SLUICE_SIGNALS__*`)."""
+    """Thresholds of the signal detector (the worker does not run it yet: issue 10)."""
 
     bucket_s: float = Field(10.0, gt=0, description="event-time bucket of the counters")
     baseline_delay_s: float = Field(300.0, ge=0, description="a bucket joins the baseline then")
     alpha: float = Field(0.05, gt=0, le=1, description="EWMA weight of one bucket")
     min_history: int = Field(12, ge=1, description="buckets a baseline needs before it judges")
     min_expected: float = Field(30.0, ge=0, description="events a drop or silence must miss")
-    drop_ratio: float = Field(0.25, ge=0, le=1, description="observed/expected below: a drop")
+    drop_ratio: float = Field(0.6, ge=0, le=1, description="observed/expected below: a drop")
+    min_z: float = Field(3.0, ge=0, description="and this many standard deviations off")
     spike_ratio: float = Field(4.0, gt=1, description="observed/expected above: a spike")
     min_spike: float = Field(30.0, ge=0, description="events above expected for a spike")
     min_new: int = Field(3, ge=1, description="events of an unseen template for a signal")
     slow_ratio: float = Field(3.0, gt=1, description="p95 gap over baseline p95: a slow edge")
-    min_slow_s: float = Field(0.2, ge=0, description="and at least this many seconds more")
+    min_slow_s: float = Field(0.03, ge=0, description="and at least this many seconds more")
     min_gaps: int = Field(5, ge=1, description="gaps an edge needs in a span to be judged")
     max_keys: int = Field(2000, ge=10, description="services, templates, edges kept, each")
     trace_ttl_s: float = Field(120.0, gt=0, description="traces are forgotten after this")
@@ -203,8 +204,13 @@ class SignalDetector:
             if base.n < cfg.min_history:
                 continue
             exp, obs = base.mean * nb, observed.get(svc, 0)
-            rate = f"log rate {obs / nb * per_min:.0f}/min vs baseline {base.mean * per_min:.0f}/min"
+            # counts vary as Poisson at least, and as much as this service's buckets have varied
+            z = (obs - exp) / math.sqrt(max(1.0, exp + base.var * nb))
+            if abs(z) < cfg.min_z:
+                continue
+            rate = f"log rate {obs / nb * per_min:.0f}/min vs {base.mean * per_min:.0f}/min"
             change = f"{(obs - exp) / exp:+.0%}" if exp else "new"
+            kind: SignalKind
             if exp >= cfg.min_expected and obs <= cfg.drop_ratio * exp:
                 kind = "silence" if obs == 0 else "drop"
                 strength = 1.0 - obs / exp

@@ -82,7 +82,8 @@ class Bundle:
     #: What was redacted from the events' text, by placeholder (reported in the provenance).
     redactions: Mapping[str, int] = field(default_factory=dict)
     #: What the filter stage saw on every event of the window: silences, slow edges, new lines.
-    signals: Sequence[Signal] = ()
+    #: None: no signals were computed; empty: computed, and nothing was unusual.
+    signals: Sequence[Signal] | None = None
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 
 from sluice.models.analyst._bundle import Bundle, Digest, compress, is_alarming
 from sluice.models.analyst._schema import (
@@ -17,6 +18,7 @@ from sluice.models.analyst._schema import (
     Severity,
     TemplateVerdict,
 )
+from sluice.models.analyst._signals import ORIGIN_KINDS, Signal, signal_scores
 
 __all__ = ["HeuristicAnalyst"]
 
@@ -97,15 +99,24 @@ class HeuristicAnalyst:
         ranked = [s for s, _ in per_service.most_common()]
         voted = [s for s, _ in origins.most_common() if s in per_service]
         root = voted[0] if voted else (ranked[0] if ranked else None)
+        if bundle.signals is not None:
+            root, ranked, severity = _with_signals(
+                bundle.signals, per_service, origins, edges, root, ranked, severity
+            )
         if root is not None:  # the origin leads the list of affected services
             ranked = [root, *(s for s in ranked if s != root)]
+        said = {x.service: x.text for x in bundle.signals or ()}
         affected = [
             AffectedService(
                 service=s,
                 role="root_cause" if s == root else "impacted",
-                evidence=f"{per_service[s]} of {total_bad} anomalous events ("
-                + ", ".join(g.id for g in bad if s in g.services)[:200]
-                + ")",
+                evidence=(
+                    f"{per_service[s]} of {total_bad} anomalous events ("
+                    + ", ".join(g.id for g in bad if s in g.services)[:200]
+                    + ")"
+                )
+                if per_service[s] or s not in said
+                else f"signal: {said[s][:200]}",
             )
             for s in ranked[:10]
         ]
@@ -113,11 +124,11 @@ class HeuristicAnalyst:
         causes = []
         if root is not None:
             share = per_service[root] / total_bad if total_bad else 0.0
-            top = next(g for g in bad if root in g.services)
+            top = next((g.template for g in bad if root in g.services), said.get(root, ""))
             causes.append(
                 RootCause(
                     service=root,
-                    description=f"{top.template[:300]}",
+                    description=f"{top[:300]}",
                     confidence=round(min(0.9, 0.3 + 0.5 * share), 3),
                 )
             )
@@ -170,3 +181,53 @@ class HeuristicAnalyst:
             provenance=prov,
             templates={g.id: g.template for g in digest.groups},
         )
+
+
+def _with_signals(
+    signals: Sequence[Signal],
+    per_service: Counter[str],
+    origins: Counter[str],
+    edges: Sequence[tuple[str, str, int]],
+    root: str | None,
+    ranked: list[str],
+    severity: Severity,
+) -> tuple[str | None, list[str], Severity]:
+    """The ranking and severity with the filter stage's signals.
+
+    A service that went silent, dropped or got slow ranks as the origin when it is connected to
+    the failing services (an edge in the traces, or a slow edge from one of them): its callers'
+    errors are the symptom. Errors that no signal marks as unusual (their templates are neither
+    new nor spiking, no service near them changed) are the noise the baseline already holds: a
+    window of isolated errors like that stays `info`."""
+    failing = set(per_service)
+    near = {b for a, b, _ in edges if a in failing} | {a for a, b, _ in edges if b in failing}
+    near |= {x.service for x in signals if x.caller in failing}
+    callers: dict[str, set[str]] = {}
+    for a, b, _ in edges:
+        callers.setdefault(b, set()).add(a)
+    for x in signals:
+        if x.caller:
+            callers.setdefault(x.service, set()).add(x.caller)
+    strength = signal_scores(signals)
+    total_votes = sum(origins.values()) or 1
+    total_bad = sum(per_service.values()) or 1
+
+    def score(service: str) -> float:
+        own = origins[service] / total_votes + 0.5 * per_service[service] / total_bad
+        sig = min(1.0, strength.get(service, 0.0))
+        if not sig or not (service in failing or service in near):
+            return own
+        # a strong signal takes over the origin votes of the failing services that call it:
+        # their errors are what its silence or slowness looks like from upstream
+        explained = sum(origins[c] for c in callers.get(service, set()) & failing) / total_votes
+        return own + 0.5 * sig + explained * max(0.0, 2 * sig - 1)
+
+    origin = {x.service for x in signals if x.kind in ORIGIN_KINDS}
+    candidates = failing | {s for s in origin if s in near}
+    if candidates and failing:
+        root = max(sorted(candidates), key=score)
+    ranked = [*ranked, *sorted(candidates - set(ranked), key=lambda s: (-score(s), s))]
+    unusual = any(x.service in failing | near for x in signals)
+    if severity == "warning" and not unusual:
+        severity = "info"
+    return root, ranked, severity
