@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 
 from sluice.models.analyst import Bundle, BundleEvent, HeuristicAnalyst, Signal, compress
 from sluice.models.filter import normalize_batch
-from sluice.stream.signals import SignalDetector
+from sluice.stream.signals import SignalDetector, SignalSettings
 
 T0 = 1_700_000_000.0  # a bucket boundary
 FAULT = (T0 + 900, T0 + 960)  # the one minute that goes wrong
@@ -76,8 +76,7 @@ def test_a_new_template_of_a_known_service_is_a_signal() -> None:
 
 
 def test_state_is_bounded() -> None:
-    d = SignalDetector()
-    d.cfg = d.cfg.model_copy(update={"max_keys": 50, "baseline_delay_s": 0})
+    d = SignalDetector(SignalSettings(max_keys=50, baseline_delay_s=0))
     for k in range(20):
         services = [f"svc-{k}-{i}" for i in range(40)]
         d.observe([T0 + 10 * k] * 40, services, services)
