@@ -3,6 +3,7 @@
 - `stream.sources`   reading log files (scan, produce)
 - `stream.parsing`   events -> columns / `Event` (or a dead letter with the reason)
 - `stream.filtering` the filter stage: events -> suspects, on aiokafka batches
+- `stream.signals`   what a line filter cannot see: silences, rate shifts, new lines, slow edges
 - `stream.analysis`  the analysis stage: suspects -> windows -> alerts and feedback, on Faust
 - `stream.redaction` secrets and personal data out of what leaves for the LLM and `feedback`
 - `stream.retrain`   the retrainer: feedback -> challenger vs champion -> `models` topic
@@ -27,6 +28,7 @@ from sluice.stream._settings import (
     RetrainSettings,
     Settings,
     SettingsError,
+    SignalSettings,
     SinkSettings,
     TopicNames,
     WorkerSettings,
@@ -43,6 +45,7 @@ __all__ = [
     "RetrainSettings",
     "Settings",
     "SettingsError",
+    "SignalSettings",
     "SinkSettings",
     "SluiceError",
     "SluiceKafkaError",

@@ -78,6 +78,32 @@ class TopicNames(BaseModel):
     controls: str = "controls"
 
 
+class SignalSettings(BaseModel):
+    """Signals about what is missing or slow (`stream.signals`), `SLUICE_PIPELINE__SIGNALS__*`.
+
+    Off by default: on the shared Train-Ticket day they do not yet improve the ranking
+    (README, "Signals")."""
+
+    enabled: bool = Field(False, description="count every event and give windows their signals")
+
+    bucket_s: float = Field(10.0, gt=0, description="event-time bucket of the counters")
+    baseline_delay_s: float = Field(300.0, ge=0, description="a bucket joins the baseline then")
+    alpha: float = Field(0.05, gt=0, le=1, description="EWMA weight of one bucket")
+    min_history: int = Field(12, ge=1, description="buckets a baseline needs before it judges")
+    min_expected: float = Field(30.0, ge=0, description="events a drop or silence must miss")
+    drop_ratio: float = Field(0.6, ge=0, le=1, description="observed/expected below: a drop")
+    min_z: float = Field(3.0, ge=0, description="and this many standard deviations off")
+    spike_ratio: float = Field(4.0, gt=1, description="observed/expected above: a spike")
+    min_spike: float = Field(30.0, ge=0, description="events above expected for a spike")
+    min_new: int = Field(3, ge=1, description="events of an unseen template for a signal")
+    slow_ratio: float = Field(3.0, gt=1, description="p95 gap over baseline p95: a slow edge")
+    min_slow_s: float = Field(0.03, ge=0, description="and at least this many seconds more")
+    min_gaps: int = Field(5, ge=1, description="gaps an edge needs in a span to be judged")
+    max_keys: int = Field(2000, ge=10, description="services, templates, edges kept, each")
+    trace_ttl_s: float = Field(120.0, gt=0, description="traces are forgotten after this")
+    max_signals: int = Field(12, ge=0, description="signals per span, strongest first")
+
+
 class PipelineSettings(BaseModel):
     """How events become suspects, windows and bundles (the same in `scan` and `worker`)."""
 
@@ -125,6 +151,7 @@ class PipelineSettings(BaseModel):
     scope_evict_s: float = Field(
         3600.0, gt=0, description="state of a scope with nothing open or firing is dropped then"
     )
+    signals: SignalSettings = Field(default_factory=SignalSettings)
     redact: bool = Field(
         True,
         description="replace secrets and personal data in log text before it reaches the LLM "

@@ -29,7 +29,7 @@ from sluice.models.filter import Filter, FilterModel, OnnxFilter, default_model
 from sluice.stream._errors import SluiceError
 from sluice.stream._settings import PipelineSettings, Settings
 from sluice.stream.broker import aiokafka_config, unreachable
-from sluice.stream.parsing import parse_batch
+from sluice.stream.parsing import ParsedBatch, parse_batch
 from sluice.stream.records import SCHEMA_VERSION, DeadLetter
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class Screened:
     """What one batch became: suspect messages per scope, dead letters, and counts."""
 
     messages: dict[str, list[bytes]] = field(default_factory=dict)  # scope -> SuspectBatch JSON
+    counts: dict[str, bytes] = field(default_factory=dict)  # scope -> SignalCounts JSON
     dead: list[DeadLetter] = field(default_factory=list)
     events: int = 0
     flagged: int = 0
@@ -107,10 +108,13 @@ def screen_batch(
     source: Callable[[int], tuple[str, int | None, int | None]],
     filt: Filter,
     cfg: PipelineSettings,
+    record_times: Sequence[float] | None = None,
 ) -> Screened:
     """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
 
-    `source(i)` names where record i came from: (topic or file:line, partition, offset).
+    `source(i)` names where record i came from: (topic or file:line, partition, offset);
+    `record_times[i]` its timestamp (epoch seconds), the time of an event that has none. With
+    signals enabled, every event is also counted per scope (`Screened.counts`).
     Unflagged events cost the parse of their message, one cache lookup in the filter and one
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
@@ -121,6 +125,8 @@ def screen_batch(
     if not parsed.messages:
         return out
     out.events = len(parsed.messages)
+    if cfg.signals.enabled:
+        out.counts = _signal_counts(parsed, keys, record_times, cfg)
     a = filt.assess(parsed.messages)
     flagged = a.flagged
     forward = flagged
@@ -172,6 +178,33 @@ def screen_batch(
             out.flagged += 1
     out.messages = {scope: _encode(scope, parts) for scope, parts in by_scope.items()}
     return out
+
+
+def _signal_counts(
+    parsed: ParsedBatch,
+    keys: Sequence[bytes | None],
+    record_times: Sequence[float] | None,
+    cfg: PipelineSettings,
+) -> dict[str, bytes]:
+    """Every event's time, service and trace, counted per scope for the signals."""
+    from sluice.stream.signals import counts_of
+
+    ts, services, traces, scopes = parsed.signal_columns(
+        keys, record_times, cfg.default_service, cfg.scope
+    )
+    rows: dict[str, list[int]] = {}
+    for j, scope in enumerate(scopes):
+        rows.setdefault(scope, []).append(j)
+    bucket = cfg.signals.bucket_s
+    if len(rows) == 1:
+        (scope,) = rows
+        return {scope: counts_of(scope, ts, services, traces, bucket).to_bytes()}
+    return {
+        scope: counts_of(
+            scope, [ts[j] for j in js], [services[j] for j in js], [traces[j] for j in js], bucket
+        ).to_bytes()
+        for scope, js in rows.items()
+    }
 
 
 def _histogram(name: str, doc: str, buckets: Sequence[float]) -> Histogram:
@@ -398,15 +431,18 @@ class FilterStage:
                 m = _msgs[i]
                 return m.topic, m.partition, m.offset
 
+            times = [m.timestamp / 1000.0 for m in msgs] if cfg.signals.enabled else None
             started = time.perf_counter()
             try:
-                screened = screen_batch(values, keys, source, self._filter, cfg)
+                screened = screen_batch(values, keys, source, self._filter, cfg, times)
             except Exception as exc:  # the filter itself failed: every record is a dead letter
                 log.exception("filter stage: screening %d records of %s failed", len(msgs), tp)
                 reason = f"filter failed: {type(exc).__name__}: {exc}"[:500]
                 screened = Screened(dead=[DeadLetter.of(v, *source(i), reason)
                                           for i, v in enumerate(values)])  # fmt: skip
             seconds = time.perf_counter() - started
+            for scope, counts in screened.counts.items():  # before the suspects they explain
+                pending.append(await producer.send(t.suspects, value=counts, key=scope.encode()))
             for scope, messages in screened.messages.items():
                 key = scope.encode()
                 for value in messages:

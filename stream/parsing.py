@@ -224,6 +224,40 @@ class ParsedBatch:
             return _line_fields(self.messages[j], service)
         return _json_fields(obj, self.messages[j], service)
 
+    def signal_columns(
+        self,
+        keys: Sequence[bytes | None],
+        record_times: Sequence[float] | None,
+        default_service: str,
+        default_scope: str,
+    ) -> tuple[list[float], list[str], list[str | None], list[str]]:
+        """What the signal counters need of every event, not only the forwarded ones: its time
+        (epoch seconds; the record's timestamp for a text line or a JSON event without one,
+        NaN without either), service, trace id and scope. Text lines are not parsed further."""
+        nan = math.nan
+        ts: list[float] = []
+        services: list[str] = []
+        traces: list[str | None] = []
+        scopes: list[str] = []
+        for j, obj in enumerate(self.objects):
+            i = self.index[j]
+            fallback = record_times[i] if record_times is not None else nan
+            if obj is None:
+                ts.append(fallback)
+                services.append(_key_service(keys[i]) or default_service)
+                traces.append(None)
+                scopes.append(default_scope)
+                continue
+            t = _parse_ts(_first(obj, _TS_KEYS))
+            ts.append(t.timestamp() if t is not None else fallback)
+            service = _text(_first(obj, _SERVICE_KEYS))
+            services.append(
+                _POD_HASH.sub("", service) if service else _key_service(keys[i]) or default_service
+            )
+            traces.append(_text(_first(obj, _TRACE_KEYS)))
+            scopes.append(_text(obj.get("scope")) or default_scope)
+        return ts, services, traces, scopes
+
 
 def parse_batch(values: Sequence[bytes], max_bytes: int) -> ParsedBatch:
     """Parse a batch; a record that is not an event is listed in `dead` with the reason."""

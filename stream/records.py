@@ -112,11 +112,27 @@ class Analysed(_Record):
     done_at: datetime
 
 
-SuspectsRecord = Annotated[SuspectBatch | Tick | Analysed, Field(discriminator="kind")]
-_SUSPECTS_ADAPTER: TypeAdapter[SuspectBatch | Tick | Analysed] = TypeAdapter(SuspectsRecord)
+class SignalCounts(_Record):
+    """What the filter stage counted of every event of one batch and scope, for the signals
+    (`stream.signals`): events per event-time bucket and service, and caller -> callee gaps
+    within traces. Sent beside the scope's suspects; the analysis stage keeps the baselines."""
+
+    kind: Literal["counts"] = "counts"
+    scope: str
+    bucket_s: float
+    services: list[tuple[int, str, int]] = Field(description="bucket, service, events")
+    gaps: list[tuple[int, str, str, float]] = Field(description="bucket, caller, callee, seconds")
 
 
-def parse_suspects_record(raw: bytes) -> SuspectBatch | Tick | Analysed:
+SuspectsRecord = Annotated[
+    SuspectBatch | Tick | Analysed | SignalCounts, Field(discriminator="kind")
+]
+_SUSPECTS_ADAPTER: TypeAdapter[SuspectBatch | Tick | Analysed | SignalCounts] = TypeAdapter(
+    SuspectsRecord
+)
+
+
+def parse_suspects_record(raw: bytes) -> SuspectBatch | Tick | Analysed | SignalCounts:
     """A record of the suspects topic; raises pydantic's ValidationError otherwise."""
     return _SUSPECTS_ADAPTER.validate_json(raw)
 

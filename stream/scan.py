@@ -30,6 +30,7 @@ from sluice.stream.records import (
     DeadLetter,
     Feedback,
     Outcome,
+    SignalCounts,
     SuspectBatch,
     parse_suspects_record,
 )
@@ -101,6 +102,10 @@ async def scan(
         result.events += screened.events
         result.suspects += screened.flagged + screened.audited
         result.deadletters += screened.dead
+        for counts in screened.counts.values():  # signals: every event counted, as a worker does
+            rec_counts = parse_suspects_record(counts)
+            assert isinstance(rec_counts, SignalCounts)
+            result.deadletters += state.on_counts(0, None, rec_counts)
         for messages in screened.messages.values():
             for m in messages:  # the very bytes a worker would put on the suspects topic
                 rec = parse_suspects_record(m)

@@ -26,34 +26,18 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
-from pydantic import BaseModel, Field
+import orjson
 
 from sluice.models.analyst import Signal, SignalKind
+from sluice.stream._settings import SignalSettings
+from sluice.stream.records import SignalCounts
 
-__all__ = ["SignalDetector", "SignalSettings"]
+__all__ = ["SignalDetector", "SignalSettings", "TraceHops", "counts_of"]
 
-
-class SignalSettings(BaseModel):
-    """Thresholds of the signal detector (the worker does not run it yet: issue 10)."""
-
-    bucket_s: float = Field(10.0, gt=0, description="event-time bucket of the counters")
-    baseline_delay_s: float = Field(300.0, ge=0, description="a bucket joins the baseline then")
-    alpha: float = Field(0.05, gt=0, le=1, description="EWMA weight of one bucket")
-    min_history: int = Field(12, ge=1, description="buckets a baseline needs before it judges")
-    min_expected: float = Field(30.0, ge=0, description="events a drop or silence must miss")
-    drop_ratio: float = Field(0.6, ge=0, le=1, description="observed/expected below: a drop")
-    min_z: float = Field(3.0, ge=0, description="and this many standard deviations off")
-    spike_ratio: float = Field(4.0, gt=1, description="observed/expected above: a spike")
-    min_spike: float = Field(30.0, ge=0, description="events above expected for a spike")
-    min_new: int = Field(3, ge=1, description="events of an unseen template for a signal")
-    slow_ratio: float = Field(3.0, gt=1, description="p95 gap over baseline p95: a slow edge")
-    min_slow_s: float = Field(0.03, ge=0, description="and at least this many seconds more")
-    min_gaps: int = Field(5, ge=1, description="gaps an edge needs in a span to be judged")
-    max_keys: int = Field(2000, ge=10, description="services, templates, edges kept, each")
-    trace_ttl_s: float = Field(120.0, gt=0, description="traces are forgotten after this")
-    max_signals: int = Field(12, ge=0, description="signals per span, strongest first")
+#: Gaps kept per edge and bucket (a p95 needs no more).
+_MAX_GAPS = 500
 
 
 @dataclass
@@ -98,8 +82,7 @@ class SignalDetector:
         self._rates: dict[str, _Ewma] = {}
         self._template_rates: dict[tuple[str, str], _Ewma] = {}
         self._edge_p95: dict[tuple[str, str], _Ewma] = {}
-        self._traces: dict[str, dict[str, float]] = {}  # trace -> service -> first time
-        self._trace_seen: dict[str, float] = {}
+        self._hops = TraceHops()
         self._absorbed = -(2**62)  # the newest bucket in the baseline
         self.watermark = -math.inf
 
@@ -137,18 +120,62 @@ class SignalDetector:
         return b
 
     def _trace(self, b: _Bucket, tid: str, svc: str, t: float) -> None:
-        seen = self._traces.get(tid)
-        if seen is None:
-            seen = self._traces[tid] = {}
-        self._trace_seen[tid] = t
-        if svc in seen:
-            return
-        if seen:  # the service that appeared last before this one is read as its caller
-            caller, since = max(seen.items(), key=lambda kv: kv[1])
-            gaps = b.gaps.setdefault((caller, svc), [])
-            if len(gaps) < 500:
-                gaps.append(max(0.0, t - since))
-        seen[svc] = t
+        hop = self._hops.see(tid, svc, t)
+        if hop is not None:
+            gaps = b.gaps.setdefault(hop[0], [])
+            if len(gaps) < _MAX_GAPS:
+                gaps.append(hop[1])
+
+    def add_counts(self, rec: SignalCounts) -> None:
+        """Counts the filter stage made of a batch (see `counts_of`); buckets in the baseline
+        already are too late to count."""
+        if rec.bucket_s != self.cfg.bucket_s:
+            return  # counted with other settings: not comparable
+        for n, svc, count in rec.services:
+            if n > self._absorbed:
+                self._bucket(n).services[svc] += count
+                self.watermark = max(self.watermark, (n + 1) * rec.bucket_s)
+        for n, caller, callee, gap in rec.gaps:
+            if n > self._absorbed:
+                gaps = self._bucket(n).gaps.setdefault((caller, callee), [])
+                if len(gaps) < _MAX_GAPS:
+                    gaps.append(gap)
+        self._absorb_old()
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def dump(self) -> bytes:
+        """The detector's state (baselines and the buckets not in them yet), for a state store."""
+        return orjson.dumps(
+            {
+                "absorbed": self._absorbed,
+                "watermark": self.watermark if self.watermark > -math.inf else None,
+                "rates": {k: astuple(v) for k, v in self._rates.items()},
+                "templates": [[s, t, *astuple(v)] for (s, t), v in self._template_rates.items()],
+                "edges": [[a, b, *astuple(v)] for (a, b), v in self._edge_p95.items()],
+                "buckets": [
+                    [n, dict(b.services), [[s, t, c] for (s, t), c in b.templates.items()],
+                     [[a, c, g] for (a, c), g in b.gaps.items()]]
+                    for n, b in sorted(self._buckets.items())
+                ],
+            }
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, raw: bytes, cfg: SignalSettings | None = None) -> SignalDetector:
+        d = cls(cfg)
+        x = orjson.loads(raw)
+        d._absorbed = int(x["absorbed"])
+        d.watermark = float(x["watermark"]) if x["watermark"] is not None else -math.inf
+        d._rates = {k: _Ewma(*v) for k, v in x["rates"].items()}
+        d._template_rates = {(s, t): _Ewma(*v) for s, t, *v in x["templates"]}
+        d._edge_p95 = {(a, b): _Ewma(*v) for a, b, *v in x["edges"]}
+        for n, services, templates, gaps in x["buckets"]:
+            b = d._bucket(int(n))
+            b.services.update(services)
+            b.templates.update({(s, t): c for s, t, c in templates})
+            b.gaps.update({(a, c): list(g) for a, c, g in gaps})
+        return d
 
     # -- baseline --------------------------------------------------------------------------------
 
@@ -160,11 +187,7 @@ class SignalDetector:
             if not b.empty:
                 self._absorb(b)
             self._absorbed = max(self._absorbed, n)
-        cutoff = self.watermark - cfg.trace_ttl_s
-        if len(self._trace_seen) > 1000:
-            for tid in [t for t, at in self._trace_seen.items() if at < cutoff]:
-                del self._trace_seen[tid]
-                del self._traces[tid]
+        self._hops.forget_before(self.watermark - cfg.trace_ttl_s)
 
     def _absorb(self, b: _Bucket) -> None:
         a = self.cfg.alpha
@@ -214,7 +237,14 @@ class SignalDetector:
             if exp >= cfg.min_expected and obs <= cfg.drop_ratio * exp:
                 kind = "silence" if obs == 0 else "drop"
                 strength = 1.0 - obs / exp
-                yield Signal(kind, svc, f"{svc}: {rate}, {change}", round(strength, 3))
+                # who usually calls it (the baseline's busiest edge into it): its callers'
+                # errors are what this silence looks like from upstream
+                callers = sorted(
+                    (e for e in self._edge_p95 if e[1] == svc),
+                    key=lambda e: (-self._edge_p95[e].n, e),
+                )
+                yield Signal(kind, svc, f"{svc}: {rate}, {change}", round(strength, 3),
+                             caller=callers[0][0] if callers else None)  # fmt: skip
             elif obs >= cfg.spike_ratio * exp and obs - exp >= cfg.min_spike:
                 strength = min(1.0, (obs / max(exp, 1.0)) / (4 * cfg.spike_ratio))
                 yield Signal("spike", svc, f"{svc}: {rate}, {change}", round(strength, 3))
@@ -258,6 +288,66 @@ class SignalDetector:
                 text = (f"{caller} -> {callee}: p95 gap {p95 * 1000:.0f} ms vs baseline "
                         f"{base.mean * 1000:.0f} ms")  # fmt: skip
                 yield Signal("slow_edge", callee, text, round(strength, 3), caller=caller)
+
+
+class TraceHops:
+    """Caller -> callee hops from the order in which services first log in each trace (logs
+    carry trace ids, not parent spans): a service's caller is the one that logged last before
+    it appeared. Traces are forgotten by `forget_before` (bounded)."""
+
+    def __init__(self) -> None:
+        self._traces: dict[str, dict[str, float]] = {}  # trace -> service -> first time
+        self._last: dict[str, float] = {}
+
+    def see(self, tid: str, svc: str, t: float) -> tuple[tuple[str, str], float] | None:
+        """The hop (caller, callee) and its gap when `svc` is new in the trace, else None."""
+        seen = self._traces.get(tid)
+        if seen is None:
+            seen = self._traces[tid] = {}
+        self._last[tid] = t
+        if svc in seen:
+            return None
+        hop = None
+        if seen:
+            caller, since = max(seen.items(), key=lambda kv: kv[1])
+            hop = (caller, svc), max(0.0, t - since)
+        seen[svc] = t
+        return hop
+
+    def forget_before(self, cutoff: float) -> None:
+        if len(self._last) > 1000:
+            for tid in [t for t, at in self._last.items() if at < cutoff]:
+                del self._last[tid]
+                del self._traces[tid]
+
+
+def counts_of(
+    scope: str,
+    ts: Sequence[float],
+    services: Sequence[str],
+    traces: Sequence[str | None],
+    bucket_s: float,
+) -> SignalCounts:
+    """One batch's events of one scope as the filter stage sends them to the analysis stage:
+    events per (bucket, service) and the hops of the traces within the batch. Events without a
+    time count in the batch's newest bucket."""
+    known = [t for t in ts if not math.isnan(t)]
+    latest = max(known) if known else 0.0
+    per: Counter[tuple[int, str]] = Counter()
+    gaps: list[tuple[int, str, str, float]] = []
+    hops = TraceHops()
+    for t, svc, tid in zip(ts, services, traces, strict=True):
+        at = latest if math.isnan(t) else t
+        n = int(at // bucket_s)
+        per[(n, svc)] += 1
+        if tid and (hop := hops.see(tid, svc, at)) is not None and len(gaps) < 50 * _MAX_GAPS:
+            gaps.append((n, hop[0][0], hop[0][1], round(hop[1], 6)))
+    return SignalCounts(
+        scope=scope,
+        bucket_s=bucket_s,
+        services=[(n, svc, c) for (n, svc), c in sorted(per.items())],
+        gaps=gaps,
+    )
 
 
 def _bound(table: dict[object, _Ewma], keep: int) -> None:

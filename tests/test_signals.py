@@ -6,17 +6,23 @@ prompt carries them inside the data fence."""
 from __future__ import annotations
 
 import asyncio
+import math
 from datetime import UTC, datetime
 
 from sluice.models.analyst import Bundle, BundleEvent, HeuristicAnalyst, Signal, compress
 from sluice.models.filter import normalize_batch
-from sluice.stream.signals import SignalDetector, SignalSettings
+from sluice.stream import PipelineSettings, SignalSettings
+from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
+from sluice.stream.records import Event, SignalCounts, Suspect, parse_suspects_record
+from sluice.stream.signals import SignalDetector, counts_of
 
 T0 = 1_700_000_000.0  # a bucket boundary
 FAULT = (T0 + 900, T0 + 960)  # the one minute that goes wrong
 
 
-def _bucket(t: float, fault: bool) -> list[tuple[float, str, str, str | None]]:
+def _bucket(
+    t: float, fault: bool, cache_slows: bool = True
+) -> list[tuple[float, str, str, str | None]]:
     """Ten seconds of a shop: checkout requests call db (it logs 10 ms later), cart requests
     call cache; cache logs a rare miss. In the fault: db logs nothing, cache answers 600 ms late
     and misses a lot."""
@@ -28,8 +34,9 @@ def _bucket(t: float, fault: bool) -> list[tuple[float, str, str, str | None]]:
         if not fault:
             out.append((at + 0.01, "db", f"query {i} took 3 ms", checkout))
         out.append((at + 0.2, "web", f"GET /cart/{i} 200", cart))
-        out.append((at + 0.2 + (0.6 if fault else 0.01), "cache", f"get key {i} hit", cart))
-    misses = 30 if fault else 1
+        late = 0.6 if fault and cache_slows else 0.01
+        out.append((at + 0.2 + late, "cache", f"get key {i} hit", cart))
+    misses = 30 if fault and cache_slows else 1
     out += [(t + 9.0, "cache", f"miss for key {k}", None) for k in range(misses)]
     return out
 
@@ -121,3 +128,73 @@ def test_signals_are_in_the_prompt_inside_the_fence() -> None:
     digest = compress(_bundle([sig]), 6000)
     inner = digest.prompt.split(f"<{digest.fence}>", 1)[1].split(f"</{digest.fence}>", 1)[0]
     assert "- silence: db: log rate 0/min vs 120/min" in inner
+
+
+def _counted(until: float) -> SignalDetector:
+    """The synthetic stream as a worker sees it: counted per batch by the filter stage
+    (`counts_of`), folded into the detector by the analysis stage, state dumped and loaded
+    between batches (the table)."""
+    raw = SignalDetector().dump()
+    t = T0
+    while t < until:
+        rows = _bucket(t, FAULT[0] <= t < FAULT[1])
+        rec = counts_of("shop", [r[0] for r in rows], [r[1] for r in rows],
+                        [r[3] for r in rows], 10.0)  # fmt: skip
+        sent = parse_suspects_record(rec.to_bytes())  # the bytes on the suspects topic
+        assert isinstance(sent, SignalCounts)
+        d = SignalDetector.load(raw)
+        d.add_counts(sent)
+        raw = d.dump()
+        t += 10
+    return SignalDetector.load(raw)
+
+
+def test_counts_from_the_filter_stage_give_the_same_rate_and_edge_signals() -> None:
+    got = {(s.kind, s.service, s.caller) for s in _counted(FAULT[1] + 30).signals(*FAULT)}
+    assert ("silence", "db", "web") in got  # its usual caller, from the baseline's edges
+    assert ("slow_edge", "cache", "web") in got
+    assert _counted(FAULT[0]).signals(FAULT[0] - 60, FAULT[0]) == []
+
+
+def test_the_detector_state_round_trips() -> None:
+    d = SignalDetector()
+    _stream(d, FAULT[1] + 30)
+    again = SignalDetector.load(d.dump())
+    assert again.signals(*FAULT) == d.signals(*FAULT)
+    assert again.dump() == d.dump()
+
+
+def test_counts_are_a_suspects_record() -> None:
+    rec = counts_of("shop", [T0, T0 + 1, math.nan], ["web", "db", "web"], ["t1", "t1", None], 10)
+    assert parse_suspects_record(rec.to_bytes()) == rec
+    assert rec.services == [(int(T0 // 10), "db", 1), (int(T0 // 10), "web", 2)]
+    assert rec.gaps == [(int(T0 // 10), "web", "db", 1.0)]
+
+
+def test_a_closed_window_carries_the_signals_of_its_span_into_the_bundle() -> None:
+    cfg = PipelineSettings(window_s=60, allowed_lateness_s=0,
+                           signals=SignalSettings(enabled=True))  # fmt: skip
+    state = AnalysisState(cfg, MemoryStore(), lambda: 0.0)
+    t = T0
+    while t < FAULT[1] + 30:
+        rows = _bucket(t, FAULT[0] <= t < FAULT[1], cache_slows=False)  # only db fails
+        ts, svc, traces = [r[0] for r in rows], [r[1] for r in rows], [r[3] for r in rows]
+        assert state.on_counts(0, None, counts_of("shop", ts, svc, traces, 10.0)) == []
+        t += 10
+    at = datetime.fromtimestamp(FAULT[0] + 5, UTC)
+    event = Event(ts=at, service="web", level="ERROR", message="ERROR call to db failed")
+    suspect = Suspect(event=event, score=0.9, model_version="m", audit=False,
+                      sampling_probability=1, scope="shop")  # fmt: skip
+    state.add("shop", [suspect])
+    state.close_all("shop")
+    (seq, _attempt), *_ = state.due("shop", ignore_wait=True)
+    bundle = bundle_of(state.window("shop", seq))
+    assert bundle.signals is not None
+    # the window is aligned to minutes, the fault not: db is silent for most of it
+    assert {(s.kind, s.service) for s in bundle.signals} & {("silence", "db"), ("drop", "db")}
+    report = asyncio.run(HeuristicAnalyst().analyze(bundle)).report
+    assert report.root_causes[0].service == "db"  # the silent service its caller depends on
+    off = AnalysisState(PipelineSettings(window_s=60), MemoryStore(), lambda: 0.0)
+    off.add("shop", [suspect])
+    off.close_all("shop")
+    assert bundle_of(off.window("shop", 0)).signals is None  # signals off: none computed

@@ -217,9 +217,14 @@ def _with_signals(
         sig = min(1.0, strength.get(service, 0.0))
         if not sig or not (service in failing or service in near):
             return own
-        # a strong signal takes over the origin votes of the failing services that call it:
-        # their errors are what its silence or slowness looks like from upstream
-        explained = sum(origins[c] for c in callers.get(service, set()) & failing) / total_votes
+        # a strong signal takes over the origin votes (without traces: the error share) of the
+        # failing services that call it: their errors are what its silence or slowness looks
+        # like from upstream
+        upstream = callers.get(service, set()) & failing
+        if origins:
+            explained = sum(origins[c] for c in upstream) / total_votes
+        else:  # no traces voted: their share of the errors instead
+            explained = sum(per_service[c] for c in upstream) / total_bad
         return own + 0.5 * sig + explained * max(0.0, 2 * sig - 1)
 
     origin = {x.service for x in signals if x.kind in ORIGIN_KINDS}

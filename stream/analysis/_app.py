@@ -40,7 +40,13 @@ from sluice.stream.analysis._core import (
 )
 from sluice.stream.broker import ssl_context
 from sluice.stream.controls import Controls
-from sluice.stream.records import DeadLetter, SuspectBatch, Tick, parse_suspects_record
+from sluice.stream.records import (
+    DeadLetter,
+    SignalCounts,
+    SuspectBatch,
+    Tick,
+    parse_suspects_record,
+)
 
 __all__ = ["create_app"]
 
@@ -163,6 +169,8 @@ def create_app(
             if isinstance(rec, SuspectBatch):
                 out.dead += state.on_suspects(partition, offset, rec)
                 scopes = [rec.scope]
+            elif isinstance(rec, SignalCounts):
+                out.dead += state.on_counts(partition, offset, rec)
             elif isinstance(rec, Tick):
                 state.on_tick(partition)
                 scopes = state.scopes(partition)

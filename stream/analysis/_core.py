@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from sluice.models.analyst import Analysis, Bundle, BundleEvent
+from sluice.models.analyst import Analysis, Bundle, BundleEvent, Signal
 from sluice.models.filter import normalize_batch
 from sluice.stream._settings import PipelineSettings
 from sluice.stream.controls import Controls
@@ -44,10 +44,12 @@ from sluice.stream.records import (
     DeadLetter,
     Feedback,
     Outcome,
+    SignalCounts,
     Suspect,
     SuspectBatch,
 )
 from sluice.stream.redaction import Redactor
+from sluice.stream.signals import SignalDetector
 
 __all__ = [
     "AnalysisState",
@@ -174,6 +176,7 @@ class _Pending(BaseModel):
     result: str | None = None  # the Analysis as JSON once it is known
     done_at: datetime | None = None
     given_up: bool = False  # failed max_analysis_failures times: published as a dead letter
+    signals: list[dict[str, object]] | None = None  # at close, when signals are enabled
 
 
 class ScopeState(BaseModel):
@@ -206,6 +209,7 @@ class ClosedWindow:
     seq: int = 0
     attempt: int = 0
     redactions: dict[str, int] = field(default_factory=dict)
+    signals: list[Signal] | None = None
 
     def analysed(self, analysis: Analysis, done_at: datetime) -> Analysed:
         """The record that reports this window's analysis back to the stream."""
@@ -279,7 +283,9 @@ def bundle_of(w: ClosedWindow) -> Bundle:
         )
         for s in w.suspects
     ]
-    return Bundle(w.scope, events, w.start, w.end, ",".join(versions) or None, w.redactions)
+    return Bundle(
+        w.scope, events, w.start, w.end, ",".join(versions) or None, w.redactions, w.signals
+    )
 
 
 class AnalysisState:
@@ -338,6 +344,31 @@ class AnalysisState:
         self, partition: int, offset: int | None, rec: SuspectBatch
     ) -> list[DeadLetter]:
         """Add a batch of suspects; a new scope beyond `max_live_scopes` is dead-lettered."""
+        refused = self._admit(partition, offset, rec)
+        if refused:
+            return refused
+        self.add(rec.scope, rec.suspects)
+        return []
+
+    def on_counts(self, partition: int, offset: int | None, rec: SignalCounts) -> list[DeadLetter]:
+        """Fold a batch's counts into the scope's signal baselines (kept in the store, so they
+        survive the worker like the rest of the state)."""
+        refused = self._admit(partition, offset, rec)
+        if refused:
+            return refused
+        detector = self._detector(rec.scope)
+        detector.add_counts(rec)
+        self.store.put(f"signals/{rec.scope}", detector.dump())
+        st = self.scope_state(rec.scope)
+        if self._wall() - st.touched >= 60:  # a scope that only logs normally is live too
+            st.touched = self._wall()
+            self._save(rec.scope, st)
+        return []
+
+    def _admit(
+        self, partition: int, offset: int | None, rec: SuspectBatch | SignalCounts
+    ) -> list[DeadLetter]:
+        """A new scope joins the partition's live scopes, unless `max_live_scopes` are live."""
         part = self._partition(partition)
         if rec.scope not in part.scopes:
             if len(part.scopes) >= self.cfg.max_live_scopes:
@@ -348,8 +379,12 @@ class AnalysisState:
                 return [DeadLetter.of(rec.to_bytes(), self._topic, partition, offset, reason)]
             part.scopes.append(rec.scope)
             self._save_partition(partition, part)
-        self.add(rec.scope, rec.suspects)
         return []
+
+    def _detector(self, scope: str) -> SignalDetector:
+        raw = self.store.get(f"signals/{scope}")
+        cfg = self.cfg.signals
+        return SignalDetector.load(raw, cfg) if raw else SignalDetector(cfg)
 
     def on_tick(self, partition: int) -> None:
         """Close idle windows and forget scopes with nothing left to do."""
@@ -361,9 +396,10 @@ class AnalysisState:
             st = self.scope_state(scope)
             quiet = not (st.open or st.pending or st.firing)
             if quiet and now - st.touched >= self.cfg.scope_evict_s:
-                # Windows and alerts go; revision counters stay (small), so an incident that
-                # comes back continues its revisions instead of reusing one.
+                # Windows, alerts and signal baselines go; revision counters stay (small), so an
+                # incident that comes back continues its revisions instead of reusing one.
                 self._save(scope, ScopeState(revisions=st.revisions, touched=st.touched))
+                self.store.delete(f"signals/{scope}")
             else:
                 kept.append(scope)
         if kept != part.scopes:
@@ -454,14 +490,20 @@ class AnalysisState:
         self._flush(scope, st, w, buffers)
         st.open.remove(w)
         self.counters.windows_closed[reason] += 1
+        end = w.start + self._size
+        signals = None
+        if self.cfg.signals.enabled:  # fixed at close: a replay analyses the same bundle
+            found = self._detector(scope).signals(w.start.timestamp(), end.timestamp())
+            signals = [asdict(x) for x in found]
         st.pending.append(
             _Pending(
                 seq=st.next_seq,
                 start=w.start,
-                end=w.start + self._size,
+                end=end,
                 reason=reason,
                 chunks=w.chunks,
                 n=w.n,
+                signals=signals,
             )
         )
         st.next_seq += 1
@@ -528,7 +570,10 @@ class AnalysisState:
                 for s in suspects
             ]
             redactions = dict(redact.counts)
-        return ClosedWindow(scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions)
+        signals = None if p.signals is None else [Signal(**x) for x in p.signals]  # type: ignore[arg-type]
+        return ClosedWindow(
+            scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions, signals
+        )
 
     def publish(self, scope: str) -> Published:
         """Publish the finished analyses at the head of the queue, in sequence order, and
