@@ -7,6 +7,7 @@ every window, replicated), in one run and on the same topic:
   (a) a raw aiokafka `getmany` drain with no processing, pinned to one core;
   (b) one `sluice worker` pinned to one core (rate from the filter stage's committed offsets,
       first commit to last, so start-up is not counted);
+  (b') the same with signals on (SLUICE_PIPELINE__SIGNALS__ENABLED, issue 10): their cost;
   (c) two workers, each pinned to its own core, on a two-partition copy of the topic (total).
 Then p50/p99 latency from produce to suspect at half of (b)'s rate (HDFS), and the worker's peak
 RSS. Figures are printed and written to bench/results/throughput.json. The broker runs on the same
@@ -254,6 +255,12 @@ def run_dataset(name: str, values: list[bytes]) -> dict[str, Any]:
     _produce(one["SLUICE_TOPICS__EVENTS"], values)
     drain = _drain(one["SLUICE_TOPICS__EVENTS"], n)
     single = _measure(one, n, [0])
+    # (b') the same worker with signals on (issue 10): every event also counted per service,
+    # bucket and trace hop; its own group on the same topic
+    sig = {**one, "SLUICE_KAFKA__GROUP_ID": one["SLUICE_KAFKA__GROUP_ID"] + "-signals",
+           "SLUICE_PIPELINE__SIGNALS__ENABLED": "true"}  # fmt: skip
+    _topics(sig)
+    with_signals = _measure(sig, n, [0])
     two = _env(uuid.uuid4().hex[:8], 2)
     _topics(two)
     _produce(two["SLUICE_TOPICS__EVENTS"], values)
@@ -262,6 +269,8 @@ def run_dataset(name: str, values: list[bytes]) -> dict[str, Any]:
         "events": n,
         "raw_drain_per_s": round(drain),
         "one_worker": single,
+        "one_worker_signals": with_signals,
+        "signals_cost": round(1 - with_signals["events_per_s"] / max(1, single["events_per_s"]), 3),
         "two_workers": double,
         "ratio_worker_to_drain": round(single["events_per_s"] / drain, 3),
         "scaling_two_to_one": round(double["events_per_s"] / max(1, single["events_per_s"]), 2),
@@ -269,7 +278,8 @@ def run_dataset(name: str, values: list[bytes]) -> dict[str, Any]:
     print(
         f"{name:22s} {n:>9,d} {drain:>12,.0f}/s {single['events_per_s']:>12,.0f}/s "
         f"{double['events_per_s']:>12,.0f}/s {row['ratio_worker_to_drain']:>8.3f} "
-        f"{row['scaling_two_to_one']:>6.2f}x {single.get('peak_rss_mb', 0):>7.0f} MB",
+        f"{row['scaling_two_to_one']:>6.2f}x {single.get('peak_rss_mb', 0):>7.0f} MB   "
+        f"with signals {with_signals['events_per_s']:,.0f}/s (cost {row['signals_cost']:.1%})",
         flush=True,
     )
     return row

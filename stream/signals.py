@@ -38,6 +38,11 @@ __all__ = ["SignalDetector", "SignalSettings", "TraceHops", "counts_of"]
 
 #: Gaps kept per edge and bucket (a p95 needs no more).
 _MAX_GAPS = 500
+#: Per batch: gaps per edge and bucket, and rows of each kind (a counts record stays < 350 kB).
+_MAX_BATCH_GAPS = 50
+_MAX_BATCH_ROWS = 1000
+#: Service names are counted by their first characters (a name is untrusted input).
+_MAX_NAME = 100
 
 
 @dataclass
@@ -80,6 +85,11 @@ class SignalDetector:
         self.cfg = cfg or SignalSettings()
         self._buckets: dict[int, _Bucket] = {}
         self._rates: dict[str, _Ewma] = {}
+        # per-bucket rates averaged over blocks of `block_buckets`: how much a service's rate
+        # moves from one minute to the next (load mix changes), which bucket noise understates
+        self._block_rates: dict[str, _Ewma] = {}
+        self._block: Counter[str] = Counter()
+        self._block_n = 0
         self._template_rates: dict[tuple[str, str], _Ewma] = {}
         self._edge_p95: dict[tuple[str, str], _Ewma] = {}
         self._hops = TraceHops()
@@ -151,6 +161,8 @@ class SignalDetector:
                 "absorbed": self._absorbed,
                 "watermark": self.watermark if self.watermark > -math.inf else None,
                 "rates": {k: astuple(v) for k, v in self._rates.items()},
+                "block_rates": {k: astuple(v) for k, v in self._block_rates.items()},
+                "block": [dict(self._block), self._block_n],
                 "templates": [[s, t, *astuple(v)] for (s, t), v in self._template_rates.items()],
                 "edges": [[a, b, *astuple(v)] for (a, b), v in self._edge_p95.items()],
                 "buckets": [
@@ -168,6 +180,8 @@ class SignalDetector:
         d._absorbed = int(x["absorbed"])
         d.watermark = float(x["watermark"]) if x["watermark"] is not None else -math.inf
         d._rates = {k: _Ewma(*v) for k, v in x["rates"].items()}
+        d._block_rates = {k: _Ewma(*v) for k, v in x["block_rates"].items()}
+        d._block, d._block_n = Counter(x["block"][0]), int(x["block"][1])
         d._template_rates = {(s, t): _Ewma(*v) for s, t, *v in x["templates"]}
         d._edge_p95 = {(a, b): _Ewma(*v) for a, b, *v in x["edges"]}
         for n, services, templates, gaps in x["buckets"]:
@@ -195,10 +209,17 @@ class SignalDetector:
             self._rates.setdefault(svc, _Ewma()).add(b.services.get(svc, 0), a)
         for key in self._template_rates.keys() | b.templates.keys():
             self._template_rates.setdefault(key, _Ewma()).add(b.templates.get(key, 0), a)
+        self._block.update(b.services)
+        self._block_n += 1
+        if self._block_n >= self.cfg.block_buckets:
+            for svc in self._block_rates.keys() | self._block.keys():
+                rate = self._block.get(svc, 0) / self._block_n
+                self._block_rates.setdefault(svc, _Ewma()).add(rate, self.cfg.block_alpha)
+            self._block, self._block_n = Counter(), 0
         for edge, gaps in b.gaps.items():
             if len(gaps) >= 3:
                 self._edge_p95.setdefault(edge, _Ewma()).add(_p95(gaps), a)
-        for table in (self._rates, self._template_rates, self._edge_p95):
+        for table in (self._rates, self._block_rates, self._template_rates, self._edge_p95):
             _bound(table, self.cfg.max_keys)  # type: ignore[arg-type]
 
     # -- output ----------------------------------------------------------------------------------
@@ -227,8 +248,11 @@ class SignalDetector:
             if base.n < cfg.min_history:
                 continue
             exp, obs = base.mean * nb, observed.get(svc, 0)
-            # counts vary as Poisson at least, and as much as this service's buckets have varied
-            z = (obs - exp) / math.sqrt(max(1.0, exp + base.var * nb))
+            block = self._block_rates.get(svc)
+            if block is None or block.n < cfg.min_blocks:
+                continue
+            # the span's rate against the usual minute-to-minute spread (plus Poisson noise)
+            z = (obs / nb - base.mean) / math.sqrt(max(1e-6, block.var + base.mean / nb))
             if abs(z) < cfg.min_z:
                 continue
             rate = f"log rate {obs / nb * per_min:.0f}/min vs {base.mean * per_min:.0f}/min"
@@ -283,7 +307,9 @@ class SignalDetector:
             if base is None or base.n < cfg.min_history or len(xs) < cfg.min_gaps:
                 continue
             p95 = _p95(xs)
-            if p95 >= cfg.slow_ratio * base.mean and p95 - base.mean >= cfg.min_slow_s:
+            z = (p95 - base.mean) / math.sqrt(max(1e-6, base.var))
+            if (p95 >= cfg.slow_ratio * base.mean and p95 - base.mean >= cfg.min_slow_s
+                    and z >= cfg.min_z):  # fmt: skip
                 strength = min(1.0, p95 / max(base.mean, 1e-3) / (4 * cfg.slow_ratio))
                 text = (f"{caller} -> {callee}: p95 gap {p95 * 1000:.0f} ms vs baseline "
                         f"{base.mean * 1000:.0f} ms")  # fmt: skip
@@ -335,17 +361,25 @@ def counts_of(
     latest = max(known) if known else 0.0
     per: Counter[tuple[int, str]] = Counter()
     gaps: list[tuple[int, str, str, float]] = []
+    per_edge: Counter[tuple[int, str, str]] = Counter()
     hops = TraceHops()
-    for t, svc, tid in zip(ts, services, traces, strict=True):
+    for t, name, tid in zip(ts, services, traces, strict=True):
+        svc = name[:_MAX_NAME]
         at = latest if math.isnan(t) else t
         n = int(at // bucket_s)
         per[(n, svc)] += 1
-        if tid and (hop := hops.see(tid, svc, at)) is not None and len(gaps) < 50 * _MAX_GAPS:
-            gaps.append((n, hop[0][0], hop[0][1], round(hop[1], 6)))
+        if tid and (hop := hops.see(tid, svc, at)) is not None:
+            key = (n, *hop[0])
+            if per_edge[key] < _MAX_BATCH_GAPS and len(gaps) < _MAX_BATCH_ROWS:
+                per_edge[key] += 1
+                gaps.append((n, hop[0][0], hop[0][1], round(hop[1], 6)))
+    # bounded whatever the input: a record of counts stays far below Kafka's record limit even
+    # when every event names a service of its own (the busiest keys are kept)
+    rows = per.most_common(_MAX_BATCH_ROWS) if len(per) > _MAX_BATCH_ROWS else per.items()
     return SignalCounts(
         scope=scope,
         bucket_s=bucket_s,
-        services=[(n, svc, c) for (n, svc), c in sorted(per.items())],
+        services=[(n, svc, c) for (n, svc), c in sorted(rows)],
         gaps=gaps,
     )
 

@@ -198,3 +198,27 @@ def test_a_closed_window_carries_the_signals_of_its_span_into_the_bundle() -> No
     off.add("shop", [suspect])
     off.close_all("shop")
     assert bundle_of(off.window("shop", 0)).signals is None  # signals off: none computed
+
+
+def test_a_service_that_stopped_raises_a_warning_without_any_error_line() -> None:
+    ts = datetime.fromtimestamp(FAULT[0], UTC)
+    calm = [BundleEvent("web", "INFO cart 1 ok", "INFO", ts, audit=True)]
+    silent = Signal("silence", "db", "db: log rate 0/min vs 120/min, -100%", 1.0)
+    report = asyncio.run(HeuristicAnalyst().analyze(Bundle("shop", calm, signals=[silent]))).report
+    assert (report.severity, report.root_causes[0].service) == ("warning", "db")
+    assert report.title == "db went silent in shop"
+    assert report.affected_services[0].evidence.startswith("signal: db: log rate 0/min")
+    half = Signal("drop", "db", "db: log rate 60/min vs 120/min, -50%", 0.5)
+    quiet = asyncio.run(HeuristicAnalyst().analyze(Bundle("shop", calm, signals=[half]))).report
+    assert quiet.severity == "info" and not quiet.root_causes  # a drop alone is no alert
+
+
+def test_a_counts_record_stays_small_whatever_the_events_name() -> None:
+    from sluice.stream.filtering import MAX_SUSPECTS_MESSAGE_BYTES
+
+    n = 10_000  # a full batch, every event a service and a trace hop of its own
+    services = [f"service-{i:05d}-{'x' * 5000}" for i in range(n)]
+    rec = counts_of("shop", [T0 + i / 100 for i in range(n)], services, ["t"] * n, 10.0)
+    assert len(rec.to_bytes()) < MAX_SUSPECTS_MESSAGE_BYTES / 2
+    assert len(rec.services) == 1000 and len(rec.gaps) <= 1000
+    assert max(len(s) for _n, s, _c in rec.services) == 100

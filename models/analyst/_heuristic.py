@@ -132,14 +132,15 @@ class HeuristicAnalyst:
                     confidence=round(min(0.9, 0.3 + 0.5 * share), 3),
                 )
             )
-        title = (
-            (
+        if root and not per_service:  # raised by a signal alone
+            title = f"{root} went silent in {bundle.scope}"
+        elif root:
+            title = (
                 f"{len(per_service)} service(s) logging errors in {bundle.scope}; "
                 f"likely origin {root}"
             )
-            if root
-            else f"No anomaly evident in {bundle.scope}"
-        )
+        else:
+            title = f"No anomaly evident in {bundle.scope}"
         summary = (
             f"{sum(g.count for g in bad)} anomalous events in {len(bad)} templates across "
             f"{len(per_service)} services out of {digest.n_events} forwarded events."
@@ -198,7 +199,8 @@ def _with_signals(
     the failing services (an edge in the traces, or a slow edge from one of them): its callers'
     errors are the symptom. Errors that no signal marks as unusual (their templates are neither
     new nor spiking, no service near them changed) are the noise the baseline already holds: a
-    window of isolated errors like that stays `info`."""
+    window of isolated errors like that stays `info`. A window without errors in which a
+    service stopped logging entirely is a `warning` naming it."""
     failing = set(per_service)
     near = {b for a, b, _ in edges if a in failing} | {a for a, b, _ in edges if b in failing}
     near |= {x.service for x in signals if x.caller in failing}
@@ -227,10 +229,14 @@ def _with_signals(
             explained = sum(per_service[c] for c in upstream) / total_bad
         return own + 0.5 * sig + explained * max(0.0, 2 * sig - 1)
 
+    if not failing:  # no errors at all: a service that stopped entirely still raises a warning
+        silent = [x.service for x in signals if x.kind == "silence" and x.strength >= 0.99]
+        if silent:
+            return silent[0], silent, "warning"
+        return root, ranked, severity
     origin = {x.service for x in signals if x.kind in ORIGIN_KINDS}
     candidates = failing | {s for s in origin if s in near}
-    if candidates and failing:
-        root = max(sorted(candidates), key=score)
+    root = max(sorted(candidates), key=score)
     ranked = [*ranked, *sorted(candidates - set(ranked), key=lambda s: (-score(s), s))]
     unusual = any(x.service in failing | near for x in signals)
     if severity == "warning" and not unusual:
