@@ -305,12 +305,19 @@ class SettingsError(SluiceError):
 def setting_names() -> dict[str, str]:
     """Every environment variable the settings read -> its dotted path (`kafka.group_id`)."""
     out: dict[str, str] = {}
+
+    def walk(model: type[BaseModel], env: str, path: str) -> None:
+        for name, info in model.model_fields.items():
+            out[f"{env}__{name.upper()}"] = f"{path}.{name}"
+            sub = info.annotation
+            if isinstance(sub, type) and issubclass(sub, BaseModel):  # a nested section
+                walk(sub, f"{env}__{name.upper()}", f"{path}.{name}")
+
     for section, info in Settings.model_fields.items():
         out[f"{_PREFIX}{section.upper()}"] = section  # a whole section as JSON
         model = info.annotation
         if isinstance(model, type) and issubclass(model, BaseModel):
-            for name in model.model_fields:
-                out[f"{_PREFIX}{section.upper()}__{name.upper()}"] = f"{section}.{name}"
+            walk(model, f"{_PREFIX}{section.upper()}", section)
     return out
 
 
@@ -345,22 +352,24 @@ def describe_settings(settings: Settings, environ: Mapping[str, str]) -> list[tu
     """(dotted name, value with secrets masked, where it came from) for every setting."""
     names = {v: k for k, v in setting_names().items()}
     environ = {k.upper(): v for k, v in environ.items()}  # pydantic-settings ignores case
-    rows = []
-    for section in Settings.model_fields:
-        values = getattr(settings, section)
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(values: BaseModel, path: str, inherited: str | None) -> None:
         for name in type(values).model_fields:
-            path = f"{section}.{name}"
+            where = f"{path}.{name}"
             value = getattr(values, name)
+            env = names[where]
+            source = f"env {env}" if env in environ else inherited
+            if isinstance(value, BaseModel):  # a nested section: one row per setting
+                walk(value, where, source)
+                continue
             if isinstance(value, SecretStr):
                 shown = "**********"
             else:
                 shown = "(unset)" if value is None else str(value)
-            env = names[path]
-            if env in environ:
-                source = f"env {env}"
-            elif names[section] in environ:
-                source = f"env {names[section]}"
-            else:
-                source = "default"
-            rows.append((path, shown, source))
+            rows.append((where, shown, source or "default"))
+
+    for section in Settings.model_fields:
+        whole = names[section]
+        walk(getattr(settings, section), section, f"env {whole}" if whole in environ else None)
     return rows

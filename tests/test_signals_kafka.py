@@ -11,9 +11,9 @@ from pathlib import Path
 
 import orjson
 import pytest
-from kafka import KafkaConsumer
 
-from sluice.stream.broker import state_changelog_topic
+from sluice.stream import Settings
+from sluice.stream.broker import read_topic, state_changelog_topic
 from sluice.stream.records import Alert
 from tests.kafka_helpers import produce, read_until, running_worker, settings_of, sluice, worker_env
 
@@ -75,15 +75,9 @@ def _events(start: int, end: int) -> list[bytes]:
     return [json.dumps({**x, "scope": "shop"}).encode() for x in out]
 
 
-def _baseline_in_changelog(bootstrap: str, topic: str) -> dict[str, list[float]] | None:
-    """The latest `signals/shop` state in the changelog: its per-service rates."""
-    values: dict[bytes, bytes] = {}
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)  # fmt: skip
-    for m in consumer:
-        if m.key is not None and m.value is not None:
-            values[m.key] = m.value
-    consumer.close()
+def _baseline_in_changelog(settings: Settings) -> dict[str, list[float]] | None:
+    """The latest `signals/shop` state in the changelog (up to its end now): per-service rates."""
+    values = {m.key: m.value for m in read_topic(settings, state_changelog_topic(settings))}
     raw = values.get(b"signals/shop")
     return orjson.loads(raw)["rates"] if raw else None
 
@@ -99,7 +93,6 @@ def test_signal_baselines_survive_a_restart_and_name_the_silent_service(
                      SLUICE_PIPELINE__AUDIT_RATE="0")  # fmt: skip
     settings = settings_of(env, monkeypatch)
     sluice(env, "topics", "create")
-    changelog = state_changelog_topic(settings)
     log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
 
     with running_worker(env, tmp_path / "worker.log"):
@@ -107,7 +100,7 @@ def test_signal_baselines_survive_a_restart_and_name_the_silent_service(
 
         deadline = time.monotonic() + 120
         while True:  # until the baseline of db has the history a judgement needs
-            rates = _baseline_in_changelog(kafka_bootstrap, changelog)
+            rates = _baseline_in_changelog(settings)
             if rates and rates.get("db", [0, 0, 0])[2] >= 12:
                 break
             assert time.monotonic() < deadline, (rates, log())
