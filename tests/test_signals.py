@@ -6,13 +6,19 @@ prompt carries them inside the data fence."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sluice.models.analyst import Bundle, BundleEvent, HeuristicAnalyst, Signal, compress
 from sluice.models.filter import normalize_batch
 from sluice.stream import PipelineSettings, SignalSettings
 from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
+from sluice.stream.parsing import parse_batch
 from sluice.stream.records import Event, SignalCounts, Suspect, parse_suspects_record
 from sluice.stream.signals import SignalDetector, counts_of
 
@@ -222,3 +228,27 @@ def test_a_counts_record_stays_small_whatever_the_events_name() -> None:
     assert len(rec.to_bytes()) < MAX_SUSPECTS_MESSAGE_BYTES / 2
     assert len(rec.services) == 1000 and len(rec.gaps) <= 1000
     assert max(len(s) for _n, s, _c in rec.services) == 100
+
+
+@given(
+    st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2200, 1, 1)),
+    st.integers(0, 999_999_999),
+    st.sampled_from(["Z", "+00:00", "+08:00", "-05:30", ""]),
+    st.integers(0, 9),
+)
+def test_event_times_for_the_counters_match_the_parsed_events(
+    at: datetime, nanos: int, zone: str, digits: int
+) -> None:
+    """The counters read every event's time through a per-second memo; it must agree with the
+    full parse of the event (`ParsedBatch.event`), zone and fraction included."""
+    fraction = f".{nanos:09d}"[: digits + 1] if digits else ""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%S") + fraction + zone
+    values = [
+        json.dumps({"ts": t, "service": "s", "message": "m"}).encode()
+        for t in (stamp, at.timestamp())
+    ]
+    parsed = parse_batch(values, 65536)
+    ts, _services, _traces, _scopes = parsed.signal_columns([None, None], None, "d", "default")
+    for j, t in enumerate(ts):
+        full = parsed.event(j, None, "d")["ts"]
+        assert full is not None and t == pytest.approx(full.timestamp(), abs=1e-6)
