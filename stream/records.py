@@ -235,6 +235,20 @@ class Feedback(_Record):
         return hashlib.sha256(f"{self.source}|{self.template}".encode()).hexdigest()[:16]
 
 
+class SignalVerdict(BaseModel):
+    """One signal of an analysed window and what the analysis made of it: whether the report
+    named its service, and as the root cause. The record a later threshold can learn from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: str
+    service: str
+    strength: float
+    caller: str | None = None
+    named: bool
+    root_cause: bool
+
+
 class Outcome(_Record):
     """One analysed window's counts for one filter version: what the recall estimate needs.
 
@@ -254,6 +268,11 @@ class Outcome(_Record):
     audited_negative: int = 0
     unlabelled: int = 0
     at: datetime
+    signals: list[SignalVerdict] = Field(
+        default_factory=list,
+        description="the window's signals and what the analysis made of them (the same list on "
+        "each filter version's outcome of the window)",
+    )
 
     def key(self) -> str:
         return self.model_version

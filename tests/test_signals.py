@@ -198,8 +198,16 @@ def test_a_closed_window_carries_the_signals_of_its_span_into_the_bundle() -> No
     assert bundle.signals is not None
     # the window is aligned to minutes, the fault not: db is silent for most of it
     assert {(s.kind, s.service) for s in bundle.signals} & {("silence", "db"), ("drop", "db")}
-    report = asyncio.run(HeuristicAnalyst().analyze(bundle)).report
+    analysis = asyncio.run(HeuristicAnalyst().analyze(bundle))
+    report = analysis.report
     assert report.root_causes[0].service == "db"  # the silent service its caller depends on
+    # what the window's signals contributed goes out with its outcome (thresholds learn later)
+    w = state.window("shop", seq)
+    state.on_analysed(w.analysed(analysis, datetime.now(UTC)))
+    (outcome,) = state.publish("shop").outcomes
+    verdict = {(v.kind, v.service): v for v in outcome.signals}
+    db = verdict.get(("silence", "db")) or verdict[("drop", "db")]
+    assert db.named and db.root_cause and db.caller == "web"
     off = AnalysisState(PipelineSettings(window_s=60), MemoryStore(), lambda: 0.0)
     off.add("shop", [suspect])
     off.close_all("shop")

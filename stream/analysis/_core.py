@@ -45,6 +45,7 @@ from sluice.stream.records import (
     Feedback,
     Outcome,
     SignalCounts,
+    SignalVerdict,
     Suspect,
     SuspectBatch,
 )
@@ -722,7 +723,8 @@ def _labels(
     events it was drawn from). Source `audit` when every event of the template was an audit sample
     (a template the filter missed), `llm` otherwise, `heuristic` when no LLM answered.
     Outcomes: per filter version, events by (flagged | audited) x (relevant | not), for the recall
-    estimate.
+    estimate; and the window's signals with what the analysis made of them (named the service,
+    as the root cause), for thresholds learned later.
     """
     templates = normalize_batch([s.event.message for s in w.suspects])
     verdict = {
@@ -765,6 +767,20 @@ def _labels(
                 at=now,
             )
         )
+    report = analysis.report
+    named = {a.service for a in report.affected_services} | {c.service for c in report.root_causes}
+    roots = {c.service for c in report.root_causes}
+    verdicts = [
+        SignalVerdict(
+            kind=x.kind,
+            service=x.service,
+            strength=x.strength,
+            caller=x.caller,
+            named=x.service in named,
+            root_cause=x.service in roots,
+        )
+        for x in w.signals or ()
+    ]
     outcomes = [
         Outcome(
             scope=w.scope,
@@ -778,6 +794,7 @@ def _labels(
             audited_negative=c[3],
             unlabelled=c[4],
             at=now,
+            signals=verdicts,
         )
         for version, c in sorted(counts.items())
     ]
