@@ -101,7 +101,7 @@ class SignalSettings(BaseModel):
     min_new: int = Field(3, ge=1, description="events of an unseen template for a signal")
     slow_ratio: float = Field(3.0, gt=1, description="p95 gap over baseline p95: a slow edge")
     min_slow_s: float = Field(0.03, ge=0, description="and at least this many seconds more")
-    min_gaps: int = Field(5, ge=1, description="gaps an edge needs in a span to be judged")
+    min_gaps: int = Field(20, ge=1, description="gaps an edge needs in a span to be judged")
     max_keys: int = Field(2000, ge=10, description="services, templates, edges kept, each")
     trace_ttl_s: float = Field(120.0, gt=0, description="traces are forgotten after this")
     max_signals: int = Field(12, ge=0, description="signals per span, strongest first")
