@@ -113,6 +113,8 @@ def _any_ts(value: object) -> datetime | None:
 
 
 _DIGITS = re.compile(r"\d*")
+#: An event time further than this from its record's timestamp is not used by the counters.
+_MAX_CLOCK_SKEW_S = 86_400.0
 
 
 def _epoch(value: object, seconds: dict[object, float | None]) -> float | None:
@@ -255,8 +257,10 @@ class ParsedBatch:
         default_scope: str,
     ) -> tuple[list[float], list[str], list[str | None], list[str]]:
         """What the signal counters need of every event, not only the forwarded ones: its time
-        (epoch seconds; the record's timestamp for a text line or a JSON event without one,
-        NaN without either), service, trace id and scope. Text lines are not parsed further."""
+        (epoch seconds; the record's timestamp for a text line, a JSON event without one, or
+        one more than a day away from the record's: one hostile time must not move a scope's
+        clock; NaN without either), service, trace id and scope. Text lines are not parsed
+        further."""
         nan = math.nan
         seconds: dict[object, float | None] = {}  # times of one batch share their second
         ts: list[float] = []
@@ -273,7 +277,9 @@ class ParsedBatch:
                 scopes.append(default_scope)
                 continue
             t = _epoch(_first(obj, _TS_KEYS), seconds)
-            ts.append(t if t is not None else fallback)
+            if t is None or abs(t - fallback) > _MAX_CLOCK_SKEW_S:  # NaN compares False: kept
+                t = fallback  # a time a day off the record's own is not trusted for counting
+            ts.append(t)
             service = _text(_first(obj, _SERVICE_KEYS))
             services.append(
                 _POD_HASH.sub("", service) if service else _key_service(keys[i]) or default_service

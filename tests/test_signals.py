@@ -260,3 +260,12 @@ def test_event_times_for_the_counters_match_the_parsed_events(
     for j, t in enumerate(ts):
         full = parsed.event(j, None, "d")["ts"]
         assert full is not None and t == pytest.approx(full.timestamp(), abs=1e-6)
+
+
+def test_an_event_time_far_from_its_record_time_does_not_move_the_counters_clock() -> None:
+    values = [json.dumps({"ts": t, "service": "s", "message": "m"}).encode()
+              for t in ("2200-01-01T00:00:00Z", "2024-06-01T08:00:05Z", "soon")]  # fmt: skip
+    parsed = parse_batch(values, 65536)
+    record = [1_717_228_800.0] * 3  # 2024-06-01 08:00 UTC
+    ts, *_ = parsed.signal_columns([None] * 3, record, "d", "default")
+    assert ts == [1_717_228_800.0, 1_717_228_805.0, 1_717_228_800.0]
