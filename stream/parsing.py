@@ -113,7 +113,7 @@ def _any_ts(value: object) -> datetime | None:
 
 
 _DIGITS = re.compile(r"\d*")
-#: An event time further than this from its record's timestamp is not used by the counters.
+#: An event time further than this from its batch's median is not used by the counters.
 _MAX_CLOCK_SKEW_S = 86_400.0
 
 
@@ -257,10 +257,10 @@ class ParsedBatch:
         default_scope: str,
     ) -> tuple[list[float], list[str], list[str | None], list[str]]:
         """What the signal counters need of every event, not only the forwarded ones: its time
-        (epoch seconds; the record's timestamp for a text line, a JSON event without one, or
-        one more than a day away from the record's: one hostile time must not move a scope's
-        clock; NaN without either), service, trace id and scope. Text lines are not parsed
-        further."""
+        (epoch seconds; the record's timestamp for a text line or a JSON event without one, NaN
+        without either; the batch's median for a time more than a day from it, so replayed old
+        logs keep their own times and one hostile time cannot move a scope's clock), service,
+        trace id and scope. Text lines are not parsed further."""
         nan = math.nan
         seconds: dict[object, float | None] = {}  # times of one batch share their second
         ts: list[float] = []
@@ -277,15 +277,17 @@ class ParsedBatch:
                 scopes.append(default_scope)
                 continue
             t = _epoch(_first(obj, _TS_KEYS), seconds)
-            if t is None or abs(t - fallback) > _MAX_CLOCK_SKEW_S:  # NaN compares False: kept
-                t = fallback  # a time a day off the record's own is not trusted for counting
-            ts.append(t)
+            ts.append(t if t is not None else fallback)
             service = _text(_first(obj, _SERVICE_KEYS))
             services.append(
                 _POD_HASH.sub("", service) if service else _key_service(keys[i]) or default_service
             )
             traces.append(_text(_first(obj, _TRACE_KEYS)))
             scopes.append(_text(obj.get("scope")) or default_scope)
+        known = sorted(t for t in ts if not math.isnan(t))
+        if known:  # one hostile time must not move a scope's clock: a day off the batch's median
+            mid = known[len(known) // 2]
+            ts = [mid if abs(t - mid) > _MAX_CLOCK_SKEW_S else t for t in ts]  # NaN stays NaN
         return ts, services, traces, scopes
 
 
