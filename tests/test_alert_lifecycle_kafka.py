@@ -1,8 +1,8 @@
 """An incident's alert lifecycle end to end on the real broker: a fault replay through a real
 worker (three minutes of a payment service refusing connections, its callers failing) raises
-one firing alert, revised window by window; the quiet period resolves it; and the
-PagerDuty and webhook sinks, each against a receiver that fails its first three calls, deliver
-exactly those revisions: trigger per revision and one resolve."""
+one firing alert, revised window by window; the quiet period resolves it; and every sink
+(Slack, PagerDuty, Alertmanager, webhook), each against a receiver that fails its first three
+calls, delivers exactly those revisions: one message or trigger per revision, one resolve."""
 
 from __future__ import annotations
 
@@ -67,12 +67,13 @@ def test_a_fault_replay_fires_one_alert_resolves_it_and_every_sink_gets_each_rev
         kafka_bootstrap, unique_name, tmp_path, SLUICE_PIPELINE__IDLE_CLOSE_S="2",
         SLUICE_PIPELINE__RESOLVE_AFTER_S="10", SLUICE_SINKS__BACKOFF_BASE_S="0.05",
         SLUICE_SINKS__BACKOFF_MAX_S="0.2", SLUICE_SINKS__PAGERDUTY_ROUTING_KEY="rk",
-        SLUICE_SINKS__WEBHOOK_HMAC_KEY="hmac-key",
+        SLUICE_SINKS__WEBHOOK_HMAC_KEY="hmac-key", SLUICE_SINKS__ALERTMANAGER_HOLD_S="3600",
     )  # fmt: skip
     settings = settings_of(env, monkeypatch)
     sluice(env, "topics", "create")
     log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
-    receivers = {"pagerduty": Receiver(fail_first=3), "webhook": Receiver(fail_first=3)}
+    names = ("slack", "pagerduty", "alertmanager", "webhook")
+    receivers = {name: Receiver(fail_first=3) for name in names}
 
     def resolved(values: list[bytes]) -> bool:
         return any(Alert.model_validate_json(v).status == "resolved" for v in values)
@@ -104,3 +105,11 @@ def test_a_fault_replay_fires_one_alert_resolves_it_and_every_sink_gets_each_rev
     assert len(receivers["pagerduty"].requests) == len(alerts) + 3  # three refused, then each once
     hooks = [json.loads(b)["revision"] for _p, _h, b in receivers["webhook"].accepted]
     assert hooks == [a.revision for a in alerts]
+    slack = [json.loads(b)["text"] for _p, _h, b in receivers["slack"].accepted]
+    assert [t.startswith("[RESOLVED]") for t in slack] == [False] * (len(alerts) - 1) + [True]
+    am = [json.loads(b)[0] for _p, _h, b in receivers["alertmanager"].accepted]
+    assert [x["annotations"]["revision"] for x in am] == [str(a.revision) for a in alerts]
+    assert {x["labels"]["fingerprint"] for x in am} == {alerts[0].fingerprint}
+    assert am[-1]["endsAt"] < am[-2]["endsAt"]  # the resolution ends it now, not after the hold
+    for name in names:  # three refused, then each revision exactly once
+        assert len(receivers[name].requests) == len(alerts) + 3, name
