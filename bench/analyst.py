@@ -33,7 +33,7 @@ from sluice.models.analyst import (
     compress,
     token_counter,
 )
-from sluice.models.filter import default_model, normalize_batch
+from sluice.models.filter import FilterModel, default_model, normalize_batch
 from sluice.models.filter.datasets import NezhaLine, load_nezha_window, shared_data_dir
 from sluice.stream.signals import SignalDetector
 
@@ -206,10 +206,10 @@ def _summary(stats: dict[str, dict[str, float]]) -> list[dict[str, float | str]]
 
 
 def _normal_window(
-    normal: list[NezhaLine], model: object, heuristic: HeuristicAnalyst, signals: list[Signal]
+    normal: list[NezhaLine], model: FilterModel, heuristic: HeuristicAnalyst, signals: list[Signal]
 ) -> dict[str, object]:
     """The fault-free window: what it raises without and with its signals."""
-    nf = model.score([x.text for x in normal]) >= model.threshold  # type: ignore[attr-defined]
+    nf = model.score([x.text for x in normal]) >= model.threshold
     events = [_event(x) for x, f in zip(normal, nf, strict=True) if f]
     nb = Bundle("trainticket", events)
     _top, severity, _tok = _rank(heuristic, nb)

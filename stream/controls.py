@@ -54,10 +54,8 @@ class Controls:
     def __init__(self) -> None:
         self._acks: dict[str, Ack] = {}
         self._silences: dict[str, Silence] = {}
-        self.records = 0
 
     def apply(self, rec: Ack | Silence) -> None:
-        self.records += 1
         if isinstance(rec, Ack):
             self._acks[rec.fingerprint] = rec
         else:

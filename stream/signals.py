@@ -34,7 +34,7 @@ from sluice.models.analyst import Signal, SignalKind
 from sluice.stream._settings import SignalSettings
 from sluice.stream.records import SignalCounts
 
-__all__ = ["SignalDetector", "SignalSettings", "TraceHops", "counts_of"]
+__all__ = ["SignalDetector", "SignalSettings", "counts_of"]
 
 #: Gaps kept per edge and bucket (a p95 needs no more).
 _MAX_GAPS = 500
@@ -92,7 +92,7 @@ class SignalDetector:
         self._block_n = 0
         self._template_rates: dict[tuple[str, str], _Ewma] = {}
         self._edge_p95: dict[tuple[str, str], _Ewma] = {}
-        self._hops = TraceHops()
+        self._hops = _TraceHops()
         self._absorbed = -(2**62)  # the newest bucket in the baseline
         self.watermark = -math.inf
 
@@ -316,7 +316,7 @@ class SignalDetector:
                 yield Signal("slow_edge", callee, text, round(strength, 3), caller=caller)
 
 
-class TraceHops:
+class _TraceHops:
     """Caller -> callee hops from the order in which services first log in each trace (logs
     carry trace ids, not parent spans): a service's caller is the one that logged last before
     it appeared. Traces are forgotten by `forget_before` (bounded)."""
@@ -362,7 +362,7 @@ def counts_of(
     per: Counter[tuple[int, str]] = Counter()
     gaps: list[tuple[int, str, str, float]] = []
     per_edge: Counter[tuple[int, str, str]] = Counter()
-    hops = TraceHops()
+    hops = _TraceHops()
     for t, name, tid in zip(ts, services, traces, strict=True):
         svc = name[:_MAX_NAME]
         at = latest if math.isnan(t) else t

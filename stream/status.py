@@ -219,15 +219,18 @@ class StatusPage:
         self._consumed: deque[tuple[float, int]] = deque([(clock(), 0)], maxlen=64)
 
     def figures(self) -> Figures:
+        samples = list(_samples(self._metrics))  # one collection of the registry per page
         total: dict[str, float] = {}
-        version, recall_parts = "", {}
-        for name, labels, value in _samples(self._metrics):
+        version = ""
+        for name, labels, value in samples:
             total[name] = total.get(name, 0.0) + value
             if name == "sluice_filter_model_info":
                 version = labels.get("version", "")
-        for name, labels, value in _samples(self._metrics):
-            if name.startswith("sluice_filter_recall_") and labels.get("version") == version:
-                recall_parts[name.removeprefix("sluice_filter_recall_")] = value
+        recall_parts = {
+            name.removeprefix("sluice_filter_recall_"): value
+            for name, labels, value in samples
+            if name.startswith("sluice_filter_recall_") and labels.get("version") == version
+        }
 
         def n(name: str) -> int:
             return int(total.get(name, 0))
