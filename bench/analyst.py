@@ -96,18 +96,27 @@ class DaySignals:
         self.detector = SignalDetector()
         self.lines = 0
 
+    def warm(self) -> None:
+        """History: the day once, 24 hours earlier ("yesterday"), so that the first faults are
+        judged against a baseline too. By the time a span is judged, its own copy from the day
+        before weighs nothing in the baseline (tens of windows of exponential decay later)."""
+        for path in self._files:
+            self._observe(load_nezha_window(path), shift=-86400.0)
+
+    def _observe(self, lines: list[NezhaLine], shift: float = 0.0) -> None:
+        lines.sort(key=_epoch)
+        self.detector.observe(
+            [_epoch(x) + shift for x in lines],
+            [x.service for x in lines],
+            normalize_batch([x.text for x in lines]),
+            [x.trace_id or None for x in lines],
+        )
+        self.lines += len(lines)
+
     def at(self, start: datetime, span: timedelta = SPAN) -> list[Signal]:
         end = start + span
         while self._read < len(self._files) and self._files[self._read].name <= f"{end:%H_%M}":
-            lines = load_nezha_window(self._files[self._read])
-            lines.sort(key=_epoch)
-            self.detector.observe(
-                [_epoch(x) for x in lines],
-                [x.service for x in lines],
-                normalize_batch([x.text for x in lines]),
-                [x.trace_id or None for x in lines],
-            )
-            self.lines += len(lines)
+            self._observe(load_nezha_window(self._files[self._read]))
             self._read += 1
         return self.detector.signals(start.timestamp(), end.timestamp())
 
@@ -127,6 +136,7 @@ def main() -> None:
     count = token_counter()
     rng = random.Random(0)
     day = DaySignals(data)
+    day.warm()
     faults = fault_bundles(data)
     normal_lines = load_nezha_window(_normal_file(data))
     n0 = min(_ts(x.timestamp) for x in normal_lines)
@@ -161,7 +171,9 @@ def main() -> None:
             s["tokens" + tag] += tok
         raw_tokens += sum(count.count(x.text) for x in lines)
         bundle_tokens += sum(count.count(e.text) for e in chosen)
-        about = ", ".join(f"{g.kind}:{g.service}" for g in signals[:3])
+        about = f"top {top3s[0] if top3s else '-'}; " + ", ".join(
+            f"{g.kind}:{g.service}" for g in signals[:3]
+        )
         yes = lambda b: "yes" if b else "no"  # noqa: E731
         print(
             f"{fault['inject_time']:21s} {fault['inject_type']:15s} {svc:26s} {len(lines):6d} "

@@ -96,6 +96,21 @@ class SignalSettings(BaseModel):
     block_buckets: int = Field(6, ge=1, description="buckets per block of the rate's spread")
     block_alpha: float = Field(0.2, gt=0, le=1, description="EWMA weight of one block")
     min_blocks: int = Field(3, ge=1, description="blocks a rate's spread needs to judge")
+    min_expected_line: float = Field(8.0, ge=0, description="events a line drop must miss")
+    line_drop_ratio: float = Field(0.25, ge=0, le=1, description="observed/expected: line drop")
+    min_step_share: float = Field(
+        0.5, ge=0, le=1, description="a next line that follows this share of times or more"
+    )
+    min_expected_step: float = Field(
+        5.0, ge=0, description="times a next line must be missed for a missing step"
+    )
+    min_step_history: int = Field(
+        60, ge=1, description="buckets a next line must have followed in before it is missed"
+    )
+    min_surprise: float = Field(10.0, ge=0, description="-ln P of a missing step: a signal")
+    max_held_buckets: int = Field(
+        60, ge=0, description="buckets a missing step is held out of its baseline, at most"
+    )
     spike_ratio: float = Field(4.0, gt=1, description="observed/expected above: a spike")
     min_spike: float = Field(30.0, ge=0, description="events above expected for a spike")
     min_new: int = Field(3, ge=1, description="events of an unseen template for a signal")

@@ -114,14 +114,34 @@ class Analysed(_Record):
 
 class SignalCounts(_Record):
     """What the filter stage counted of every event of one batch and scope, for the signals
-    (`stream.signals`): events per event-time bucket and service, and caller -> callee gaps
-    within traces. Sent beside the scope's suspects; the analysis stage keeps the baselines."""
+    (`stream.signals`). Sent beside the scope's suspects; the analysis stage keeps the baselines.
+    Services and line shapes are named once in `names` and `templates`; rows refer to them by
+    position:
+
+    - `services`: events per event-time bucket and service;
+    - `gaps`: caller -> callee gaps within traces (seconds);
+    - `lines`: events per bucket, service and line shape, and how many of them carried a trace;
+    - `steps`: within a trace, how often one line was followed by another (counted in the
+      bucket of the first)."""
 
     kind: Literal["counts"] = "counts"
     scope: str
     bucket_s: float
-    services: list[tuple[int, str, int]] = Field(description="bucket, service, events")
-    gaps: list[tuple[int, str, str, float]] = Field(description="bucket, caller, callee, seconds")
+    names: list[str] = Field(default_factory=list, description="services of this record")
+    templates: list[str] = Field(default_factory=list, description="line shapes of this record")
+    services: list[tuple[int, int, int]] = Field(
+        default_factory=list, description="bucket, service, events"
+    )
+    gaps: list[tuple[int, int, int, float]] = Field(
+        default_factory=list, description="bucket, caller, callee, seconds"
+    )
+    lines: list[tuple[int, int, int, int, int]] = Field(
+        default_factory=list, description="bucket, service, template, events, traced events"
+    )
+    steps: list[tuple[int, int, int, int, int, int]] = Field(
+        default_factory=list,
+        description="bucket, service, template, next service, next template, times",
+    )
 
 
 SuspectsRecord = Annotated[

@@ -1,48 +1,75 @@
 """Signals about what is missing or slow, per scope, from every event (not only flagged ones).
 
-Counts per service, per (service, template), and the gaps between services in a trace are kept
-in tumbling event-time buckets (`bucket_s`). A bucket joins the baseline only once it is
-`baseline_delay_s` behind the newest event time, so a fault never teaches the baseline its own
-symptoms before its windows are analysed. Baselines are exponentially weighted means and
-variances per bucket; buckets in which the scope logged nothing at all are gaps in the data, not
-silences, and are skipped.
+Two halves, as the worker splits them:
+
+- `SignalCounter` (filter stage) counts each batch into a small `SignalCounts` record: events
+  per event-time bucket (`bucket_s`) and service, and per line shape (template); the gaps
+  between services in a trace; and the *steps* of traces, which line follows which. It keeps the
+  traces it has seen (bounded), so a trace that spans batches is still followed.
+- `SignalDetector` (analysis stage, its state in the scope's table) folds the records into
+  baselines and compares a span with them.
+
+A bucket joins the baseline only once it is `baseline_delay_s` behind the newest event time, so
+a fault never teaches the baseline its own symptoms before its windows are analysed. Baselines
+are exponentially weighted means and variances; buckets in which the scope logged nothing at all
+are gaps in the data, not silences, and are skipped.
 
 `signals(start, end)` compares the buckets of a span (an analysis window) with the baseline:
 
 - **silence / drop**: a service that logged far less than its baseline (the fault that logs no
   error: a hung service, a network partition);
 - **spike**: far more;
+- **missing_step**: in traces, a line that usually follows another no longer does: requests
+  now fail between two log lines of a service (an exception, an early return) or never reach
+  it, though nothing it logs looks wrong. The baseline of a step does not learn from buckets in
+  which it was missing (for at most `max_held_buckets`), so a fault that comes back is seen
+  again;
+- **template_drop**: without traces, a line's share of the scope's events fell far below its
+  usual share (the load varies far more than the mix);
 - **new_template**: a line shape this service has not logged before (in the baseline);
 - **template_spike**: a known line shape far above its own rate;
-- **slow_edge**: the p95 gap from a caller's first line in a trace to the callee's first line
-  far above the edge's baseline p95.
+- **slow_edge**: the p95 gap from a caller's last line before the call to the callee's first
+  line of the trace, far above the edge's baseline p95.
 
-State is bounded: at most `max_keys` services, templates and edges each (the least active go),
-traces are forgotten after `trace_ttl_s`.
+State is bounded: at most `max_keys` services, templates, steps and edges each (the least active
+go); traces are forgotten after `trace_ttl_s` or beyond `max_traces`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import astuple, dataclass, field
+from typing import Any, TypeVar
 
 import orjson
 
-from sluice.models.analyst import Signal, SignalKind
+from sluice.models.analyst import Signal, SignalKind, is_alarming
 from sluice.stream._settings import SignalSettings
 from sluice.stream.records import SignalCounts
 
-__all__ = ["SignalDetector", "SignalSettings", "counts_of"]
+__all__ = ["SignalCounter", "SignalDetector", "SignalSettings", "counts_of"]
 
 #: Gaps kept per edge and bucket (a p95 needs no more).
 _MAX_GAPS = 500
-#: Per batch: gaps per edge and bucket, and rows of each kind (a counts record stays < 350 kB).
+#: Per batch: gaps per edge and bucket, and rows of each kind (a counts record stays < 400 kB).
 _MAX_BATCH_GAPS = 50
 _MAX_BATCH_ROWS = 1000
-#: Service names are counted by their first characters (a name is untrusted input).
+#: Service names and line shapes are counted by their first characters (untrusted input).
 _MAX_NAME = 100
+_MAX_TEMPLATE = 160
+#: Successors kept per line (the usual next lines; a step matters when it follows most times).
+_MAX_NEXT = 8
+#: Decay per bucket of a step's recent counts (what "missing now" looks at: the last ~5 buckets).
+_RECENT = 0.8
+#: Robust baselines: a deviation moves a line's share by at most this many standard deviations.
+_CLIP = 2.0
+
+Key = tuple[str, str]  # (service, template)
+#: The template of a step into another service, whatever line it logs first.
+ANY_LINE = "*"
 
 
 @dataclass
@@ -50,21 +77,52 @@ class _Ewma:
     mean: float = 0.0
     var: float = 0.0
     n: int = 0
+    held: int = 0  # buckets in a row this baseline did not learn (it was the anomaly)
 
-    def add(self, x: float, alpha: float) -> None:
+    def add(self, x: float, alpha: float, clip: float = 0.0, warm: int = 0) -> None:
+        """One observation; with `clip`, once `warm` are in, a deviation counts for at most
+        `clip` standard deviations (a fault teaches the baseline little of its symptoms)."""
         if self.n == 0:
             self.mean = x
         else:
             d = x - self.mean
+            if clip and self.n >= warm and self.var > 0:
+                bound = clip * math.sqrt(self.var)
+                d = max(-bound, min(bound, d))
             self.mean += alpha * d
             self.var = (1 - alpha) * (self.var + alpha * d * d)
         self.n += 1
+        self.held = 0
+
+
+@dataclass
+class _Step(_Ewma):
+    """How often a next line follows a line (`mean`), and what the last buckets saw of it (a
+    decayed count of the line and of this next line after it): a step that is missing now (so
+    few times that it is improbable under the usual share, in this bucket or the last few) is
+    held out of its baseline."""
+
+    seen: float = 0.0
+    hits: float = 0.0
+
+    def missing(self, cfg: SignalSettings, seen: int, hits: int) -> bool:
+        """Missing now: in this bucket (`seen` times the line, `hits` times this next line
+        after it) or in the last few, far fewer times than usual."""
+        if self.n < cfg.min_step_history or self.mean < cfg.min_step_share:
+            return False
+        p, ratio, enough = min(self.mean, 0.99), cfg.line_drop_ratio, cfg.min_surprise / 2
+        for n, k in ((seen, hits), (round(self.seen), round(self.hits))):
+            if n and k <= ratio * p * n and _binomial_surprise(k, n, p) >= enough:
+                return True
+        return False
 
 
 @dataclass
 class _Bucket:
     services: Counter[str] = field(default_factory=Counter)
-    templates: Counter[tuple[str, str]] = field(default_factory=Counter)
+    templates: Counter[Key] = field(default_factory=Counter)
+    traced: Counter[Key] = field(default_factory=Counter)  # lines that carried a trace id
+    steps: dict[Key, Counter[Key]] = field(default_factory=dict)  # line -> next line -> times
     gaps: dict[tuple[str, str], list[float]] = field(default_factory=dict)
 
     @property
@@ -77,9 +135,17 @@ def _p95(xs: Sequence[float]) -> float:
     return s[min(len(s) - 1, math.ceil(0.95 * len(s)) - 1)]
 
 
+_BOILERPLATE = re.compile(r"^(<ts>\s*)+|\b(trace|span)_?id[:=]?\s*<num>\s*", re.IGNORECASE)
+
+
+def _brief(template: str, n: int) -> str:
+    """A line shape for people and the prompt: no leading time, no trace and span ids."""
+    return _BOILERPLATE.sub("", template)[:n]
+
+
 class SignalDetector:
-    """The signals of one scope. Feed it every event's time, service and (optionally) template
-    and trace id, in batches; ask it for the signals of a span."""
+    """The signals of one scope. Feed it the filter stage's `SignalCounts` (or, in one process,
+    events through `observe`); ask it for the signals of a span."""
 
     def __init__(self, cfg: SignalSettings | None = None) -> None:
         self.cfg = cfg or SignalSettings()
@@ -90,9 +156,16 @@ class SignalDetector:
         self._block_rates: dict[str, _Ewma] = {}
         self._block: Counter[str] = Counter()
         self._block_n = 0
-        self._template_rates: dict[tuple[str, str], _Ewma] = {}
+        # per template: its share of the scope's events per block, and how much it moves
+        self._block_templates: Counter[Key] = Counter()
+        self._template_shares: dict[Key, _Ewma] = {}
+        self._template_rates: dict[Key, _Ewma] = {}
+        # per line: traced occurrences per bucket; per (line, next line): the share of them
+        # that the next line followed
+        self._traced: dict[Key, _Ewma] = {}
+        self._next: dict[Key, dict[Key, _Step]] = {}
         self._edge_p95: dict[tuple[str, str], _Ewma] = {}
-        self._hops = _TraceHops()
+        self._counter: SignalCounter | None = None  # for `observe`
         self._absorbed = -(2**62)  # the newest bucket in the baseline
         self.watermark = -math.inf
 
@@ -105,23 +178,12 @@ class SignalDetector:
         templates: Sequence[str] | None = None,
         traces: Sequence[str | None] | None = None,
     ) -> None:
-        """One batch: event times (epoch seconds; NaN: unknown, counted at the watermark)."""
-        size = self.cfg.bucket_s
-        now = self.watermark
-        for i, t in enumerate(ts):
-            if math.isnan(t):
-                t = now if now > -math.inf else 0.0
-            elif t > now:
-                now = t
-            b = self._bucket(int(t // size))
-            svc = services[i]
-            b.services[svc] += 1
-            if templates is not None:
-                b.templates[(svc, templates[i])] += 1
-            if traces is not None and (tid := traces[i]):
-                self._trace(b, tid, svc, t)
-        self.watermark = now
-        self._absorb_old()
+        """One batch of events, counted as the filter stage counts them (event times in epoch
+        seconds; NaN: unknown, counted at the batch's newest time)."""
+        if self._counter is None:
+            self._counter = SignalCounter(self.cfg.bucket_s, self.cfg.trace_ttl_s)
+        tr = traces if traces is not None else [None] * len(ts)
+        self.add_counts(self._counter.count("", ts, services, tr, templates))
 
     def _bucket(self, n: int) -> _Bucket:
         b = self._buckets.get(n)
@@ -129,52 +191,67 @@ class SignalDetector:
             b = self._buckets[n] = _Bucket()
         return b
 
-    def _trace(self, b: _Bucket, tid: str, svc: str, t: float) -> None:
-        hop = self._hops.see(tid, svc, t)
-        if hop is not None:
-            gaps = b.gaps.setdefault(hop[0], [])
-            if len(gaps) < _MAX_GAPS:
-                gaps.append(hop[1])
-
     def add_counts(self, rec: SignalCounts) -> None:
-        """Counts the filter stage made of a batch (see `counts_of`); buckets in the baseline
-        already are too late to count."""
+        """Counts the filter stage made of a batch; buckets in the baseline already are too late
+        to count."""
         if rec.bucket_s != self.cfg.bucket_s:
             return  # counted with other settings: not comparable
-        for n, svc, count in rec.services:
-            if n > self._absorbed:
-                self._bucket(n).services[svc] += count
+        names, tpl = rec.names, rec.templates
+        live = self._absorbed
+        for n, s, count in rec.services:
+            if n > live:
+                self._bucket(n).services[names[s]] += count
                 self.watermark = max(self.watermark, (n + 1) * rec.bucket_s)
-        for n, caller, callee, gap in rec.gaps:
-            if n > self._absorbed:
-                gaps = self._bucket(n).gaps.setdefault((caller, callee), [])
+        for n, a, c, gap in rec.gaps:
+            if n > live:
+                gaps = self._bucket(n).gaps.setdefault((names[a], names[c]), [])
                 if len(gaps) < _MAX_GAPS:
                     gaps.append(gap)
+        for n, s, t, count, traced in rec.lines:
+            if n > live:
+                b = self._bucket(n)
+                key = (names[s], tpl[t])
+                b.templates[key] += count
+                if traced:
+                    b.traced[key] += traced
+        for n, s, t, s2, t2, times in rec.steps:
+            if n > live:
+                nxt = self._bucket(n).steps.setdefault((names[s], tpl[t]), Counter())
+                nxt[(names[s2], tpl[t2])] += times
+                if s2 != s:  # and the call into the next service, whatever line it logs first
+                    nxt[(names[s2], ANY_LINE)] += times
         self._absorb_old()
 
     # -- state -----------------------------------------------------------------------------------
 
     def dump(self) -> bytes:
         """The detector's state (baselines and the buckets not in them yet), for a state store."""
+
+        def ewmas(table: Mapping[Key, _Ewma]) -> list[list[object]]:
+            return [[s, t, *astuple(v)] for (s, t), v in table.items()]
+
         return orjson.dumps(
             {
                 "absorbed": self._absorbed,
                 "watermark": self.watermark if self.watermark > -math.inf else None,
                 "rates": {k: astuple(v) for k, v in self._rates.items()},
                 "block_rates": {k: astuple(v) for k, v in self._block_rates.items()},
-                "block": [dict(self._block), self._block_n],
-                "templates": [[s, t, *astuple(v)] for (s, t), v in self._template_rates.items()],
+                "block": [dict(self._block), self._block_n,
+                          [[s, t, c] for (s, t), c in self._block_templates.items()]],
+                "shares": ewmas(self._template_shares),
+                "templates": ewmas(self._template_rates),
+                "traced": ewmas(self._traced),
+                "next": [[s, t, ewmas(nxt)] for (s, t), nxt in self._next.items()],
                 "edges": [[a, b, *astuple(v)] for (a, b), v in self._edge_p95.items()],
-                "buckets": [
-                    [n, dict(b.services), [[s, t, c] for (s, t), c in b.templates.items()],
-                     [[a, c, g] for (a, c), g in b.gaps.items()]]
-                    for n, b in sorted(self._buckets.items())
-                ],
+                "buckets": [[n, _dump_bucket(b)] for n, b in sorted(self._buckets.items())],
             }
         )  # fmt: skip
 
     @classmethod
     def load(cls, raw: bytes, cfg: SignalSettings | None = None) -> SignalDetector:
+        def ewmas(rows: list[list[object]], cls: type[_Ewma] = _Ewma) -> dict[Key, _Ewma]:
+            return {(str(s), str(t)): cls(*v) for s, t, *v in rows}  # type: ignore[arg-type]
+
         d = cls(cfg)
         x = orjson.loads(raw)
         d._absorbed = int(x["absorbed"])
@@ -182,13 +259,14 @@ class SignalDetector:
         d._rates = {k: _Ewma(*v) for k, v in x["rates"].items()}
         d._block_rates = {k: _Ewma(*v) for k, v in x["block_rates"].items()}
         d._block, d._block_n = Counter(x["block"][0]), int(x["block"][1])
-        d._template_rates = {(s, t): _Ewma(*v) for s, t, *v in x["templates"]}
+        d._block_templates = Counter({(s, t): c for s, t, c in x["block"][2]})
+        d._template_shares = ewmas(x["shares"])
+        d._template_rates = ewmas(x["templates"])
+        d._traced = ewmas(x["traced"])
+        d._next = {(s, t): ewmas(nxt, _Step) for s, t, nxt in x["next"]}  # type: ignore[misc]
         d._edge_p95 = {(a, b): _Ewma(*v) for a, b, *v in x["edges"]}
-        for n, services, templates, gaps in x["buckets"]:
-            b = d._bucket(int(n))
-            b.services.update(services)
-            b.templates.update({(s, t): c for s, t, c in templates})
-            b.gaps.update({(a, c): list(g) for a, c, g in gaps})
+        for n, raw_bucket in x["buckets"]:
+            d._buckets[int(n)] = _load_bucket(raw_bucket)
         return d
 
     # -- baseline --------------------------------------------------------------------------------
@@ -201,7 +279,6 @@ class SignalDetector:
             if not b.empty:
                 self._absorb(b)
             self._absorbed = max(self._absorbed, n)
-        self._hops.forget_before(self.watermark - cfg.trace_ttl_s)
 
     def _absorb(self, b: _Bucket) -> None:
         a = self.cfg.alpha
@@ -209,18 +286,66 @@ class SignalDetector:
             self._rates.setdefault(svc, _Ewma()).add(b.services.get(svc, 0), a)
         for key in self._template_rates.keys() | b.templates.keys():
             self._template_rates.setdefault(key, _Ewma()).add(b.templates.get(key, 0), a)
-        self._block.update(b.services)
-        self._block_n += 1
-        if self._block_n >= self.cfg.block_buckets:
-            for svc in self._block_rates.keys() | self._block.keys():
-                rate = self._block.get(svc, 0) / self._block_n
-                self._block_rates.setdefault(svc, _Ewma()).add(rate, self.cfg.block_alpha)
-            self._block, self._block_n = Counter(), 0
+        self._absorb_block(b)
+        self._absorb_steps(b)
         for edge, gaps in b.gaps.items():
             if len(gaps) >= 3:
                 self._edge_p95.setdefault(edge, _Ewma()).add(_p95(gaps), a)
-        for table in (self._rates, self._block_rates, self._template_rates, self._edge_p95):
-            _bound(table, self.cfg.max_keys)  # type: ignore[arg-type]
+        keep = self.cfg.max_keys
+        tables = (self._rates, self._block_rates, self._template_rates, self._template_shares,
+                  self._traced, self._edge_p95)  # fmt: skip
+        for table in tables:
+            _bound(table, keep)  # type: ignore[arg-type]
+        for gone in self._next.keys() - self._traced.keys():
+            del self._next[gone]
+
+    def _absorb_block(self, b: _Bucket) -> None:
+        self._block.update(b.services)
+        self._block_templates.update(b.templates)
+        self._block_n += 1
+        if self._block_n < self.cfg.block_buckets:
+            return
+        ba = self.cfg.block_alpha
+        for svc in self._block_rates.keys() | self._block.keys():
+            rate = self._block.get(svc, 0) / self._block_n
+            self._block_rates.setdefault(svc, _Ewma()).add(rate, ba)
+        total = sum(self._block.values())
+        for key in self._template_shares.keys() | self._block_templates.keys():
+            share = self._block_templates.get(key, 0) / total
+            self._template_shares.setdefault(key, _Ewma()).add(
+                share, ba, clip=_CLIP, warm=self.cfg.min_blocks
+            )
+        self._block, self._block_n = Counter(), 0
+        self._block_templates = Counter()
+
+    def _absorb_steps(self, b: _Bucket) -> None:
+        """Per line seen in traces: the share of its occurrences each next line followed. A
+        step that (nearly) did not happen in this bucket is held, not learned, for at most
+        `max_held_buckets` in a row: the fault is not the new normal until it has lasted."""
+        cfg, a = self.cfg, self.cfg.alpha
+        for line, seen in b.traced.items():
+            self._traced.setdefault(line, _Ewma()).add(seen, a)
+            nxt = self._next.setdefault(line, {})
+            happened = b.steps.get(line, Counter())
+            for after in nxt.keys() | happened.keys():
+                k = happened.get(after, 0)
+                share = nxt.get(after)
+                if share is None:
+                    share = nxt[after] = _Step()
+                share.seen = _RECENT * share.seen + seen
+                share.hits = _RECENT * share.hits + k
+                missing = share.missing(cfg, seen, k)
+                if missing and share.held < cfg.max_held_buckets:
+                    share.held += 1
+                    continue
+                held = share.held if missing else 0  # still missing after that long: learn it
+                share.add(min(1.0, k / seen), a)
+                share.held = held
+            if len(nxt) > _MAX_NEXT:
+                for gone in sorted(nxt, key=lambda k: (nxt[k].mean, k))[: len(nxt) - _MAX_NEXT]:
+                    del nxt[gone]
+        for line in self._traced.keys() - b.traced.keys():
+            self._traced[line].add(0, a)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -234,7 +359,12 @@ class SignalDetector:
         ]
         if not span:
             return []
-        found = [*self._rate_signals(span), *self._template_signals(span), *self._edges(span)]
+        found = [
+            *self._rate_signals(span),
+            *self._template_signals(span),
+            *self._missing_steps(span),
+            *self._edges(span),
+        ]
         found.sort(key=lambda s: (-s.strength, s.kind, s.service))
         return found[: self.cfg.max_signals]
 
@@ -275,9 +405,10 @@ class SignalDetector:
 
     def _template_signals(self, span: list[_Bucket]) -> Iterator[Signal]:
         cfg, nb = self.cfg, len(span)
-        observed: Counter[tuple[str, str]] = Counter()
+        observed: Counter[Key] = Counter()
         for b in span:
             observed.update(b.templates)
+        yield from self._template_drops(span, observed)
         for (svc, template), obs in observed.most_common():
             svc_base = self._rates.get(svc)
             if svc_base is None or svc_base.n < cfg.min_history:
@@ -286,15 +417,87 @@ class SignalDetector:
             if base is None or base.mean == 0.0:
                 if obs >= cfg.min_new:
                     strength = min(1.0, obs / (10 * cfg.min_new))
-                    yield Signal("new_template", svc, f"{svc}: new line x{obs}: {template[:120]}",
+                    yield Signal("new_template", svc,
+                                 f"{svc}: new line x{obs}: {_brief(template, 120)}",
                                  round(strength, 3), template=template)  # fmt: skip
                 continue
             exp = base.mean * nb
             if obs >= cfg.spike_ratio * exp and obs - exp >= cfg.min_spike:
                 strength = min(1.0, (obs / max(exp, 1.0)) / (4 * cfg.spike_ratio))
                 yield Signal("template_spike", svc,
-                             f"{svc}: x{obs} vs {exp:.0f} expected: {template[:120]}",
+                             f"{svc}: x{obs} vs {exp:.0f} expected: {_brief(template, 120)}",
                              round(strength, 3), template=template)  # fmt: skip
+
+    def _template_drops(self, span: list[_Bucket], observed: Counter[Key]) -> Iterator[Signal]:
+        """Lines whose share of the scope's events fell far below their usual share, beyond how
+        much that share moves from one block to the next (lines that come and go with the
+        request mix do not count). For logs without traces; with traces, `missing_step` says
+        more precisely which line stopped following which."""
+        cfg = self.cfg
+        traffic = sum(sum(b.services.values()) for b in span)
+        if traffic <= 0:
+            return
+        for (svc, template), share in self._template_shares.items():
+            if share.n < cfg.min_blocks or (svc, template) in self._traced:
+                continue  # too young, or judged by its steps
+            exp = share.mean * traffic
+            obs = observed.get((svc, template), 0)
+            if exp < cfg.min_expected_line or obs > cfg.line_drop_ratio * exp:
+                continue
+            noise = math.sqrt(share.var + share.mean / traffic)
+            z = (share.mean - obs / traffic) / max(noise, 1e-12)
+            if z < cfg.min_z:
+                continue
+            strength = min(1.0, z / (3 * cfg.min_z))
+            yield Signal("template_drop", svc,
+                         f"{svc}: x{obs} vs {exp:.0f} expected: {_brief(template, 120)}",
+                         round(strength, 3), template=template)  # fmt: skip
+
+    def _missing_steps(self, span: list[_Bucket]) -> Iterator[Signal]:
+        """Per line that usually follows another in a trace: did it follow in the span as often
+        (a binomial tail: how improbable so few are under the usual share)?"""
+        cfg = self.cfg
+        seen: Counter[Key] = Counter()
+        happened: dict[Key, Counter[Key]] = {}
+        for b in span:
+            seen.update(b.traced)
+            for line, nxt in b.steps.items():
+                happened.setdefault(line, Counter()).update(nxt)
+        best: dict[tuple[str, Key], Signal] = {}
+        for line, n in seen.items():
+            for after, share in self._next.get(line, {}).items():
+                if share.n < cfg.min_step_history or share.mean < cfg.min_step_share:
+                    continue
+                if is_alarming("", after[1]):
+                    continue  # an error line that stopped following: a recovery, not a fault
+                p = min(share.mean, 0.99)
+                exp, k = p * n, happened.get(line, Counter()).get(after, 0)
+                if exp < cfg.min_expected_step or k > cfg.line_drop_ratio * exp:
+                    continue
+                surprise = _binomial_surprise(k, n, p)
+                if surprise < cfg.min_surprise:
+                    continue
+                strength = round(min(1.0, surprise / (4 * cfg.min_surprise)), 3)
+                key = (after[0], line)  # one per missing service after a line: the strongest,
+                had = best.get(key)  # and of equals the call into it (the whole service)
+                if had is not None and (had.strength, had.template is None) >= (
+                    strength,
+                    after[1] == ANY_LINE,
+                ):
+                    continue
+                svc, template = after
+                what = f"any line of {svc}" if template == ANY_LINE else _brief(template, 90)
+                text = (f"{svc}: x{k} of {n} times vs {p:.0%} usually after "
+                        f"{line[0]} \"{_brief(line[1], 60)}\": {what}")  # fmt: skip
+                best[key] = Signal(
+                    "missing_step",
+                    svc,
+                    text,
+                    strength,
+                    caller=line[0] if line[0] != svc else None,
+                    template=None if template == ANY_LINE else template,
+                )
+        yield from best.values()
 
     def _edges(self, span: list[_Bucket]) -> Iterator[Signal]:
         cfg = self.cfg
@@ -315,36 +518,144 @@ class SignalDetector:
                         f"{base.mean * 1000:.0f} ms")  # fmt: skip
                 yield Signal("slow_edge", callee, text, round(strength, 3), caller=caller)
 
+    def edge_latency(self) -> dict[tuple[str, str], float]:
+        """The baseline p95 gap (seconds) of each caller -> callee edge: the service graph's
+        latencies."""
+        return {e: v.mean for e, v in self._edge_p95.items() if v.n >= self.cfg.min_history}
 
-class _TraceHops:
-    """Caller -> callee hops from the order in which services first log in each trace (logs
-    carry trace ids, not parent spans): a service's caller is the one that logged last before
-    it appeared. Traces are forgotten by `forget_before` (bounded)."""
 
-    def __init__(self) -> None:
-        self._traces: dict[str, dict[str, float]] = {}  # trace -> service -> first time
-        self._last: dict[str, float] = {}
+@dataclass(slots=True)
+class _Trace:
+    """What the counter remembers of one trace."""
 
-    def see(self, tid: str, svc: str, t: float) -> tuple[tuple[str, str], float] | None:
-        """The hop (caller, callee) and its gap when `svc` is new in the trace, else None."""
-        seen = self._traces.get(tid)
-        if seen is None:
-            seen = self._traces[tid] = {}
-        self._last[tid] = t
-        if svc in seen:
-            return None
-        hop = None
-        if seen:
-            caller, since = max(seen.items(), key=lambda kv: kv[1])
-            hop = (caller, svc), max(0.0, t - since)
-        seen[svc] = t
-        return hop
+    first: dict[str, float]  # when each service first logged in it
+    svc: str | None  # the service that logged last
+    at: float  # and when
+    line: Key | None = None  # the last line (service, template)
+    bucket: int = 0  # its bucket
+    repeated: bool = False  # the last line repeated (its self-step is counted)
 
-    def forget_before(self, cutoff: float) -> None:
-        if len(self._last) > 1000:
-            for tid in [t for t, at in self._last.items() if at < cutoff]:
-                del self._last[tid]
-                del self._traces[tid]
+
+class SignalCounter:
+    """The filter stage's side: counts batches into `SignalCounts` records. It keeps the traces
+    it has seen (at most `max_traces`, none longer than `trace_ttl_s` of event time) so that
+    hops and steps of a trace that spans batches are counted too.
+
+    A service's caller is the service that logged last in the trace before the service first
+    appeared (logs carry trace ids, not parent spans); a step is a line and the next line of
+    its trace. A run of one line counts as one occurrence, and as one step to itself when it
+    repeats (two log calls of one shape in a row: the second one missing is a step missing)."""
+
+    def __init__(self, bucket_s: float, trace_ttl_s: float = 120.0, max_traces: int = 50_000):
+        self.bucket_s = bucket_s
+        self.trace_ttl_s = trace_ttl_s
+        self.max_traces = max_traces
+        self._traces: dict[str, _Trace] = {}
+
+    def count(
+        self,
+        scope: str,
+        ts: Sequence[float],
+        services: Sequence[str],
+        traces: Sequence[str | None],
+        templates: Sequence[str] | None = None,
+    ) -> SignalCounts:
+        """One batch's events of one scope. Events without a time count at the batch's newest
+        time. Bounded whatever the input: the busiest rows are kept."""
+        known = [t for t in ts if not math.isnan(t)]
+        latest = max(known) if known else 0.0
+        size = self.bucket_s
+        buckets = [int((latest if math.isnan(t) else t) // size) for t in ts]
+        names = [s[:_MAX_NAME] for s in services]
+        per = Counter(zip(buckets, names, strict=True))
+        lines: Counter[tuple[int, str, str]] = Counter()
+        traced: Counter[tuple[int, str, str]] = Counter()
+        if templates is not None:
+            shapes = [t[:_MAX_TEMPLATE] for t in templates]
+            lines.update(zip(buckets, names, shapes, strict=True))
+        gaps: list[tuple[int, str, str, float]] = []
+        per_edge: Counter[tuple[int, str, str]] = Counter()
+        steps: Counter[tuple[int, Key, Key]] = Counter()
+        state = self._traces
+        for i, tid in enumerate(traces):
+            if not tid:
+                continue
+            t = latest if math.isnan(ts[i]) else ts[i]
+            n, svc = buckets[i], names[i]
+            tr = state.get(tid)
+            if tr is None:
+                tr = state[tid] = _Trace({}, None, t)
+            if svc not in tr.first:
+                if tr.svc is not None:
+                    key = (n, tr.svc, svc)
+                    if per_edge[key] < _MAX_BATCH_GAPS and len(gaps) < _MAX_BATCH_ROWS:
+                        per_edge[key] += 1
+                        gaps.append((n, tr.svc, svc, round(max(0.0, t - tr.at), 6)))
+                tr.first[svc] = t
+            if templates is not None:
+                line = (svc, shapes[i])
+                if line != tr.line:
+                    traced[(n, *line)] += 1
+                    if tr.line is not None:
+                        steps[(tr.bucket, tr.line, line)] += 1
+                    tr.line, tr.bucket, tr.repeated = line, n, False
+                elif not tr.repeated:  # a line repeated is one step of its run (once per run)
+                    steps[(tr.bucket, line, line)] += 1
+                    tr.repeated = True
+            tr.svc, tr.at = svc, t
+        self._forget(latest)
+        return _record(scope, size, per, gaps, lines, traced, steps)
+
+    def _forget(self, now: float) -> None:
+        """Traces beyond the bound, then those idle for `trace_ttl_s`, oldest first."""
+        state = self._traces
+        while len(state) > self.max_traces:
+            del state[next(iter(state))]
+        cutoff = now - self.trace_ttl_s
+        for tid in list(state)[: max(0, len(state) - 1000)]:
+            if state[tid].at < cutoff:
+                del state[tid]
+
+
+def _record(
+    scope: str,
+    bucket_s: float,
+    per: Counter[tuple[int, str]],
+    gaps: list[tuple[int, str, str, float]],
+    lines: Counter[tuple[int, str, str]],
+    traced: Counter[tuple[int, str, str]],
+    steps: Counter[tuple[int, Key, Key]],
+) -> SignalCounts:
+    """The rows as a record, names and templates given once each; the busiest rows of each kind
+    are kept (a record stays far below Kafka's record limit whatever the events name)."""
+    names: dict[str, int] = {}
+    shapes: dict[str, int] = {}
+
+    def name(s: str) -> int:
+        return names.setdefault(s, len(names))
+
+    def shape(t: str) -> int:
+        return shapes.setdefault(t, len(shapes))
+
+    services = [(n, name(s), c) for (n, s), c in _busiest(per)]
+    edges = [(n, name(a), name(b), g) for n, a, b, g in gaps]
+    rows = [(n, name(s), shape(t), c, traced.get((n, s, t), 0))
+            for (n, s, t), c in _busiest(lines)]  # fmt: skip
+    moves = [(n, name(a[0]), shape(a[1]), name(b[0]), shape(b[1]), c)
+             for (n, a, b), c in _busiest(steps)]  # fmt: skip
+    return SignalCounts(scope=scope, bucket_s=bucket_s, names=list(names),
+                        templates=list(shapes), services=services, gaps=edges, lines=rows,
+                        steps=moves)  # fmt: skip
+
+
+_K = TypeVar("_K", bound=tuple[object, ...])
+
+
+def _busiest(c: Counter[_K]) -> list[tuple[_K, int]]:
+    """The rows of a counter, at most `_MAX_BATCH_ROWS` (the busiest)."""
+    if len(c) > _MAX_BATCH_ROWS:
+        return c.most_common(_MAX_BATCH_ROWS)
+    return sorted(c.items())
 
 
 def counts_of(
@@ -353,35 +664,43 @@ def counts_of(
     services: Sequence[str],
     traces: Sequence[str | None],
     bucket_s: float,
+    templates: Sequence[str] | None = None,
 ) -> SignalCounts:
-    """One batch's events of one scope as the filter stage sends them to the analysis stage:
-    events per (bucket, service) and the hops of the traces within the batch. Events without a
-    time count in the batch's newest bucket."""
-    known = [t for t in ts if not math.isnan(t)]
-    latest = max(known) if known else 0.0
-    per: Counter[tuple[int, str]] = Counter()
-    gaps: list[tuple[int, str, str, float]] = []
-    per_edge: Counter[tuple[int, str, str]] = Counter()
-    hops = _TraceHops()
-    for t, name, tid in zip(ts, services, traces, strict=True):
-        svc = name[:_MAX_NAME]
-        at = latest if math.isnan(t) else t
-        n = int(at // bucket_s)
-        per[(n, svc)] += 1
-        if tid and (hop := hops.see(tid, svc, at)) is not None:
-            key = (n, *hop[0])
-            if per_edge[key] < _MAX_BATCH_GAPS and len(gaps) < _MAX_BATCH_ROWS:
-                per_edge[key] += 1
-                gaps.append((n, hop[0][0], hop[0][1], round(hop[1], 6)))
-    # bounded whatever the input: a record of counts stays far below Kafka's record limit even
-    # when every event names a service of its own (the busiest keys are kept)
-    rows = per.most_common(_MAX_BATCH_ROWS) if len(per) > _MAX_BATCH_ROWS else per.items()
-    return SignalCounts(
-        scope=scope,
-        bucket_s=bucket_s,
-        services=[(n, svc, c) for (n, svc), c in sorted(rows)],
-        gaps=gaps,
-    )
+    """One batch counted on its own (no traces remembered from earlier batches)."""
+    return SignalCounter(bucket_s).count(scope, ts, services, traces, templates)
+
+
+def _dump_bucket(b: _Bucket) -> list[object]:
+    return [
+        dict(b.services),
+        [[s, t, c, b.traced.get((s, t), 0)] for (s, t), c in b.templates.items()],
+        [[a, c, g] for (a, c), g in b.gaps.items()],
+        [[s, t, [[s2, t2, k] for (s2, t2), k in nxt.items()]] for (s, t), nxt in b.steps.items()],
+    ]
+
+
+def _load_bucket(raw: list[Any]) -> _Bucket:
+    services, templates, gaps, steps = raw
+    b = _Bucket()
+    b.services.update(services)
+    for s, t, c, traced in templates:
+        b.templates[(s, t)] = c
+        if traced:
+            b.traced[(s, t)] = traced
+    b.gaps.update({(a, c): list(g) for a, c, g in gaps})
+    for s, t, nxt in steps:
+        b.steps[(s, t)] = Counter({(s2, t2): k for s2, t2, k in nxt})
+    return b
+
+
+def _binomial_surprise(k: int, n: int, p: float) -> float:
+    """-ln P(X <= k) for X ~ Binomial(n, p): how improbable so few are (in nats)."""
+    lp, lq = math.log(p), math.log1p(-p)
+    base = math.lgamma(n + 1)
+    terms = [base - math.lgamma(j + 1) - math.lgamma(n - j + 1) + j * lp + (n - j) * lq
+             for j in range(k + 1)]  # fmt: skip
+    top = max(terms)
+    return -(top + math.log(sum(math.exp(x - top) for x in terms)))
 
 
 def _bound(table: dict[object, _Ewma], keep: int) -> None:

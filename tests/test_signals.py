@@ -20,7 +20,7 @@ from sluice.stream import PipelineSettings, SignalSettings
 from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
 from sluice.stream.parsing import parse_batch
 from sluice.stream.records import Event, SignalCounts, Suspect, parse_suspects_record
-from sluice.stream.signals import SignalDetector, counts_of
+from sluice.stream.signals import SignalCounter, SignalDetector, counts_of
 
 T0 = 1_700_000_000.0  # a bucket boundary
 FAULT = (T0 + 900, T0 + 960)  # the one minute that goes wrong
@@ -173,8 +173,22 @@ def test_the_detector_state_round_trips() -> None:
 def test_counts_are_a_suspects_record() -> None:
     rec = counts_of("shop", [T0, T0 + 1, math.nan], ["web", "db", "web"], ["t1", "t1", None], 10)
     assert parse_suspects_record(rec.to_bytes()) == rec
-    assert rec.services == [(int(T0 // 10), "db", 1), (int(T0 // 10), "web", 2)]
-    assert rec.gaps == [(int(T0 // 10), "web", "db", 1.0)]
+    n = int(T0 // 10)
+    assert rec.names == ["db", "web"]  # each name once; rows refer to it by position
+    assert rec.services == [(n, 0, 1), (n, 1, 2)]
+    assert rec.gaps == [(n, 1, 0, 1.0)]
+    shaped = counts_of("shop", [T0, T0 + 1, T0 + 2], ["web", "db", "web"], ["t1", "t1", "t1"],
+                       10, templates=["get <num>", "query", "ok"])  # fmt: skip
+    name, shape = shaped.names, shaped.templates
+    # every line traced; web "get" was followed by db "query", that by web "ok"
+    assert sorted((b, name[s], shape[t], c, tr) for b, s, t, c, tr in shaped.lines) == [
+        (n, "db", "query", 1, 1), (n, "web", "get <num>", 1, 1), (n, "web", "ok", 1, 1)
+    ]  # fmt: skip
+    assert sorted((b, name[s], shape[t], name[s2], shape[t2], c)
+                  for b, s, t, s2, t2, c in shaped.steps) == [
+        (n, "db", "query", "web", "ok", 1), (n, "web", "get <num>", "db", "query", 1)
+    ]  # fmt: skip
+    assert parse_suspects_record(shaped.to_bytes()) == shaped
 
 
 def test_a_closed_window_carries_the_signals_of_its_span_into_the_bundle() -> None:
@@ -235,7 +249,13 @@ def test_a_counts_record_stays_small_whatever_the_events_name() -> None:
     rec = counts_of("shop", [T0 + i / 100 for i in range(n)], services, ["t"] * n, 10.0)
     assert len(rec.to_bytes()) < MAX_SUSPECTS_MESSAGE_BYTES / 2
     assert len(rec.services) == 1000 and len(rec.gaps) <= 1000
-    assert max(len(s) for _n, s, _c in rec.services) == 100
+    assert max(len(s) for s in rec.names) == 100
+    shaped = counts_of("shop", [T0 + i / 100 for i in range(n)], services,
+                       [f"t{i % 7}" for i in range(n)], 10.0,
+                       templates=[f"line {'y' * 500} {i}" for i in range(n)])  # fmt: skip
+    assert len(shaped.to_bytes()) < MAX_SUSPECTS_MESSAGE_BYTES / 2
+    assert len(shaped.lines) == 1000 and len(shaped.steps) == 1000
+    assert max(len(t) for t in shaped.templates) == 160
 
 
 @given(
@@ -273,3 +293,107 @@ def test_one_event_time_far_from_its_batch_does_not_move_the_counters_clock() ->
     ts, *_ = parsed.signal_columns([None] * 7, [now] * 7, "d", "default")
     t0 = 1_717_228_800.0  # 2024-06-01 08:00 UTC
     assert ts == [t0 + 1, t0 + 2, t0 + 3, t0 + 4, t0 + 5, t0 + 4, t0 + 4]  # the median: t0 + 4
+
+
+def _pay(t: float, fault: bool, down: bool = False) -> list[tuple[float, str, str, str | None]]:
+    """Ten seconds of checkouts through a payment service that logs twice per charge. In the
+    fault its charges fail between its two lines (it keeps logging the first, nothing looks
+    wrong); with `down` it logs nothing at all. A cache times out after every lookup (a known
+    error line); in the fault that error stops (a recovery)."""
+    out: list[tuple[float, str, str, str | None]] = []
+    for i in range(20):
+        at, tid = t + i * 0.5, f"p{int(t)}-{i}"
+        out.append((at, "web", f"POST /checkout/{i}", tid))
+        if not down:
+            out.append((at + 0.01, "pay", f"charge start for order {i}", tid))
+            if not fault:
+                out.append((at + 0.02, "pay", f"charge done for order {i}", tid))
+        out.append((at + 0.03, "web", f"checkout {i} answered", tid))
+        out.append((at + 0.1, "cache", f"get key {i}", f"c{int(t)}-{i}"))
+        if not fault:
+            out.append((at + 0.2, "cache", f"ERROR timeout on key {i}", f"c{int(t)}-{i}"))
+    return out
+
+
+def _observe(d: SignalDetector, rows: list[tuple[float, str, str, str | None]]) -> None:
+    d.observe([r[0] for r in rows], [r[1] for r in rows], normalize_batch([r[2] for r in rows]),
+              [r[3] for r in rows])  # fmt: skip
+
+
+def _pay_stream(d: SignalDetector, faults: list[tuple[float, float]], until: float,
+                down: bool = False) -> None:  # fmt: skip
+    t = T0
+    while t < until:
+        _observe(d, _pay(t, any(a <= t < b for a, b in faults), down))
+        t += 10
+
+
+def test_a_line_that_stops_following_another_is_a_missing_step() -> None:
+    d = SignalDetector()
+    _pay_stream(d, [FAULT], FAULT[1] + 30)
+    found = d.signals(*FAULT)
+    step = [s for s in found if s.kind == "missing_step"]
+    assert [(s.service, s.caller) for s in step] == [("pay", None)]  # within pay itself
+    assert step[0].template is not None and "charge done" in step[0].template
+    assert "x0 of 120" in step[0].text and step[0].strength == 1.0
+    # the cache's timeout error stopped following its lookups: a recovery, no missing step
+    assert not any(s.service == "cache" for s in step)
+    quiet = SignalDetector()
+    _pay_stream(quiet, [], FAULT[0])
+    assert quiet.signals(FAULT[0] - 60, FAULT[0]) == []
+
+
+def test_a_service_no_longer_called_is_a_missing_step_after_its_caller() -> None:
+    d = SignalDetector()
+    t = T0
+    while t < FAULT[1] + 30:
+        _observe(d, _pay(t, False, down=FAULT[0] <= t < FAULT[1]))
+        t += 10
+    step = [s for s in d.signals(*FAULT) if s.kind == "missing_step" and s.template is None]
+    assert [(s.service, s.caller) for s in step] == [("pay", "web")]
+    assert "any line of pay" in step[0].text
+
+
+def test_a_fault_that_comes_back_is_seen_again() -> None:
+    """Six minutes of failed charges, one normal minute, then the same again: the baseline held
+    the step out while it was missing, so the second fault looks like the first. A baseline
+    that learned the fault would have taken it for the new normal."""
+    first = (FAULT[0], FAULT[0] + 360)
+    second = (first[1] + 60, first[1] + 240)
+    found = {}
+    for held in (SignalSettings().max_held_buckets, 0):
+        d = SignalDetector(SignalSettings(max_held_buckets=held))
+        _pay_stream(d, [first, second], second[1] + 30)
+        found[held] = [s for s in d.signals(*second) if s.kind == "missing_step"]
+    held = SignalSettings().max_held_buckets
+    assert [s.service for s in found[held]] == ["pay"] and found[held][0].strength == 1.0
+    assert "vs 9" in found[held][0].text  # still 90% or more usually
+    assert found[0] == []
+
+
+def test_the_counter_follows_traces_across_batches() -> None:
+    counter = SignalCounter(10.0)
+    a = counter.count("shop", [T0], ["web"], ["t1"], ["get"])
+    b = counter.count("shop", [T0 + 0.5], ["db"], ["t1"], ["query"])
+    assert a.steps == [] and a.gaps == []
+    assert [(b.names[x], b.names[y]) for _n, x, y, _g in b.gaps] == [("web", "db")]
+    assert b.gaps[0][3] == 0.5
+    (step,) = b.steps
+    assert (b.names[step[1]], b.templates[step[2]]) == ("web", "get")
+    assert (b.names[step[3]], b.templates[step[4]]) == ("db", "query")
+    assert SignalCounter(10.0, max_traces=1).count("s", [T0, T0], ["a", "b"], ["x", "y"]).gaps == []
+
+
+def test_a_missing_step_names_its_service_even_far_from_the_errors() -> None:
+    step = Signal("missing_step", "pay", "pay: x0 of 120 times vs 99% usually after ...", 1.0,
+                  template="charge done for order <num>")  # fmt: skip
+    report = asyncio.run(HeuristicAnalyst().analyze(_bundle([step]))).report
+    assert report.root_causes[0].service == "pay"
+    ts = datetime.fromtimestamp(FAULT[0], UTC)
+    calm = [BundleEvent("web", "INFO checkout 1 answered", "INFO", ts, audit=True)]
+    alone = asyncio.run(HeuristicAnalyst().analyze(Bundle("shop", calm, signals=[step]))).report
+    assert (alone.severity, alone.root_causes[0].service) == ("warning", "pay")
+    weak = Signal("missing_step", "pay", "pay: x0 of 6 times vs 99% usually after ...", 0.5)
+    assert asyncio.run(
+        HeuristicAnalyst().analyze(Bundle("shop", calm, signals=[weak]))
+    ).report.severity == "info"  # a handful of missed steps alone raises nothing

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         Digest,
         TemplateGroup,
         compress,
+        is_alarming,
     )
     from sluice.models.analyst._config import (
         LLMSettings,
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     )
     from sluice.models.analyst._signals import (
         ORIGIN_KINDS,
+        PRECISE_KINDS,
         Signal,
         SignalKind,
         signal_scores,
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ORIGIN_KINDS",
+    "PRECISE_KINDS",
     "SYSTEM_PROMPT",
     "AffectedService",
     "Analysis",
@@ -92,6 +95,7 @@ __all__ = [
     "backoff_delay",
     "compress",
     "create_analyst",
+    "is_alarming",
     "signal_scores",
     "strict_json_schema",
     "token_counter",
@@ -103,6 +107,7 @@ _WHERE = {
     "Digest": "sluice.models.analyst._bundle",
     "TemplateGroup": "sluice.models.analyst._bundle",
     "compress": "sluice.models.analyst._bundle",
+    "is_alarming": "sluice.models.analyst._bundle",
     "LLMSettings": "sluice.models.analyst._config",
     "HeuristicAnalyst": "sluice.models.analyst._heuristic",
     "AnalystError": "sluice.models.analyst._openai",
@@ -127,6 +132,7 @@ _WHERE = {
     "strict_json_schema": "sluice.models.analyst._schema",
     "token_counter": "sluice.models.analyst._tokens",
     "ORIGIN_KINDS": "sluice.models.analyst._signals",
+    "PRECISE_KINDS": "sluice.models.analyst._signals",
     "Signal": "sluice.models.analyst._signals",
     "SignalKind": "sluice.models.analyst._signals",
     "signal_scores": "sluice.models.analyst._signals",

@@ -18,7 +18,7 @@ from sluice.models.analyst._schema import (
     Severity,
     TemplateVerdict,
 )
-from sluice.models.analyst._signals import ORIGIN_KINDS, Signal, signal_scores
+from sluice.models.analyst._signals import ORIGIN_KINDS, PRECISE_KINDS, Signal, signal_scores
 
 __all__ = ["HeuristicAnalyst"]
 
@@ -184,6 +184,10 @@ class HeuristicAnalyst:
         )
 
 
+#: A signal this strong raises a window on its own (and makes its errors unusual).
+_STRONG = 0.8
+
+
 def _with_signals(
     signals: Sequence[Signal],
     per_service: Counter[str],
@@ -197,10 +201,12 @@ def _with_signals(
 
     A service that went silent, dropped or got slow ranks as the origin when it is connected to
     the failing services (an edge in the traces, or a slow edge from one of them): its callers'
-    errors are the symptom. Errors that no signal marks as unusual (their templates are neither
-    new nor spiking, no service near them changed) are the noise the baseline already holds: a
-    window of isolated errors like that stays `info`. A window without errors in which a
-    service stopped logging entirely is a `warning` naming it."""
+    errors are the symptom. A missing step (a line that follows another in a trace stopped
+    following) names its service whether or not anything near it logs errors: the requests fail
+    inside it. Errors of a service that no signal marks as unusual (its lines are neither new
+    nor spiking, nothing about it changed) are the noise the baseline already holds: they count
+    half, and a window of isolated errors like that stays `info`. A window without errors in
+    which a service stopped entirely, or stopped a step it always takes, is a `warning`."""
     failing = set(per_service)
     near = {b for a, b, _ in edges if a in failing} | {a for a, b, _ in edges if b in failing}
     near |= {x.service for x in signals if x.caller in failing}
@@ -211,13 +217,17 @@ def _with_signals(
         if x.caller:
             callers.setdefault(x.service, set()).add(x.caller)
     strength = signal_scores(signals)
+    marked = {x.service for x in signals}
+    precise = {x.service for x in signals if x.kind in PRECISE_KINDS and x.strength >= 0.3}
     total_votes = sum(origins.values()) or 1
     total_bad = sum(per_service.values()) or 1
 
     def score(service: str) -> float:
         own = origins[service] / total_votes + 0.5 * per_service[service] / total_bad
-        sig = min(1.0, strength.get(service, 0.0))
-        if not sig or not (service in failing or service in near):
+        if service not in marked:
+            own *= 0.5  # errors the baseline already holds
+        sig = strength.get(service, 0.0)
+        if not sig or not (service in precise or service in failing or service in near):
             return own
         # a strong signal takes over the origin votes (without traces: the error share) of the
         # failing services that call it: their errors are what its silence or slowness looks
@@ -227,18 +237,26 @@ def _with_signals(
             explained = sum(origins[c] for c in upstream) / total_votes
         else:  # no traces voted: their share of the errors instead
             explained = sum(per_service[c] for c in upstream) / total_bad
-        return own + 0.5 * sig + explained * max(0.0, 2 * sig - 1)
+        return own + 0.5 * sig + explained * max(0.0, 2 * min(1.0, sig) - 1)
 
-    if not failing:  # no errors at all: a service that stopped entirely still raises a warning
-        silent = [x.service for x in signals if x.kind == "silence" and x.strength >= 0.99]
-        if silent:
-            return silent[0], silent, "warning"
+    if not failing:  # no errors at all: a service that stopped still raises a warning
+        stopped = [x.service for x in signals
+                   if (x.kind == "silence" and x.strength >= 0.99)
+                   or (x.kind in PRECISE_KINDS and x.strength >= _STRONG)]  # fmt: skip
+        if stopped:
+            top = max(sorted(set(stopped)), key=score)
+            return top, [top, *dict.fromkeys(s for s in stopped if s != top)], "warning"
         return root, ranked, severity
     origin = {x.service for x in signals if x.kind in ORIGIN_KINDS}
-    candidates = failing | {s for s in origin if s in near}
+    candidates = failing | {s for s in origin if s in near} | precise
     root = max(sorted(candidates), key=score)
-    ranked = [*ranked, *sorted(candidates - set(ranked), key=lambda s: (-score(s), s))]
-    unusual = any(x.service in failing | near for x in signals)
+    ranked = sorted(candidates, key=lambda s: (-score(s), s))
+    # what makes the errors unusual: a signal about them or a service near them; a missing
+    # step only when strong (a handful of missed steps happens with ordinary noise too)
+    unusual = any(
+        (x.kind not in PRECISE_KINDS and x.service in failing | near) or x.strength >= _STRONG
+        for x in signals
+    )
     if severity == "warning" and not unusual:
         severity = "info"
     return root, ranked, severity

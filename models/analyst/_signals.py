@@ -9,11 +9,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ORIGIN_KINDS", "Signal", "SignalKind", "signal_scores"]
+__all__ = ["ORIGIN_KINDS", "PRECISE_KINDS", "Signal", "SignalKind", "signal_scores"]
 
-SignalKind = Literal["silence", "drop", "spike", "new_template", "template_spike", "slow_edge"]
-#: Kinds that point at a service as the origin of a fault: it stopped talking or got slow.
-ORIGIN_KINDS: frozenset[str] = frozenset({"silence", "drop", "slow_edge"})
+SignalKind = Literal[
+    "silence",
+    "drop",
+    "spike",
+    "new_template",
+    "template_spike",
+    "template_drop",
+    "missing_step",
+    "slow_edge",
+]
+#: Kinds that point at a service as the origin of a fault: it stopped talking, got slow, or a
+#: line it logs on every request stopped (the request fails between two of its log lines).
+ORIGIN_KINDS: frozenset[str] = frozenset(
+    {"silence", "drop", "template_drop", "missing_step", "slow_edge"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +38,23 @@ class Signal:
     template: str | None = None  # new and spiking templates
 
 
+#: Kinds precise enough to name an origin on their own, whether or not it is near the errors:
+#: a line that follows another in a trace stopped following (the request failed in between).
+PRECISE_KINDS: frozenset[str] = frozenset({"missing_step"})
+#: How much each kind says about where a fault started (a new line is evidence of change, not of
+#: where it began; a missing step says which service stopped doing its part).
+_WEIGHT = {"missing_step": 1.5, "silence": 1.0, "drop": 1.0, "slow_edge": 1.0,
+           "template_drop": 1.0}  # fmt: skip
+
+
 def signal_scores(signals: Sequence[Signal]) -> dict[str, float]:
-    """Per service, how strongly the signals point at it as an origin (template signals count
-    for less: a new line is evidence of change, not of where a fault started)."""
-    out: dict[str, float] = {}
+    """Per service, how strongly the signals point at it as an origin: the strongest signal of
+    each kind, weighted by kind, summed (at most 2)."""
+    best: dict[tuple[str, str], float] = {}
     for s in signals:
-        weight = 1.0 if s.kind in ORIGIN_KINDS else 0.3
-        out[s.service] = out.get(s.service, 0.0) + weight * max(0.0, min(1.0, s.strength))
+        w = _WEIGHT.get(s.kind, 0.3) * max(0.0, min(1.0, s.strength))
+        best[(s.service, s.kind)] = max(best.get((s.service, s.kind), 0.0), w)
+    out: dict[str, float] = {}
+    for (service, _kind), w in best.items():
+        out[service] = min(2.0, out.get(service, 0.0) + w)
     return out
