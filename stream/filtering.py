@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from sluice.models.filter import Filter, FilterModel, OnnxFilter, default_model
+from sluice.models.filter import Filter, FilterModel, OnnxFilter, default_model, normalize_batch
 from sluice.stream._errors import SluiceError
 from sluice.stream._settings import PipelineSettings, Settings
 from sluice.stream.broker import aiokafka_config, unreachable
@@ -35,6 +35,8 @@ from sluice.stream.records import SCHEMA_VERSION, DeadLetter
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from prometheus_client import Histogram
+
+    from sluice.stream.signals import SignalCounter
 
 __all__ = [
     "MAX_SUSPECTS_MESSAGE_BYTES",
@@ -109,12 +111,14 @@ def screen_batch(
     filt: Filter,
     cfg: PipelineSettings,
     record_times: Sequence[float] | None = None,
+    counter: SignalCounter | None = None,
 ) -> Screened:
     """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
 
     `source(i)` names where record i came from: (topic or file:line, partition, offset);
     `record_times[i]` its timestamp (epoch seconds), the time of an event that has none. With
-    signals enabled, every event is also counted per scope (`Screened.counts`).
+    signals enabled, every event is also counted per scope (`Screened.counts`) by `counter`
+    (the stage's own, which follows traces across batches; without one, the batch alone).
     Unflagged events cost the parse of their message, one cache lookup in the filter and one
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
@@ -125,9 +129,14 @@ def screen_batch(
     if not parsed.messages:
         return out
     out.events = len(parsed.messages)
-    if cfg.signals.enabled:
-        out.counts = _signal_counts(parsed, keys, record_times, cfg)
     a = filt.assess(parsed.messages)
+    if cfg.signals.enabled:
+        from sluice.stream.signals import SignalCounter
+
+        if counter is None:
+            counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)
+        templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
+        out.counts = _signal_counts(parsed, keys, record_times, cfg, templates, counter)
     flagged = a.flagged
     forward = flagged
     if cfg.audit_rate > 0:
@@ -185,23 +194,26 @@ def _signal_counts(
     keys: Sequence[bytes | None],
     record_times: Sequence[float] | None,
     cfg: PipelineSettings,
+    templates: Sequence[str],
+    counter: SignalCounter,
 ) -> dict[str, bytes]:
-    """Every event's time, service and trace, counted per scope for the signals."""
-    from sluice.stream.signals import counts_of
-
+    """Every event's time, service, trace and line shape, counted per scope for the signals."""
     ts, services, traces, scopes = parsed.signal_columns(
         keys, record_times, cfg.default_service, cfg.scope
     )
     rows: dict[str, list[int]] = {}
     for j, scope in enumerate(scopes):
         rows.setdefault(scope, []).append(j)
-    bucket = cfg.signals.bucket_s
     if len(rows) == 1:
         (scope,) = rows
-        return {scope: counts_of(scope, ts, services, traces, bucket).to_bytes()}
+        return {scope: counter.count(scope, ts, services, traces, templates).to_bytes()}
     return {
-        scope: counts_of(
-            scope, [ts[j] for j in js], [services[j] for j in js], [traces[j] for j in js], bucket
+        scope: counter.count(
+            scope,
+            [ts[j] for j in js],
+            [services[j] for j in js],
+            [traces[j] for j in js],
+            [templates[j] for j in js],
         ).to_bytes()
         for scope, js in rows.items()
     }
@@ -288,6 +300,12 @@ class FilterStage:
         self._progress_at = time.monotonic()  # last commit, or last look that found no lag
         self.joined = False  # the group gave this stage its partitions (maybe none)
         self.model_loaded = False  # the active model from `models` is in use (or none came)
+        self._signal_counter: SignalCounter | None = None  # follows traces across batches
+        sig = settings.pipeline.signals
+        if sig.enabled:
+            from sluice.stream.signals import SignalCounter
+
+            self._signal_counter = SignalCounter(sig.bucket_s, sig.trace_ttl_s)
 
     def _make_clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -434,7 +452,9 @@ class FilterStage:
             times = [m.timestamp / 1000.0 for m in msgs] if cfg.signals.enabled else None
             started = time.perf_counter()
             try:
-                screened = screen_batch(values, keys, source, self._filter, cfg, times)
+                screened = screen_batch(
+                    values, keys, source, self._filter, cfg, times, self._signal_counter
+                )
             except Exception as exc:  # the filter itself failed: every record is a dead letter
                 log.exception("filter stage: screening %d records of %s failed", len(msgs), tp)
                 reason = f"filter failed: {type(exc).__name__}: {exc}"[:500]

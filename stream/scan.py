@@ -34,6 +34,7 @@ from sluice.stream.records import (
     SuspectBatch,
     parse_suspects_record,
 )
+from sluice.stream.signals import SignalCounter
 from sluice.stream.sources import Record
 
 __all__ = ["ScanResult", "scan"]
@@ -88,6 +89,7 @@ async def scan(
                 break
 
     it = iter(records)
+    counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)  # across batches
     while batch := list(itertools.islice(it, cfg.batch_size)):
         started = time.perf_counter()
         screened = screen_batch(
@@ -96,6 +98,7 @@ async def scan(
             lambda i, b=batch: (b[i][2], None, None),  # type: ignore[misc]
             filt,
             cfg,
+            counter=counter,
         )
         result.counters.add(screened, len(batch), time.perf_counter() - started)
         result.counters.batches += 1

@@ -222,22 +222,35 @@ def _with_signals(
     total_votes = sum(origins.values()) or 1
     total_bad = sum(per_service.values()) or 1
 
+    def takeover(service: str) -> float:
+        """How much of its failing callers' evidence a signalled service takes over: their
+        errors are what its silence, slowness or missing step looks like from upstream."""
+        sig = strength.get(service, 0.0)
+        if not sig or not (service in precise or service in failing or service in near):
+            return 0.0
+        return max(0.0, 2 * min(1.0, sig) - 1)
+
+    takes = {c: f for c in strength if (f := takeover(c)) > 0}
+    lost: dict[str, float] = {}  # per failing caller: the most a callee took over
+    for c, f in takes.items():
+        for u in callers.get(c, set()) & failing:
+            if u != c:
+                lost[u] = max(lost.get(u, 0.0), f)
+
     def score(service: str) -> float:
         own = origins[service] / total_votes + 0.5 * per_service[service] / total_bad
         if service not in marked:
             own *= 0.5  # errors the baseline already holds
+        own *= 1.0 - lost.get(service, 0.0)
         sig = strength.get(service, 0.0)
         if not sig or not (service in precise or service in failing or service in near):
             return own
-        # a strong signal takes over the origin votes (without traces: the error share) of the
-        # failing services that call it: their errors are what its silence or slowness looks
-        # like from upstream
-        upstream = callers.get(service, set()) & failing
+        upstream = callers.get(service, set()) & failing - {service}
         if origins:
             explained = sum(origins[c] for c in upstream) / total_votes
         else:  # no traces voted: their share of the errors instead
             explained = sum(per_service[c] for c in upstream) / total_bad
-        return own + 0.5 * sig + explained * max(0.0, 2 * min(1.0, sig) - 1)
+        return own + 0.5 * sig + explained * takes.get(service, 0.0)
 
     if not failing:  # no errors at all: a service that stopped still raises a warning
         stopped = [x.service for x in signals

@@ -135,6 +135,7 @@ class FilterModel:
         self.meta = meta
         self._session = session
         self._by_key: dict[bytes, float] = {}
+        self._template_by_key: dict[bytes, str] = {}  # the same keys: their line shapes
         self._by_template: dict[str, float] = {}
 
     @classmethod
@@ -180,7 +181,22 @@ class FilterModel:
 
     def score(self, lines: Sequence[str]) -> npt.NDArray[np.float32]:
         """Scores in [0, 1] for a batch; repeated lines (by exact cache key) are not re-run."""
+        return self._score(cache_keys(lines))
+
+    def score_with_templates(
+        self, lines: Sequence[str]
+    ) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """Scores and the template (line shape) of each line: scoring works them out anyway,
+        so they cost one more cache lookup per line."""
         keys = cache_keys(lines)
+        scores = self._score(keys)
+        templates = list(map(self._template_by_key.get, keys))
+        if None in templates:  # the cache was cleared while this batch filled it
+            templates = [t if t is not None else template_of_key(k)
+                         for t, k in zip(templates, keys, strict=True)]  # fmt: skip
+        return scores, templates  # type: ignore[return-value]
+
+    def _score(self, keys: list[bytes]) -> npt.NDArray[np.float32]:
         get = self._by_key.get
         scores = np.fromiter(map(get, keys, repeat(math.nan)), dtype=np.float32, count=len(keys))
         missing = np.flatnonzero(np.isnan(scores))
@@ -210,7 +226,9 @@ class FilterModel:
         resolved = {k: by_template[t] for k, t in zip(fresh, templates, strict=True)}
         if len(self._by_key) + len(fresh) > CACHE_MAX:
             self._by_key.clear()
+            self._template_by_key.clear()
         self._by_key.update(resolved)
+        self._template_by_key.update(zip(fresh, templates, strict=True))
         return resolved
 
     def describe(self) -> dict[str, object]:

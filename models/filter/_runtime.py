@@ -28,6 +28,8 @@ class Assessment:
     flagged: npt.NDArray[np.bool_]
     model_version: str
     threshold: float
+    #: each line's template (line shape), when the filter works them out to score (None: not)
+    templates: Sequence[str] | None = None
 
 
 @runtime_checkable
@@ -67,8 +69,10 @@ class OnnxFilter:
 
     def assess(self, lines: Sequence[str]) -> Assessment:
         model = self._model  # one snapshot: scores, threshold and version always agree
-        scores = model.score(lines)
-        return Assessment(scores, scores >= model.threshold, model.version, model.threshold)
+        scores, templates = model.score_with_templates(lines)
+        return Assessment(
+            scores, scores >= model.threshold, model.version, model.threshold, templates
+        )
 
     def score(self, lines: Sequence[str]) -> npt.NDArray[np.float32]:
         return self._model.score(lines)
