@@ -29,7 +29,8 @@ are gaps in the data, not silences, and are skipped.
 - **new_template**: a line shape this service has not logged before (in the baseline);
 - **template_spike**: a known line shape far above its own rate;
 - **slow_edge**: the p95 gap from a caller's last line before the call to the callee's first
-  line of the trace, far above the edge's baseline p95.
+  line of the trace, far above the edge's baseline p95; or a service's own time between two of
+  its lines in a row (its work, stretched by CPU contention or a slow disk).
 
 State is bounded: at most `max_keys` services, templates, steps and edges each (the least active
 go); traces are forgotten after `trace_ttl_s` or beyond `max_traces`.
@@ -159,6 +160,7 @@ class SignalDetector:
         # per template: its share of the scope's events per block, and how much it moves
         self._block_templates: Counter[Key] = Counter()
         self._template_shares: dict[Key, _Ewma] = {}
+        self._block_gaps: dict[tuple[str, str], list[float]] = {}
         self._template_rates: dict[Key, _Ewma] = {}
         # per line: traced occurrences per bucket; per (line, next line): the share of them
         # that the next line followed
@@ -237,7 +239,8 @@ class SignalDetector:
                 "rates": {k: astuple(v) for k, v in self._rates.items()},
                 "block_rates": {k: astuple(v) for k, v in self._block_rates.items()},
                 "block": [dict(self._block), self._block_n,
-                          [[s, t, c] for (s, t), c in self._block_templates.items()]],
+                          [[s, t, c] for (s, t), c in self._block_templates.items()],
+                          [[a, c, g] for (a, c), g in self._block_gaps.items()]],
                 "shares": ewmas(self._template_shares),
                 "templates": ewmas(self._template_rates),
                 "traced": ewmas(self._traced),
@@ -260,6 +263,7 @@ class SignalDetector:
         d._block_rates = {k: _Ewma(*v) for k, v in x["block_rates"].items()}
         d._block, d._block_n = Counter(x["block"][0]), int(x["block"][1])
         d._block_templates = Counter({(s, t): c for s, t, c in x["block"][2]})
+        d._block_gaps = {(a, c): list(g) for a, c, g in x["block"][3]}
         d._template_shares = ewmas(x["shares"])
         d._template_rates = ewmas(x["templates"])
         d._traced = ewmas(x["traced"])
@@ -288,9 +292,6 @@ class SignalDetector:
             self._template_rates.setdefault(key, _Ewma()).add(b.templates.get(key, 0), a)
         self._absorb_block(b)
         self._absorb_steps(b)
-        for edge, gaps in b.gaps.items():
-            if len(gaps) >= 3:
-                self._edge_p95.setdefault(edge, _Ewma()).add(_p95(gaps), a)
         keep = self.cfg.max_keys
         tables = (self._rates, self._block_rates, self._template_rates, self._template_shares,
                   self._traced, self._edge_p95)  # fmt: skip
@@ -302,10 +303,17 @@ class SignalDetector:
     def _absorb_block(self, b: _Bucket) -> None:
         self._block.update(b.services)
         self._block_templates.update(b.templates)
+        for edge, gaps in b.gaps.items():
+            pool = self._block_gaps.setdefault(edge, [])
+            pool.extend(gaps[: _MAX_GAPS - len(pool)])
         self._block_n += 1
         if self._block_n < self.cfg.block_buckets:
             return
         ba = self.cfg.block_alpha
+        for edge, gaps in self._block_gaps.items():  # a p95 per block: quiet edges have one too
+            if len(gaps) >= 5:
+                self._edge_p95.setdefault(edge, _Ewma()).add(_p95(gaps), ba)
+        self._block_gaps = {}
         for svc in self._block_rates.keys() | self._block.keys():
             rate = self._block.get(svc, 0) / self._block_n
             self._block_rates.setdefault(svc, _Ewma()).add(rate, ba)
@@ -507,13 +515,20 @@ class SignalDetector:
                 gaps.setdefault(edge, []).extend(xs)
         for (caller, callee), xs in gaps.items():
             base = self._edge_p95.get((caller, callee))
-            if base is None or base.n < cfg.min_history or len(xs) < cfg.min_gaps:
+            if base is None or base.n < cfg.min_blocks or len(xs) < cfg.min_gaps:
                 continue
             p95 = _p95(xs)
             z = (p95 - base.mean) / math.sqrt(max(1e-6, base.var))
             if (p95 >= cfg.slow_ratio * base.mean and p95 - base.mean >= cfg.min_slow_s
                     and z >= cfg.min_z):  # fmt: skip
                 strength = min(1.0, p95 / max(base.mean, 1e-3) / (4 * cfg.slow_ratio))
+                if caller == callee:
+                    text = (
+                        f"{callee}: p95 time between its own lines in a trace "
+                        f"{p95 * 1000:.0f} ms vs baseline {base.mean * 1000:.0f} ms"
+                    )
+                    yield Signal("slow_edge", callee, text, round(strength, 3))
+                    continue
                 text = (f"{caller} -> {callee}: p95 gap {p95 * 1000:.0f} ms vs baseline "
                         f"{base.mean * 1000:.0f} ms")  # fmt: skip
                 yield Signal("slow_edge", callee, text, round(strength, 3), caller=caller)
@@ -521,7 +536,11 @@ class SignalDetector:
     def edge_latency(self) -> dict[tuple[str, str], float]:
         """The baseline p95 gap (seconds) of each caller -> callee edge: the service graph's
         latencies."""
-        return {e: v.mean for e, v in self._edge_p95.items() if v.n >= self.cfg.min_history}
+        return {
+            e: v.mean
+            for e, v in self._edge_p95.items()
+            if v.n >= self.cfg.min_blocks and e[0] != e[1]
+        }
 
 
 @dataclass(slots=True)
@@ -585,13 +604,14 @@ class SignalCounter:
             tr = state.get(tid)
             if tr is None:
                 tr = state[tid] = _Trace({}, None, t)
-            if svc not in tr.first:
-                if tr.svc is not None:
-                    key = (n, tr.svc, svc)
-                    if per_edge[key] < _MAX_BATCH_GAPS and len(gaps) < _MAX_BATCH_ROWS:
-                        per_edge[key] += 1
-                        gaps.append((n, tr.svc, svc, round(max(0.0, t - tr.at), 6)))
-                tr.first[svc] = t
+            # a hop into a service new to the trace, or the service's own time between two of
+            # its lines in a row (its work: what CPU contention or a slow disk stretches)
+            if tr.svc is not None and (svc == tr.svc or svc not in tr.first):
+                key = (n, tr.svc, svc)
+                if per_edge[key] < _MAX_BATCH_GAPS and len(gaps) < _MAX_BATCH_ROWS:
+                    per_edge[key] += 1
+                    gaps.append((n, tr.svc, svc, round(max(0.0, t - tr.at), 6)))
+            tr.first.setdefault(svc, t)
             if templates is not None:
                 line = (svc, shapes[i])
                 if line != tr.line:
