@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sluice.models.analyst import EdgeLatency
 from sluice.stream.records import Alert
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.tree import Tree
 
-__all__ = ["SEVERITY_STYLE", "alert_view", "service_tree"]
+__all__ = ["SEVERITY_STYLE", "alert_view", "is_slow", "latency_text", "service_tree"]
 
 #: Rich styles per severity (and for a resolved alert, whatever its severity).
 SEVERITY_STYLE = {
@@ -24,6 +25,18 @@ SEVERITY_STYLE = {
 }
 _BORDER = {"critical": "red", "high": "red", "warning": "yellow", "info": "cyan",
            "resolved": "green"}  # fmt: skip
+
+
+def latency_text(x: EdgeLatency) -> str:
+    """One measured edge for people: "p95 240 ms (usually 40 ms, 35 calls)"."""
+    usual = f"usually {x.baseline_p95_ms:.0f} ms, " if x.baseline_p95_ms is not None else ""
+    return f"p95 {x.p95_ms:.0f} ms ({usual}{x.gaps} calls)"
+
+
+def is_slow(x: EdgeLatency) -> bool:
+    """Far above its usual p95: three times and 30 ms more (the signals' default thresholds)."""
+    usual = x.baseline_p95_ms
+    return usual is not None and x.p95_ms >= 3 * usual and x.p95_ms - usual >= 30
 
 
 def service_tree(a: Alert) -> Tree:
@@ -42,6 +55,7 @@ def service_tree(a: Alert) -> Tree:
     callers: dict[str, list[str]] = {}
     for e in r.service_graph:
         callers.setdefault(e.target, []).append(e.source)
+    latency = {(x.source, x.target): x for x in r.latencies}
     style = {"root_cause": "bold red", "impacted": "yellow", "symptom": "dim"}
 
     def label(service: str) -> Text:
@@ -60,7 +74,11 @@ def service_tree(a: Alert) -> Tree:
             if caller in seen:
                 continue
             seen.add(caller)
-            frontier.append((caller, node.add(label(caller))))
+            text = label(caller)
+            measured = latency.get((caller, service))
+            if measured is not None:  # how long its calls into `service` took
+                text.append(f"  {latency_text(measured)}", "red" if is_slow(measured) else "dim")
+            frontier.append((caller, node.add(text)))
     rest = [s.service for s in r.affected_services if s.service not in seen]
     if rest:
         also = tree.add(Text("also affected", "dim"))

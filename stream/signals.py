@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from sluice.models.analyst import Signal, SignalKind, is_alarming
+from sluice.models.analyst import EdgeLatency, Signal, SignalKind, is_alarming
 from sluice.stream._settings import SignalSettings
 from sluice.stream.records import SignalCounts
 
@@ -532,6 +532,27 @@ class SignalDetector:
                 text = (f"{caller} -> {callee}: p95 gap {p95 * 1000:.0f} ms vs baseline "
                         f"{base.mean * 1000:.0f} ms")  # fmt: skip
                 yield Signal("slow_edge", callee, text, round(strength, 3), caller=caller)
+
+    def latencies(self, start: float, end: float, top: int = 30) -> list[EdgeLatency]:
+        """The caller -> callee edges measured in the span [start, end): p95 gap and the edge's
+        usual p95, the busiest `top` edges (the report's service graph with latencies)."""
+        size = self.cfg.bucket_s
+        gaps: dict[tuple[str, str], list[float]] = {}
+        for n, b in self._buckets.items():
+            if start <= n * size < end and n > self._absorbed:
+                for edge, xs in b.gaps.items():
+                    if edge[0] != edge[1]:
+                        gaps.setdefault(edge, []).extend(xs)
+        busiest = sorted(gaps.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:top]
+        out = []
+        for (caller, callee), xs in busiest:
+            if len(xs) < 3:
+                continue
+            base = self._edge_p95.get((caller, callee))
+            usual = round(base.mean * 1000, 1) if base and base.n >= self.cfg.min_blocks else None
+            out.append(EdgeLatency(source=caller, target=callee, p95_ms=round(_p95(xs) * 1000, 1),
+                                   baseline_p95_ms=usual, gaps=len(xs)))  # fmt: skip
+        return out
 
     def edge_latency(self) -> dict[tuple[str, str], float]:
         """The baseline p95 gap (seconds) of each caller -> callee edge: the service graph's

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sluice.stream.records import Alert
+from sluice.stream.render import is_slow, latency_text
 
 if TYPE_CHECKING:
     from sluice.stream.metrics import PipelineMetrics
@@ -138,9 +139,11 @@ def service_graph_svg(a: Alert) -> str:
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" '
         'fill="#57606a"/></marker></defs>',
     ]
+    latency = {(x.source, x.target): x for x in r.latencies}
     for edge in r.service_graph:
         if edge.source == edge.target or edge.source not in pos or edge.target not in pos:
             continue
+        measured = latency.get((edge.source, edge.target))
         (x1, y1), (x2, y2) = pos[edge.source], pos[edge.target]
         if y1 == y2:  # the same row (a cycle): side to side, each direction on its own line
             side = 1 if x2 > x1 else -1
@@ -148,11 +151,21 @@ def service_graph_svg(a: Alert) -> str:
             y1 = y2 = y1 + side * 6
         else:  # callers sit in rows above the services they call
             y1, y2 = y1 + _NODE_H / 2, y2 - _NODE_H / 2
+        said = f"{e(edge.source)} calls {e(edge.target)}: {e(edge.evidence[:200])}"
+        if measured is not None:
+            said += f"; {e(latency_text(measured))}"
         parts.append(
             f'<line class="edge" x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2:.0f}" '
             f'stroke="#57606a" stroke-width="1.5" marker-end="url(#arrow)"><title>'
-            f"{e(edge.source)} calls {e(edge.target)}: {e(edge.evidence[:200])}</title></line>"
+            f"{said}</title></line>"
         )
+        if measured is not None:  # the p95 gap at the middle of the arrow; red when slow
+            slow = is_slow(measured)
+            parts.append(
+                f'<text class="latency{" slow" if slow else ""}" x="{(x1 + x2) / 2 + 4:.0f}" '
+                f'y="{(y1 + y2) / 2:.0f}" font-size="10" font-family="sans-serif" '
+                f'fill="{"#cf222e" if slow else "#57606a"}">{measured.p95_ms:.0f} ms</text>'
+            )
     for service, (x, y) in sorted(pos.items()):
         role = roles.get(service, "")
         fill = ROLE_COLOUR.get(role, ROLE_COLOUR[""])

@@ -8,10 +8,10 @@ from pathlib import Path
 from click.testing import CliRunner
 from rich.console import Console
 
-from sluice.models.analyst import GraphEdge, Provenance
+from sluice.models.analyst import EdgeLatency, GraphEdge, Provenance
 from sluice.stream.cli import cli
 from sluice.stream.records import Alert
-from sluice.stream.render import alert_view, service_tree
+from sluice.stream.render import alert_view, is_slow, service_tree
 from tests.sink_servers import alert
 
 
@@ -93,3 +93,19 @@ def test_scan_saves_the_terminal_view_as_svg_without_web_fonts(tmp_path: Path) -
     assert "http" not in svg.replace("http://www.w3.org/2000/svg", "").replace(
         "https://www.textualize.io", ""
     )  # no web font: nothing is fetched when the picture is viewed
+
+
+def test_measured_latencies_sit_on_the_graph_edges() -> None:
+    a = _with_graph(alert())
+    measured = [
+        EdgeLatency(
+            source="checkout", target="payment-service", p95_ms=900, baseline_p95_ms=40, gaps=35
+        ),
+        EdgeLatency(source="frontend", target="checkout", p95_ms=12, baseline_p95_ms=10, gaps=80),
+    ]
+    a = a.model_copy(update={"report": a.report.model_copy(update={"latencies": measured})})
+    lines = _text(service_tree(a), width=120).splitlines()
+    assert "checkout impacted  p95 900 ms (usually 40 ms, 35 calls)" in lines[1]
+    assert "frontend  p95 12 ms (usually 10 ms, 80 calls)" in lines[2]
+    assert is_slow(measured[0]) and not is_slow(measured[1])
+    assert Alert.model_validate_json(a.model_dump_json()) == a  # on the alerts topic as well

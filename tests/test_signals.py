@@ -218,7 +218,13 @@ def test_a_closed_window_carries_the_signals_of_its_span_into_the_bundle() -> No
     # what the window's signals contributed goes out with its outcome (thresholds learn later)
     w = state.window("shop", seq)
     state.on_analysed(w.analysed(analysis, datetime.now(UTC)))
-    (outcome,) = state.publish("shop").outcomes
+    published = state.publish("shop")
+    (outcome,) = published.outcomes
+    # the alert's report carries the edges measured in the window, with their usual p95
+    (alert,) = published.alerts
+    cart = {(x.source, x.target): x for x in alert.report.latencies}[("web", "cache")]
+    assert cart.p95_ms == pytest.approx(10, abs=1) and cart.baseline_p95_ms is not None
+    assert cart.gaps >= 100
     verdict = {(v.kind, v.service): v for v in outcome.signals}
     db = verdict.get(("silence", "db")) or verdict[("drop", "db")]
     assert db.named and db.root_cause and db.caller == "web"

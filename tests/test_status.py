@@ -6,7 +6,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import Counter
 
-from sluice.models.analyst import GraphEdge, HeuristicAnalyst
+from sluice.models.analyst import EdgeLatency, GraphEdge, HeuristicAnalyst
 from sluice.stream.analysis import AnalysisCounters
 from sluice.stream.filtering import StageCounters
 from sluice.stream.metrics import PipelineMetrics
@@ -119,3 +119,20 @@ def test_the_page_shows_throughput_forward_ratio_model_and_alerts() -> None:
     assert html.count("<svg") == 1 and 'data-service="payment-service"' in html
     assert ">2<" in html  # alert revisions published
     assert "No alerts yet." in StatusPage(metrics, AlertBoard(), "w").render()
+
+
+def test_measured_latencies_label_the_arrows_and_slow_ones_are_red() -> None:
+    a = _with_graph(alert(1))
+    measured = [
+        EdgeLatency(
+            source="checkout", target="payment-service", p95_ms=900, baseline_p95_ms=40, gaps=35
+        ),
+        EdgeLatency(source="frontend", target="checkout", p95_ms=12, baseline_p95_ms=10, gaps=80),
+    ]
+    a = a.model_copy(update={"report": a.report.model_copy(update={"latencies": measured})})
+    root = ET.fromstring(service_graph_svg(a))
+    labels = {t.text: t.attrib["class"] for t in root.iter(f"{SVG}text")
+              if "latency" in t.attrib.get("class", "")}  # fmt: skip
+    assert labels == {"900 ms": "latency slow", "12 ms": "latency"}
+    titles = [t.text or "" for line in root.iter(f"{SVG}line") for t in line]
+    assert any("p95 900 ms (usually 40 ms, 35 calls)" in t for t in titles)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from sluice.models.analyst._schema import (
         AffectedService,
         Analysis,
+        EdgeLatency,
         ErrorCategory,
         GraphEdge,
         IncidentReport,
@@ -76,6 +77,7 @@ __all__ = [
     "BundleEvent",
     "CircuitBreaker",
     "Digest",
+    "EdgeLatency",
     "ErrorCategory",
     "GraphEdge",
     "HeuristicAnalyst",
@@ -122,6 +124,7 @@ _WHERE = {
     "backoff_delay": "sluice.models.analyst._resilience",
     "AffectedService": "sluice.models.analyst._schema",
     "Analysis": "sluice.models.analyst._schema",
+    "EdgeLatency": "sluice.models.analyst._schema",
     "ErrorCategory": "sluice.models.analyst._schema",
     "GraphEdge": "sluice.models.analyst._schema",
     "IncidentReport": "sluice.models.analyst._schema",

@@ -59,6 +59,18 @@ class GraphEdge(_Strict):
     evidence: str
 
 
+class EdgeLatency(_Strict):
+    """A caller -> callee edge as the filter stage measured it in the window (from the trace
+    gaps of every event, not the analyst's opinion): p95 gap from the caller's last line before
+    the call to the callee's first line, and the same edge's usual p95."""
+
+    source: str
+    target: str
+    p95_ms: float
+    baseline_p95_ms: float | None = None
+    gaps: int = Field(ge=0, description="gaps measured in the window")
+
+
 class RootCause(_Strict):
     service: str
     description: str
@@ -94,6 +106,9 @@ class IncidentReport(_Strict):
     service_graph: list[GraphEdge]
     root_causes: list[RootCause]
     recommendations: list[str]
+    latencies: list[EdgeLatency] = Field(
+        default_factory=list, description="measured edge latencies of the window (signals on)"
+    )
 
     def fingerprint(self) -> str:
         """Stable across revisions of one incident: scope plus root-cause services."""

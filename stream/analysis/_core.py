@@ -32,7 +32,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from sluice.models.analyst import Analysis, Bundle, BundleEvent, Signal
+from sluice.models.analyst import Analysis, Bundle, BundleEvent, EdgeLatency, Signal
 from sluice.models.filter import normalize_batch
 from sluice.stream._settings import PipelineSettings
 from sluice.stream.controls import Controls
@@ -178,6 +178,7 @@ class _Pending(BaseModel):
     done_at: datetime | None = None
     given_up: bool = False  # failed max_analysis_failures times: published as a dead letter
     signals: list[dict[str, object]] | None = None  # at close, when signals are enabled
+    latencies: list[EdgeLatency] = Field(default_factory=list)  # at close, likewise
 
 
 class ScopeState(BaseModel):
@@ -493,9 +494,12 @@ class AnalysisState:
         self.counters.windows_closed[reason] += 1
         end = w.start + self._size
         signals = None
+        latencies: list[EdgeLatency] = []
         if self.cfg.signals.enabled:  # fixed at close: a replay analyses the same bundle
-            found = self._detector(scope).signals(w.start.timestamp(), end.timestamp())
+            detector = self._detector(scope)
+            found = detector.signals(w.start.timestamp(), end.timestamp())
             signals = [asdict(x) for x in found]
+            latencies = detector.latencies(w.start.timestamp(), end.timestamp())
         st.pending.append(
             _Pending(
                 seq=st.next_seq,
@@ -505,6 +509,7 @@ class AnalysisState:
                 chunks=w.chunks,
                 n=w.n,
                 signals=signals,
+                latencies=latencies,
             )
         )
         st.next_seq += 1
@@ -591,6 +596,9 @@ class AnalysisState:
                 self.counters.windows_given_up += 1
                 continue
             analysis = Analysis.model_validate_json(p.result)
+            if p.latencies:  # measured, not the analyst's: the report's graph gains latencies
+                report = analysis.report.model_copy(update={"latencies": p.latencies})
+                analysis = analysis.model_copy(update={"report": report})
             now = p.end if self.cfg.alert_time == "event" else (p.done_at or p.end)
             out.alerts += self._alerts(st, scope, analysis, now)
             self.counters.windows_analysed[analysis.provenance.analysis] += 1
