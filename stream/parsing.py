@@ -121,10 +121,14 @@ def _epoch(value: object, seconds: dict[object, float | None]) -> float | None:
     """`_parse_ts(value)` as epoch seconds, memoized per second: the events of a batch share a
     few seconds, so `2023-01-29T08:42:22.383150913Z` costs a dictionary lookup and the parse of
     its fraction (the zone stays in the key)."""
-    if isinstance(value, str) and len(value) > 20 and value[19] == "." and value[4] == "-":
-        end = _DIGITS.match(value, 20).end()  # type: ignore[union-attr]  # \d* always matches
-        key: object = value[:19] + value[end:]
-        frac = float("0." + value[20:end]) if end > 20 else 0.0
+    if isinstance(value, str) and len(value) > 21 and value[19] == "." and value[4] == "-":
+        if value[-1] == "Z" and value[20:-1].isdigit():  # the usual shape: no regex
+            key: object = value[:19] + "Z"
+            frac = float("0." + value[20:-1])
+        else:
+            end = _DIGITS.match(value, 20).end()  # type: ignore[union-attr]  # \d* matches
+            key = value[:19] + value[end:]
+            frac = float("0." + value[20:end]) if end > 20 else 0.0
     else:
         key, frac = value if isinstance(value, str | int | float) else None, 0.0
         if key is None:
@@ -263,6 +267,7 @@ class ParsedBatch:
         trace id and scope. Text lines are not parsed further."""
         nan = math.nan
         seconds: dict[object, float | None] = {}  # times of one batch share their second
+        pods: dict[str, str] = {}  # and their services (a pod name's hash costs a regex)
         ts: list[float] = []
         services: list[str] = []
         traces: list[str | None] = []
@@ -276,14 +281,26 @@ class ParsedBatch:
                 traces.append(None)
                 scopes.append(default_scope)
                 continue
-            t = _epoch(_first(obj, _TS_KEYS), seconds)
+            # the usual key first (a call less per event), then the others in order
+            when = obj.get("ts")
+            t = _epoch(when if when is not None and when != "" else _first(obj, _TS_KEYS), seconds)
             ts.append(t if t is not None else fallback)
-            service = _text(_first(obj, _SERVICE_KEYS))
-            services.append(
-                _POD_HASH.sub("", service) if service else _key_service(keys[i]) or default_service
-            )
-            traces.append(_text(_first(obj, _TRACE_KEYS)))
-            scopes.append(_text(obj.get("scope")) or default_scope)
+            service = obj.get("service")
+            if type(service) is not str or not service:
+                service = _text(_first(obj, _SERVICE_KEYS))
+            if service:
+                name = pods.get(service)
+                if name is None:
+                    name = pods[service] = _POD_HASH.sub("", service) or default_service
+                services.append(name)
+            else:
+                services.append(_key_service(keys[i]) or default_service)
+            trace = obj.get("trace_id")
+            if type(trace) is not str or not trace:
+                trace = _text(_first(obj, _TRACE_KEYS))
+            traces.append(trace)
+            scope = obj.get("scope")
+            scopes.append((scope if type(scope) is str else _text(scope)) or default_scope)
         known = sorted(t for t in ts if not math.isnan(t))
         if known:  # one hostile time must not move a scope's clock: a day off the batch's median
             mid = known[len(known) // 2]

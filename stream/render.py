@@ -28,9 +28,9 @@ _BORDER = {"critical": "red", "high": "red", "warning": "yellow", "info": "cyan"
 
 
 def latency_text(x: EdgeLatency) -> str:
-    """One measured edge for people: "p95 240 ms (usually 40 ms, 35 calls)"."""
-    usual = f"usually {x.baseline_p95_ms:.0f} ms, " if x.baseline_p95_ms is not None else ""
-    return f"p95 {x.p95_ms:.0f} ms ({usual}{x.gaps} calls)"
+    """One measured edge for people: "p95 240 ms (usually 40 ms; 35 gaps)"."""
+    usual = f"usually {x.baseline_p95_ms:.0f} ms; " if x.baseline_p95_ms is not None else ""
+    return f"p95 {x.p95_ms:.0f} ms ({usual}{x.gaps} gaps)"
 
 
 def is_slow(x: EdgeLatency) -> bool:

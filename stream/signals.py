@@ -55,8 +55,10 @@ __all__ = ["SignalCounter", "SignalDetector", "SignalSettings", "counts_of"]
 
 #: Gaps kept per edge and bucket (a p95 needs no more).
 _MAX_GAPS = 500
-#: Per batch: gaps per edge and bucket, and rows of each kind (a counts record stays < 400 kB).
-_MAX_BATCH_GAPS = 50
+#: Per batch: gaps per edge and bucket, gaps in all, and rows of each other kind (a counts
+#: record stays < 400 kB whatever the events name).
+_MAX_BATCH_GAPS = 10
+_MAX_BATCH_GAP_ROWS = 2000
 _MAX_BATCH_ROWS = 1000
 #: Service names and line shapes are counted by their first characters (untrusted input).
 _MAX_NAME = 100
@@ -602,50 +604,56 @@ class SignalCounter:
     ) -> SignalCounts:
         """One batch's events of one scope. Events without a time count at the batch's newest
         time. Bounded whatever the input: the busiest rows are kept."""
-        known = [t for t in ts if not math.isnan(t)]
+        known = [t for t in ts if t == t]  # not NaN
         latest = max(known) if known else 0.0
         size = self.bucket_s
-        buckets = [int((latest if math.isnan(t) else t) // size) for t in ts]
-        names = [s[:_MAX_NAME] for s in services]
+        at = ts if len(known) == len(ts) else [t if t == t else latest for t in ts]
+        buckets = [int(t // size) for t in at]
+        names = _cut(services, _MAX_NAME)
         per = Counter(zip(buckets, names, strict=True))
         lines: Counter[tuple[int, str, str]] = Counter()
-        traced: Counter[tuple[int, str, str]] = Counter()
+        shapes: Sequence[str] = ()
         if templates is not None:
-            shapes = [t[:_MAX_TEMPLATE] for t in templates]
+            shapes = _cut(templates, _MAX_TEMPLATE)
             lines.update(zip(buckets, names, shapes, strict=True))
         gaps: list[tuple[int, str, str, float]] = []
-        per_edge: Counter[tuple[int, str, str]] = Counter()
-        steps: Counter[tuple[int, Key, Key]] = Counter()
-        state = self._traces
+        per_edge: dict[tuple[int, str, str], int] = {}
+        traced: list[tuple[int, str, str]] = []  # counted at the end, in C
+        steps: list[tuple[int, Key, Key]] = []
+        state, shaped = self._traces, templates is not None
         for i, tid in enumerate(traces):
             if not tid:
                 continue
-            t = latest if math.isnan(ts[i]) else ts[i]
-            n, svc = buckets[i], names[i]
+            t, n, svc = at[i], buckets[i], names[i]
             tr = state.get(tid)
             if tr is None:
-                tr = state[tid] = _Trace({}, None, t)
-            # a hop into a service new to the trace, or the service's own time between two of
-            # its lines in a row (its work: what CPU contention or a slow disk stretches)
-            if tr.svc is not None and (svc == tr.svc or svc not in tr.first):
-                key = (n, tr.svc, svc)
-                if per_edge[key] < _MAX_BATCH_GAPS and len(gaps) < _MAX_BATCH_ROWS:
-                    per_edge[key] += 1
-                    gaps.append((n, tr.svc, svc, round(max(0.0, t - tr.at), 6)))
-            tr.first.setdefault(svc, t)
-            if templates is not None:
+                tr = state[tid] = _Trace({svc: t}, svc, t)
+            else:
+                # a hop into a service new to the trace, or the service's own time between two
+                # of its lines in a row (its work: what CPU contention or a slow disk stretches)
+                prev = tr.svc
+                if (svc == prev or svc not in tr.first) and len(gaps) < _MAX_BATCH_GAP_ROWS:
+                    key = (n, prev, svc)
+                    c = per_edge.get(key, 0)
+                    if c < _MAX_BATCH_GAPS:
+                        per_edge[key] = c + 1
+                        gaps.append((n, prev, svc, t - tr.at))
+                if svc not in tr.first:
+                    tr.first[svc] = t
+                tr.svc, tr.at = svc, t
+            if shaped:
                 line = (svc, shapes[i])
-                if line != tr.line:
-                    traced[(n, *line)] += 1
-                    if tr.line is not None:
-                        steps[(tr.bucket, tr.line, line)] += 1
+                last = tr.line
+                if line != last:
+                    traced.append((n, svc, shapes[i]))
+                    if last is not None:
+                        steps.append((tr.bucket, last, line))
                     tr.line, tr.bucket, tr.repeated = line, n, False
                 elif not tr.repeated:  # a line repeated is one step of its run (once per run)
-                    steps[(tr.bucket, line, line)] += 1
+                    steps.append((tr.bucket, line, line))
                     tr.repeated = True
-            tr.svc, tr.at = svc, t
         self._forget(latest)
-        return _record(scope, size, per, gaps, lines, traced, steps)
+        return _record(scope, size, per, gaps, lines, Counter(traced), Counter(steps))
 
     def _forget(self, now: float) -> None:
         """Traces beyond the bound, then those idle for `trace_ttl_s`, oldest first."""
@@ -679,7 +687,7 @@ def _record(
         return shapes.setdefault(t, len(shapes))
 
     services = [(n, name(s), c) for (n, s), c in _busiest(per)]
-    edges = [(n, name(a), name(b), g) for n, a, b, g in gaps]
+    edges = [(n, name(a), name(b), round(max(0.0, g), 6)) for n, a, b, g in gaps]
     rows = [(n, name(s), shape(t), c, traced.get((n, s, t), 0))
             for (n, s, t), c in _busiest(lines)]  # fmt: skip
     moves = [(n, name(a[0]), shape(a[1]), name(b[0]), shape(b[1]), c)
@@ -687,6 +695,13 @@ def _record(
     return SignalCounts(scope=scope, bucket_s=bucket_s, names=list(names),
                         templates=list(shapes), services=services, gaps=edges, lines=rows,
                         steps=moves)  # fmt: skip
+
+
+def _cut(texts: Sequence[str], n: int) -> Sequence[str]:
+    """Each text at most `n` characters (the list itself when none is longer: no copy)."""
+    if not texts or max(map(len, texts)) <= n:
+        return texts
+    return [t[:n] for t in texts]
 
 
 _K = TypeVar("_K", bound=tuple[object, ...])

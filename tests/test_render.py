@@ -105,7 +105,7 @@ def test_measured_latencies_sit_on_the_graph_edges() -> None:
     ]
     a = a.model_copy(update={"report": a.report.model_copy(update={"latencies": measured})})
     lines = _text(service_tree(a), width=120).splitlines()
-    assert "checkout impacted  p95 900 ms (usually 40 ms, 35 calls)" in lines[1]
-    assert "frontend  p95 12 ms (usually 10 ms, 80 calls)" in lines[2]
+    assert "checkout impacted  p95 900 ms (usually 40 ms; 35 gaps)" in lines[1]
+    assert "frontend  p95 12 ms (usually 10 ms; 80 gaps)" in lines[2]
     assert is_slow(measured[0]) and not is_slow(measured[1])
     assert Alert.model_validate_json(a.model_dump_json()) == a  # on the alerts topic as well

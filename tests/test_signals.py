@@ -224,7 +224,7 @@ def test_a_closed_window_carries_the_signals_of_its_span_into_the_bundle() -> No
     (alert,) = published.alerts
     cart = {(x.source, x.target): x for x in alert.report.latencies}[("web", "cache")]
     assert cart.p95_ms == pytest.approx(10, abs=1) and cart.baseline_p95_ms is not None
-    assert cart.gaps >= 100
+    assert cart.gaps >= 50  # sampled: at most 10 per edge and bucket in a batch
     verdict = {(v.kind, v.service): v for v in outcome.signals}
     db = verdict.get(("silence", "db")) or verdict[("drop", "db")]
     assert db.named and db.root_cause and db.caller == "web"
@@ -254,7 +254,7 @@ def test_a_counts_record_stays_small_whatever_the_events_name() -> None:
     services = [f"service-{i:05d}-{'x' * 5000}" for i in range(n)]
     rec = counts_of("shop", [T0 + i / 100 for i in range(n)], services, ["t"] * n, 10.0)
     assert len(rec.to_bytes()) < MAX_SUSPECTS_MESSAGE_BYTES / 2
-    assert len(rec.services) == 1000 and len(rec.gaps) <= 1000
+    assert len(rec.services) == 1000 and len(rec.gaps) <= 2000
     assert max(len(s) for s in rec.names) == 100
     shaped = counts_of("shop", [T0 + i / 100 for i in range(n)], services,
                        [f"t{i % 7}" for i in range(n)], 10.0,

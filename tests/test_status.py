@@ -135,4 +135,4 @@ def test_measured_latencies_label_the_arrows_and_slow_ones_are_red() -> None:
               if "latency" in t.attrib.get("class", "")}  # fmt: skip
     assert labels == {"900 ms": "latency slow", "12 ms": "latency"}
     titles = [t.text or "" for line in root.iter(f"{SVG}line") for t in line]
-    assert any("p95 900 ms (usually 40 ms, 35 calls)" in t for t in titles)
+    assert any("p95 900 ms (usually 40 ms; 35 gaps)" in t for t in titles)

@@ -68,7 +68,7 @@ class EdgeLatency(_Strict):
     target: str
     p95_ms: float
     baseline_p95_ms: float | None = None
-    gaps: int = Field(ge=0, description="gaps measured in the window")
+    gaps: int = Field(ge=0, description="gaps sampled in the window (the p95's sample)")
 
 
 class RootCause(_Strict):
