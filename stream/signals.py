@@ -42,7 +42,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
@@ -97,6 +97,36 @@ class _Ewma:
         self.n += 1
         self.held = 0
 
+    def row(self) -> tuple[float, ...]:
+        """Its fields in order, for a state dump (what `dataclasses.astuple` gives, far faster:
+        that one deep-copies)."""
+        return (self.mean, self.var, self.n, self.held)
+
+
+@dataclass
+class _Decaying:
+    """An exponentially weighted mean per absorbed bucket that only costs work when its key is
+    in a bucket: the buckets without it are zeros, applied at once ((1 - alpha) per bucket)."""
+
+    mean: float = 0.0
+    n: int = 0
+    last: int = 0  # the absorbed-bucket count when it was last updated
+
+    def add(self, x: float, alpha: float, now: int) -> None:
+        if self.n == 0:
+            self.mean = x
+        else:
+            self.mean = self.at(alpha, now - 1)
+            self.mean += alpha * (x - self.mean)
+        self.n, self.last = self.n + 1, now
+
+    def at(self, alpha: float, now: int) -> float:
+        """The mean as of `now` absorbed buckets."""
+        return self.mean * (1 - alpha) ** max(0, now - self.last)
+
+    def row(self) -> tuple[float, ...]:
+        return (self.mean, self.n, self.last)
+
 
 @dataclass
 class _Step(_Ewma):
@@ -107,6 +137,9 @@ class _Step(_Ewma):
 
     seen: float = 0.0
     hits: float = 0.0
+
+    def row(self) -> tuple[float, ...]:
+        return (self.mean, self.var, self.n, self.held, self.seen, self.hits)
 
     def missing(self, cfg: SignalSettings, seen: int, hits: int) -> bool:
         """Missing now: in this bucket (`seen` times the line, `hits` times this next line
@@ -163,10 +196,11 @@ class SignalDetector:
         self._block_templates: Counter[Key] = Counter()
         self._template_shares: dict[Key, _Ewma] = {}
         self._block_gaps: dict[tuple[str, str], list[float]] = {}
-        self._template_rates: dict[Key, _Ewma] = {}
+        self._template_rates: dict[Key, _Decaying] = {}
+        self._absorbed_n = 0  # buckets absorbed (the clock of the decaying means)
         # per line: traced occurrences per bucket; per (line, next line): the share of them
         # that the next line followed
-        self._traced: dict[Key, _Ewma] = {}
+        self._traced: dict[Key, _Decaying] = {}
         self._next: dict[Key, dict[Key, _Step]] = {}
         self._edge_p95: dict[tuple[str, str], _Ewma] = {}
         self._counter: SignalCounter | None = None  # for `observe`
@@ -229,50 +263,81 @@ class SignalDetector:
     # -- state -----------------------------------------------------------------------------------
 
     def dump(self) -> bytes:
-        """The detector's state (baselines and the buckets not in them yet), for a state store."""
+        """The detector's state (baselines and the buckets not in them yet), for a state store.
+        Service names and line shapes are written once, in `strings`, and referred to by
+        position (each appears in several tables)."""
+        pos: dict[str, int] = {}
 
-        def ewmas(table: Mapping[Key, _Ewma]) -> list[list[object]]:
-            return [[s, t, *astuple(v)] for (s, t), v in table.items()]
+        def at(text: str) -> int:
+            return pos.setdefault(text, len(pos))
 
-        return orjson.dumps(
-            {
-                "absorbed": self._absorbed,
-                "watermark": self.watermark if self.watermark > -math.inf else None,
-                "rates": {k: astuple(v) for k, v in self._rates.items()},
-                "block_rates": {k: astuple(v) for k, v in self._block_rates.items()},
-                "block": [dict(self._block), self._block_n,
-                          [[s, t, c] for (s, t), c in self._block_templates.items()],
-                          [[a, c, g] for (a, c), g in self._block_gaps.items()]],
-                "shares": ewmas(self._template_shares),
-                "templates": ewmas(self._template_rates),
-                "traced": ewmas(self._traced),
-                "next": [[s, t, ewmas(nxt)] for (s, t), nxt in self._next.items()],
-                "edges": [[a, b, *astuple(v)] for (a, b), v in self._edge_p95.items()],
-                "buckets": [[n, _dump_bucket(b)] for n, b in sorted(self._buckets.items())],
-            }
-        )  # fmt: skip
+        def ewmas(table: Mapping[Key, _Ewma | _Decaying]) -> list[list[object]]:
+            return [[at(s), at(t), *v.row()] for (s, t), v in table.items()]
+
+        def bucket(b: _Bucket) -> list[object]:
+            return [
+                [[at(s), c] for s, c in b.services.items()],
+                [[at(s), at(t), c, b.traced.get((s, t), 0)] for (s, t), c in b.templates.items()],
+                [[at(a), at(c), g] for (a, c), g in b.gaps.items()],
+                [[at(s), at(t), [[at(s2), at(t2), k] for (s2, t2), k in nxt.items()]]
+                 for (s, t), nxt in b.steps.items()],
+            ]  # fmt: skip
+
+        state: dict[str, object] = {
+            "absorbed": self._absorbed,
+            "watermark": self.watermark if self.watermark > -math.inf else None,
+            "rates": [[at(k), *v.row()] for k, v in self._rates.items()],
+            "block_rates": [[at(k), *v.row()] for k, v in self._block_rates.items()],
+            "block": [[[at(k), c] for k, c in self._block.items()], self._block_n,
+                      [[at(s), at(t), c] for (s, t), c in self._block_templates.items()],
+                      [[at(a), at(c), g] for (a, c), g in self._block_gaps.items()]],
+            "shares": ewmas(self._template_shares),
+            "absorbed_n": self._absorbed_n,
+            "templates": ewmas(self._template_rates),
+            "traced": ewmas(self._traced),
+            "next": [[at(s), at(t), ewmas(nxt)] for (s, t), nxt in self._next.items()],
+            "edges": [[at(a), at(b), *v.row()] for (a, b), v in self._edge_p95.items()],
+            "buckets": [[n, bucket(b)] for n, b in sorted(self._buckets.items())],
+        }  # fmt: skip
+        state["strings"] = list(pos)
+        return orjson.dumps(state)
 
     @classmethod
     def load(cls, raw: bytes, cfg: SignalSettings | None = None) -> SignalDetector:
-        def ewmas(rows: list[list[object]], cls: type[_Ewma] = _Ewma) -> dict[Key, _Ewma]:
-            return {(str(s), str(t)): cls(*v) for s, t, *v in rows}  # type: ignore[arg-type]
+        x = orjson.loads(raw)
+        text: list[str] = x["strings"]
+
+        def ewmas(rows: list[list[Any]], kind: type[Any] = _Ewma) -> dict[Key, Any]:
+            return {(text[s], text[t]): kind(*v) for s, t, *v in rows}
+
+        def pairs(rows: list[list[Any]]) -> dict[Key, Any]:
+            return {(text[a], text[b]): v for a, b, v in rows}
 
         d = cls(cfg)
-        x = orjson.loads(raw)
         d._absorbed = int(x["absorbed"])
         d.watermark = float(x["watermark"]) if x["watermark"] is not None else -math.inf
-        d._rates = {k: _Ewma(*v) for k, v in x["rates"].items()}
-        d._block_rates = {k: _Ewma(*v) for k, v in x["block_rates"].items()}
-        d._block, d._block_n = Counter(x["block"][0]), int(x["block"][1])
-        d._block_templates = Counter({(s, t): c for s, t, c in x["block"][2]})
-        d._block_gaps = {(a, c): list(g) for a, c, g in x["block"][3]}
+        d._rates = {text[k]: _Ewma(*v) for k, *v in x["rates"]}
+        d._block_rates = {text[k]: _Ewma(*v) for k, *v in x["block_rates"]}
+        block, d._block_n, templates, gaps = x["block"]
+        d._block = Counter({text[k]: c for k, c in block})
+        d._block_templates = Counter(pairs(templates))
+        d._block_gaps = {k: list(g) for k, g in pairs(gaps).items()}
         d._template_shares = ewmas(x["shares"])
-        d._template_rates = ewmas(x["templates"])
-        d._traced = ewmas(x["traced"])
-        d._next = {(s, t): ewmas(nxt, _Step) for s, t, nxt in x["next"]}  # type: ignore[misc]
-        d._edge_p95 = {(a, b): _Ewma(*v) for a, b, *v in x["edges"]}
-        for n, raw_bucket in x["buckets"]:
-            d._buckets[int(n)] = _load_bucket(raw_bucket)
+        d._absorbed_n = int(x["absorbed_n"])
+        d._template_rates = ewmas(x["templates"], _Decaying)
+        d._traced = ewmas(x["traced"], _Decaying)
+        d._next = {(text[s], text[t]): ewmas(nxt, _Step) for s, t, nxt in x["next"]}
+        d._edge_p95 = {(text[a], text[b]): _Ewma(*v) for a, b, *v in x["edges"]}
+        for n, (services, lines, edge_gaps, steps) in x["buckets"]:
+            b = d._buckets[int(n)] = _Bucket()
+            b.services.update({text[k]: c for k, c in services})
+            for sv, t, c, traced in lines:
+                b.templates[(text[sv], text[t])] = c
+                if traced:
+                    b.traced[(text[sv], text[t])] = traced
+            b.gaps.update({k: list(g) for k, g in pairs(edge_gaps).items()})
+            for sv, t, nxt in steps:
+                b.steps[(text[sv], text[t])] = Counter(pairs(nxt))
         return d
 
     # -- baseline --------------------------------------------------------------------------------
@@ -290,15 +355,17 @@ class SignalDetector:
         a = self.cfg.alpha
         for svc in self._rates.keys() | b.services.keys():
             self._rates.setdefault(svc, _Ewma()).add(b.services.get(svc, 0), a)
-        for key in self._template_rates.keys() | b.templates.keys():
-            self._template_rates.setdefault(key, _Ewma()).add(b.templates.get(key, 0), a)
+        self._absorbed_n += 1
+        now = self._absorbed_n
+        for key, count in b.templates.items():
+            self._template_rates.setdefault(key, _Decaying()).add(count, a, now)
         self._absorb_block(b)
         self._absorb_steps(b)
         keep = self.cfg.max_keys
-        tables = (self._rates, self._block_rates, self._template_rates, self._template_shares,
-                  self._traced, self._edge_p95)  # fmt: skip
-        for table in tables:
+        for table in (self._rates, self._block_rates, self._template_shares, self._edge_p95):
             _bound(table, keep)  # type: ignore[arg-type]
+        for recent in (self._template_rates, self._traced):
+            _bound_recent(recent, keep)
         for gone in self._next.keys() - self._traced.keys():
             del self._next[gone]
 
@@ -334,7 +401,7 @@ class SignalDetector:
         `max_held_buckets` in a row: the fault is not the new normal until it has lasted."""
         cfg, a = self.cfg, self.cfg.alpha
         for line, seen in b.traced.items():
-            self._traced.setdefault(line, _Ewma()).add(seen, a)
+            self._traced.setdefault(line, _Decaying()).add(seen, a, self._absorbed_n)
             nxt = self._next.setdefault(line, {})
             happened = b.steps.get(line, Counter())
             for after in nxt.keys() | happened.keys():
@@ -354,8 +421,6 @@ class SignalDetector:
             if len(nxt) > _MAX_NEXT:
                 for gone in sorted(nxt, key=lambda k: (nxt[k].mean, k))[: len(nxt) - _MAX_NEXT]:
                     del nxt[gone]
-        for line in self._traced.keys() - b.traced.keys():
-            self._traced[line].add(0, a)
 
     # -- output ----------------------------------------------------------------------------------
 
@@ -424,14 +489,15 @@ class SignalDetector:
             if svc_base is None or svc_base.n < cfg.min_history:
                 continue  # a service without history: everything it logs is new
             base = self._template_rates.get((svc, template))
-            if base is None or base.mean == 0.0:
+            usual = base.at(cfg.alpha, self._absorbed_n) if base is not None else 0.0
+            if usual < 1e-9:
                 if obs >= cfg.min_new:
                     strength = min(1.0, obs / (10 * cfg.min_new))
                     yield Signal("new_template", svc,
                                  f"{svc}: new line x{obs}: {_brief(template, 120)}",
                                  round(strength, 3), template=template)  # fmt: skip
                 continue
-            exp = base.mean * nb
+            exp = usual * nb
             if obs >= cfg.spike_ratio * exp and obs - exp >= cfg.min_spike:
                 strength = min(1.0, (obs / max(exp, 1.0)) / (4 * cfg.spike_ratio))
                 yield Signal("template_spike", svc,
@@ -571,7 +637,7 @@ class _Trace:
     """What the counter remembers of one trace."""
 
     first: dict[str, float]  # when each service first logged in it
-    svc: str | None  # the service that logged last
+    svc: str  # the service that logged last
     at: float  # and when
     line: Key | None = None  # the last line (service, template)
     bucket: int = 0  # its bucket
@@ -726,29 +792,6 @@ def counts_of(
     return SignalCounter(bucket_s).count(scope, ts, services, traces, templates)
 
 
-def _dump_bucket(b: _Bucket) -> list[object]:
-    return [
-        dict(b.services),
-        [[s, t, c, b.traced.get((s, t), 0)] for (s, t), c in b.templates.items()],
-        [[a, c, g] for (a, c), g in b.gaps.items()],
-        [[s, t, [[s2, t2, k] for (s2, t2), k in nxt.items()]] for (s, t), nxt in b.steps.items()],
-    ]
-
-
-def _load_bucket(raw: list[Any]) -> _Bucket:
-    services, templates, gaps, steps = raw
-    b = _Bucket()
-    b.services.update(services)
-    for s, t, c, traced in templates:
-        b.templates[(s, t)] = c
-        if traced:
-            b.traced[(s, t)] = traced
-    b.gaps.update({(a, c): list(g) for a, c, g in gaps})
-    for s, t, nxt in steps:
-        b.steps[(s, t)] = Counter({(s2, t2): k for s2, t2, k in nxt})
-    return b
-
-
 def _binomial_surprise(k: int, n: int, p: float) -> float:
     """-ln P(X <= k) for X ~ Binomial(n, p): how improbable so few are (in nats)."""
     lp, lq = math.log(p), math.log1p(-p)
@@ -757,6 +800,13 @@ def _binomial_surprise(k: int, n: int, p: float) -> float:
              for j in range(k + 1)]  # fmt: skip
     top = max(terms)
     return -(top + math.log(sum(math.exp(x - top) for x in terms)))
+
+
+def _bound_recent(table: dict[Key, _Decaying], keep: int) -> None:
+    """Keep the `keep` keys seen most recently (then busiest): the idle ones go."""
+    if len(table) > keep:
+        for k in sorted(table, key=lambda k: (table[k].last, table[k].mean))[: len(table) - keep]:
+            del table[k]
 
 
 def _bound(table: dict[object, _Ewma], keep: int) -> None:

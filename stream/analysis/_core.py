@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 
 from sluice.models.analyst import Analysis, Bundle, BundleEvent, EdgeLatency, Signal
 from sluice.models.filter import normalize_batch
-from sluice.stream._settings import PipelineSettings
+from sluice.stream._settings import PipelineSettings, SignalSettings
 from sluice.stream.controls import Controls
 from sluice.stream.records import (
     EARLIEST_EVENT_TIME,
@@ -65,6 +65,8 @@ __all__ = [
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SUSPECTS: TypeAdapter[list[Suspect]] = TypeAdapter(list[Suspect])
+#: Parsed signal detectors a cache keeps (one per live scope is what is used).
+_MAX_DETECTORS = 64
 #: Revision counters kept per scope; the state is parsed per record, so it stays small.
 _MAX_REVISIONS_PER_SCOPE = 1000
 
@@ -123,15 +125,17 @@ class StagedStore:
 
 
 class ChunkCache:
-    """Parsed suspects of stored chunks, keyed by the stored bytes themselves.
+    """Parsed forms of stored values (suspects of chunks, signal detectors of scopes), keyed by
+    the stored bytes themselves.
 
-    Equal bytes are equal content, so an entry can never be stale; a chunk written by this
+    Equal bytes are equal content, so an entry can never be stale; a value written by this
     process is never parsed back, one restored from the changelog is parsed once. Bounded: the
     oldest entries go first (a miss costs a parse, never a wrong answer).
     """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self._entries: dict[bytes, list[Suspect]] = {}
+        self._detectors: dict[bytes, SignalDetector] = {}
         self._bytes = 0
         self._max = max_bytes
 
@@ -154,6 +158,26 @@ class ChunkCache:
     def drop(self, raw: bytes) -> None:
         if self._entries.pop(raw, None) is not None:
             self._bytes -= len(raw)
+
+    def detector(
+        self, raw: bytes | None, cfg: SignalSettings, take: bool = False
+    ) -> SignalDetector:
+        """The signal detector a scope's stored bytes hold, parsed once (a load costs as much as
+        the counting it keeps). `take` removes it from the cache: the caller changes it, and the
+        bytes it came from no longer describe it (it keeps the new ones with `keep_detector`)."""
+        if raw is None:
+            return SignalDetector(cfg)
+        got = self._detectors.pop(raw, None) if take else self._detectors.get(raw)
+        if got is None:
+            got = SignalDetector.load(raw, cfg)
+            if not take:
+                self.keep_detector(raw, got)
+        return got
+
+    def keep_detector(self, raw: bytes, detector: SignalDetector) -> None:
+        while len(self._detectors) >= _MAX_DETECTORS:
+            del self._detectors[next(iter(self._detectors))]
+        self._detectors[raw] = detector
 
 
 class _Open(BaseModel):
@@ -358,9 +382,12 @@ class AnalysisState:
         refused = self._admit(partition, offset, rec)
         if refused:
             return refused
-        detector = self._detector(rec.scope)
+        key = f"signals/{rec.scope}"
+        detector = self._cache.detector(self.store.get(key), self.cfg.signals, take=True)
         detector.add_counts(rec)
-        self.store.put(f"signals/{rec.scope}", detector.dump())
+        raw = detector.dump()
+        self.store.put(key, raw)
+        self._cache.keep_detector(raw, detector)
         st = self.scope_state(rec.scope)
         if self._wall() - st.touched >= 60:  # a scope that only logs normally is live too
             st.touched = self._wall()
@@ -384,9 +411,8 @@ class AnalysisState:
         return []
 
     def _detector(self, scope: str) -> SignalDetector:
-        raw = self.store.get(f"signals/{scope}")
-        cfg = self.cfg.signals
-        return SignalDetector.load(raw, cfg) if raw else SignalDetector(cfg)
+        """The scope's detector as the store holds it (read only)."""
+        return self._cache.detector(self.store.get(f"signals/{scope}"), self.cfg.signals)
 
     def on_tick(self, partition: int) -> None:
         """Close idle windows and forget scopes with nothing left to do."""
