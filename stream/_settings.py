@@ -81,8 +81,8 @@ class TopicNames(BaseModel):
 class SignalSettings(BaseModel):
     """Signals about what is missing or slow (`stream.signals`), `SLUICE_PIPELINE__SIGNALS__*`.
 
-    Off by default: on the shared Train-Ticket day they do not yet improve the ranking
-    (README, "Signals")."""
+    Off by default: they change which windows alert (errors the baseline already holds stay
+    `info`), need minutes of history per scope, and cost throughput (README, "Signals")."""
 
     enabled: bool = Field(False, description="count every event and give windows their signals")
 

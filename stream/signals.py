@@ -601,6 +601,11 @@ class SignalDetector:
                         f"{base.mean * 1000:.0f} ms")  # fmt: skip
                 yield Signal("slow_edge", callee, text, round(strength, 3), caller=caller)
 
+    def rates(self) -> dict[str, tuple[float, int]]:
+        """Per service in the baseline: its usual events per bucket, and the buckets it learned
+        from."""
+        return {svc: (r.mean, r.n) for svc, r in self._rates.items()}
+
     def latencies(self, start: float, end: float, top: int = 30) -> list[EdgeLatency]:
         """The caller -> callee edges measured in the span [start, end): p95 gap and the edge's
         usual p95, the busiest `top` edges (the report's service graph with latencies)."""

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sluice.models.analyst import Bundle, BundleEvent, HeuristicAnalyst, Signal, compress
 from sluice.models.filter import normalize_batch
 from sluice.stream import PipelineSettings, SignalSettings
-from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
+from sluice.stream.analysis import AnalysisState, ChunkCache, MemoryStore, bundle_of
 from sluice.stream.parsing import parse_batch
 from sluice.stream.records import Event, SignalCounts, Suspect, parse_suspects_record
 from sluice.stream.signals import SignalCounter, SignalDetector, counts_of
@@ -402,3 +402,25 @@ def test_a_missing_step_names_its_service_even_far_from_the_errors() -> None:
     weak = Signal("missing_step", "pay", "pay: x0 of 6 times vs 99% usually after ...", 0.5)
     faint = asyncio.run(HeuristicAnalyst().analyze(Bundle("shop", calm, signals=[weak]))).report
     assert faint.severity == "info"  # a handful of missed steps alone raises nothing
+
+
+def test_a_counts_record_whose_handling_failed_is_not_counted_twice() -> None:
+    """The analysis stage keeps the parsed detector by the bytes that hold it. A handling that
+    changed it and then failed (the table kept the old bytes) must not leave the change behind:
+    the retry starts from what the table holds."""
+    cfg = PipelineSettings(signals=SignalSettings(enabled=True))
+    rows = [_pay(T0 + 10 * k, False) for k in range(3)]
+    recs = [counts_of("shop", [r[0] for r in b], [r[1] for r in b], [r[3] for r in b], 10.0,
+                      normalize_batch([r[2] for r in b])) for b in rows]  # fmt: skip
+    store, cache = MemoryStore(), ChunkCache()
+    AnalysisState(cfg, store, lambda: 0.0, cache=cache).on_counts(0, 0, recs[0])
+    held = store.get("signals/shop")
+    assert held is not None
+    failed = cache.detector(held, cfg.signals, take=True)  # a handling that dies midway
+    failed.add_counts(recs[1])
+    AnalysisState(cfg, store, lambda: 0.0, cache=cache).on_counts(0, 1, recs[1])  # the retry
+    AnalysisState(cfg, store, lambda: 0.0, cache=cache).on_counts(0, 2, recs[2])
+    fresh = MemoryStore()
+    for i, rec in enumerate(recs):  # no cache at all: every record loads the table's bytes
+        AnalysisState(cfg, fresh, lambda: 0.0).on_counts(0, i, rec)
+    assert store.get("signals/shop") == fresh.get("signals/shop")

@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import orjson
 import pytest
 
 from sluice.stream import Settings
 from sluice.stream.broker import read_topic, state_changelog_topic
 from sluice.stream.records import Alert
+from sluice.stream.signals import SignalDetector
 from tests.kafka_helpers import produce, read_until, running_worker, settings_of, sluice, worker_env
 
 pytestmark = pytest.mark.integration
@@ -75,11 +75,12 @@ def _events(start: int, end: int) -> list[bytes]:
     return [json.dumps({**x, "scope": "shop"}).encode() for x in out]
 
 
-def _baseline_in_changelog(settings: Settings) -> dict[str, list[float]] | None:
-    """The latest `signals/shop` state in the changelog (up to its end now): per-service rates."""
+def _baseline_in_changelog(settings: Settings) -> dict[str, tuple[float, int]] | None:
+    """The latest `signals/shop` state in the changelog (up to its end now): per service, its
+    usual events per bucket and the buckets learned."""
     values = {m.key: m.value for m in read_topic(settings, state_changelog_topic(settings))}
     raw = values.get(b"signals/shop")
-    return orjson.loads(raw)["rates"] if raw else None
+    return SignalDetector.load(raw).rates() if raw else None
 
 
 def test_signal_baselines_survive_a_restart_and_name_the_silent_service(
@@ -101,7 +102,7 @@ def test_signal_baselines_survive_a_restart_and_name_the_silent_service(
         deadline = time.monotonic() + 120
         while True:  # until the baseline of db has the history a judgement needs
             rates = _baseline_in_changelog(settings)
-            if rates and rates.get("db", [0, 0, 0])[2] >= 12:
+            if rates and rates.get("db", (0.0, 0))[1] >= 12:
                 break
             assert time.monotonic() < deadline, (rates, log())
             time.sleep(2)
