@@ -80,7 +80,6 @@ class _Ewma:
     mean: float = 0.0
     var: float = 0.0
     n: int = 0
-    held: int = 0  # buckets in a row this baseline did not learn (it was the anomaly)
 
     def add(self, x: float, alpha: float, clip: float = 0.0, warm: int = 0) -> None:
         """One observation; with `clip`, once `warm` are in, a deviation counts for at most
@@ -95,12 +94,11 @@ class _Ewma:
             self.mean += alpha * d
             self.var = (1 - alpha) * (self.var + alpha * d * d)
         self.n += 1
-        self.held = 0
 
     def row(self) -> tuple[float, ...]:
         """Its fields in order, for a state dump (what `dataclasses.astuple` gives, far faster:
         that one deep-copies)."""
-        return (self.mean, self.var, self.n, self.held)
+        return (self.mean, self.var, self.n)
 
 
 @dataclass
@@ -135,6 +133,7 @@ class _Step(_Ewma):
     few times that it is improbable under the usual share, in this bucket or the last few) is
     held out of its baseline."""
 
+    held: int = 0  # buckets in a row it did not learn from (it was missing in them)
     seen: float = 0.0
     hits: float = 0.0
 
@@ -397,8 +396,8 @@ class SignalDetector:
 
     def _absorb_steps(self, b: _Bucket) -> None:
         """Per line seen in traces: the share of its occurrences each next line followed. A
-        step that (nearly) did not happen in this bucket is held, not learned, for at most
-        `max_held_buckets` in a row: the fault is not the new normal until it has lasted."""
+        step missing now (`_Step.missing`) is held, not learned, for at most `max_held_buckets`
+        in a row: the fault is not the new normal until it has lasted that long."""
         cfg, a = self.cfg, self.cfg.alpha
         for line, seen in b.traced.items():
             self._traced.setdefault(line, _Decaying()).add(seen, a, self._absorbed_n)
