@@ -63,6 +63,8 @@ _MAX_BATCH_ROWS = 1000
 #: Service names and line shapes are counted by their first characters (untrusted input).
 _MAX_NAME = 100
 _MAX_TEMPLATE = 160
+_MAX_TRACE_ID = 128
+_MAX_TRACE_SERVICES = 64  # services remembered per trace
 #: Successors kept per line (the usual next lines; a step matters when it follows most times).
 _MAX_NEXT = 8
 #: Decay per bucket of a step's recent counts (what "missing now" looks at: the last ~5 buckets).
@@ -694,6 +696,8 @@ class SignalCounter:
         for i, tid in enumerate(traces):
             if not tid:
                 continue
+            if len(tid) > _MAX_TRACE_ID:  # kept for minutes, 50,000 of them: bounded in bytes too
+                tid = tid[:_MAX_TRACE_ID]
             t, n, svc = at[i], buckets[i], names[i]
             tr = state.get(tid)
             if tr is None:
@@ -708,7 +712,7 @@ class SignalCounter:
                     if c < _MAX_BATCH_GAPS:
                         per_edge[key] = c + 1
                         gaps.append((n, prev, svc, t - tr.at))
-                if svc not in tr.first:
+                if svc not in tr.first and len(tr.first) < _MAX_TRACE_SERVICES:
                     tr.first[svc] = t
                 tr.svc, tr.at = svc, t
             if shaped:

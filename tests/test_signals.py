@@ -388,6 +388,9 @@ def test_the_counter_follows_traces_across_batches() -> None:
     assert (b.names[step[1]], b.templates[step[2]]) == ("web", "get")
     assert (b.names[step[3]], b.templates[step[4]]) == ("db", "query")
     assert SignalCounter(10.0, max_traces=1).count("s", [T0, T0], ["a", "b"], ["x", "y"]).gaps == []
+    huge = SignalCounter(10.0)  # trace ids are untrusted: what the counter keeps is bounded
+    huge.count("s", [T0] * 100, ["a"] * 100, [f"{i}" + "x" * 60_000 for i in range(100)])
+    assert max(map(len, huge._traces)) == 128
 
 
 def test_a_missing_step_names_its_service_even_far_from_the_errors() -> None:
