@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install sluice with its dev dependencies
 
-test: install ## start the local Kafka, run every test, stop Kafka (even when tests fail)
-	@$(KAFKA) start
+test: install ## start the local Kafka on empty data, run every test, stop Kafka (even when tests fail)
+	@$(KAFKA) start --fresh
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
 
 demo: install ## run the main job on bundled sample data (no broker, no API key)

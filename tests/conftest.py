@@ -11,6 +11,23 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
+# Every name `unique_name` handed out this session, and the broker the tests used (if any): the
+# session-end guard below holds the broker's topics against them.
+_HANDED_OUT: set[str] = set()
+_BROKER_USED: list[str] = []
+# Kafka's own topics, and the prefixes of topics a broker makes for itself.
+_INTERNAL_TOPICS = {"__consumer_offsets", "__transaction_state", "__share_group_state"}
+
+
+def foreign_topics(topics: set[str], handed_out: set[str]) -> list[str]:
+    """Topics no test owns: not internal, and containing no name a test was handed (a worker's
+    changelog and Faust's own topics carry its group id, which is such a name)."""
+    return sorted(
+        t
+        for t in topics
+        if t not in _INTERNAL_TOPICS and not any(name in t for name in handed_out)
+    )
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
@@ -34,7 +51,31 @@ def kafka_bootstrap() -> str:
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+    _BROKER_USED.append(addr)
     return addr
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_topics_only() -> Iterator[None]:
+    """Fails the suite when the broker ends the session holding a topic no test was handed by
+    `unique_name`: a test that used a global name (`controls`, `events`) would pass only where an
+    earlier run left that topic, or make the next test pass for the wrong reason. `make test`
+    starts the broker on empty data, so every topic there was made by this session."""
+    yield
+    if not _BROKER_USED:
+        return
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=_BROKER_USED[0], request_timeout_ms=10000)
+    try:
+        foreign = foreign_topics(set(admin.list_topics()), _HANDED_OUT)
+    finally:
+        admin.close()
+    if foreign:
+        pytest.fail(
+            f"topics on the broker that no test was handed by unique_name: {foreign}; name every "
+            "topic a test touches with unique_name (worker_env does it for the whole topology)"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +101,9 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     test = request.node.name.replace("[", "-").replace("]", "")[:40]
 
     def make(prefix: str) -> str:
-        return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+        name = f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+        _HANDED_OUT.add(name)
+        return name
 
     return make
 

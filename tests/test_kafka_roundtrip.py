@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from sluice.stream import Settings, ensure_topics
+from sluice.stream import Settings, TopicNames, ensure_topics
 from sluice.stream.broker import describe_topics, state_changelog_topic
 
 pytestmark = pytest.mark.integration
@@ -46,22 +46,13 @@ def test_ensure_topics_creates_topology_once(
     s = Settings.model_validate(
         {
             "kafka": {"bootstrap_servers": kafka_bootstrap, "partitions": 3, "group_id": prefix},
-            "topics": {
-                n: f"{prefix}-{n}"
-                for n in (
-                    "events",
-                    "suspects",
-                    "alerts",
-                    "feedback",
-                    "outcomes",
-                    "models",
-                    "deadletter",
-                )
-            },
+            # every topic of the topology, so a topic added later is this test's own too
+            "topics": {n: f"{prefix}-{n}" for n in TopicNames.model_fields},
         }
     )
     created = ensure_topics(s)
-    assert len(created) == 8  # the seven topics and the analysis state's changelog
+    assert len(created) == len(TopicNames.model_fields) + 1  # and the analysis state's changelog
+    assert all(t.startswith(prefix) for t in created)
     assert ensure_topics(s) == []  # idempotent
     rows = {r["topic"]: r for r in describe_topics(s)}
     assert rows[s.topics.events]["partitions"] == 3
