@@ -1,29 +1,38 @@
 """The learning loop on a system the filter has never seen: recall per round, and its estimate.
 
-    python -m bench.loop [--rounds 4] [--audit-rate 0.02] [--systems hdfs,bgl]
+    python -m bench.loop [--rounds 6] [--audit-rate 0.02] [--systems hdfs,bgl,nezha]
 
-For each target system (HDFS, BGL): train a starting model *without* it (the default model's
-other training sources), then stream the target's real lines in rounds through the real
-pipeline code (`sluice.stream.scan`: the filter stage's `screen_batch` and the analysis stage's
-`AnalysisState`, with feedback and outcomes as the worker publishes them), and after each round
-retrain with the real retrainer (`sluice.stream.retrain.retrain`: time-ordered held-out labels,
-challenger published only if it wins).
+Leave one system out: for each target system (HDFS, BGL, Nezha Train-Ticket), train a starting
+model *without* it (the default model's other training sources), then stream the target's real
+lines in rounds through the real pipeline code (`sluice.stream.scan`: the filter stage's
+`screen_batch` with first sight and the verdict cache, and the analysis stage's `AnalysisState`,
+with feedback and outcomes as the worker publishes them), and after each round retrain with the
+real retrainer (`sluice.stream.retrain.retrain`: time-ordered held-out labels, challenger
+published only if it wins). The verdict cache and the first-sight counts carry over from round to
+round, as a worker keeps them (a round is given ten minutes of the first-sight budget);
+`--no-first-sight` runs the loop as it was before them (the model and the plain audit alone).
 
 The analyst is a test double, `OracleAnalyst`: its per-template verdicts come from the
 ground-truth labels, not from an LLM. It sees what an LLM would see (the bundle compressed into
 the same token budget; templates that do not fit get no verdict) and its prompt tokens are
 counted as if the prompt were sent (the instructions plus the fenced data, cl100k tokens).
-Labels: BGL lines carry their own (alert category or not). HDFS labels blocks; a line's label is
+Labels: BGL lines carry their own (alert category or not). Nezha: ERROR or FATAL level (a weak
+label: the level the service gave the line). HDFS labels blocks; a line's label is
 whether its template is in the greedy cover of anomalous blocks over the whole target data
 (`datasets.template_cover`: the templates that reveal anomalous blocks), which is what a perfect
 analyst would call relevant. HDFS block recall (a block is caught when the filter flags one of
 its lines) is reported beside the line recall.
 
-Per round, on that round's events and the model active during it: true line recall, block recall
-(HDFS), forward ratio (flagged share; the audit sample adds `audit_rate` of the rest), LLM prompt
-tokens per 1M events, and the audit-based recall estimate with its 95% interval.
-Targets: recall >= 0.95 within three rounds; forward ratio <= 2x the true anomaly ratio; the audit
-interval covers the true recall in every round. Results: table, bench/results/loop.json and
+Per round, on that round's events: recall of what reached the LLM (relevant lines forwarded for
+any reason: the model, a verdict, first sight, the audit), and of the filter alone (the model
+active during the round), block recall (HDFS, the filter alone), the filter's forward ratio and
+the share of events that reached the LLM, LLM prompt tokens per 1M events (all of them incident
+analysis: no separate triage call is made yet), and the audit-based recall estimate with its 95%
+interval beside the truth it estimates: the recall of the model's flags and the verdicts
+together (what decides forwarding), where first sightings count as misses drawn with their own
+probability. Targets: recall of what reached the LLM >= 0.95 in round 1; the filter alone >= 0.95
+by round 3 with a forward ratio <= 2x the true anomaly ratio; the interval covers the truth in
+every round. Results: table, bench/results/loop.json and
 bench/results/loop.png.
 """
 
@@ -64,6 +73,7 @@ from sluice.stream.recall import estimate_recall
 from sluice.stream.records import Feedback
 from sluice.stream.retrain import retrain
 from sluice.stream.scan import scan
+from sluice.stream.verdicts import FirstSight, VerdictCache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -136,6 +146,22 @@ def _hdfs_examples(texts: Sequence[str], cover: set[str]) -> list[Example]:
 
 
 def load_target(name: str) -> Target:
+    if name == "nezha":
+        lines = [x for w in nezha_windows() for x in load_nezha_window(w)]
+        h = load_hdfs()
+        cover = template_cover(h.texts, h.blocks, h.block_anomalous, 0.99)
+        bgl = load_bgl()
+        base = [
+            Example(t, bool(v), 1.0, "dataset") for t, v in zip(bgl.texts, bgl.labels, strict=True)
+        ]
+        return Target(
+            "nezha",
+            [x.text for x in lines],
+            np.array([x.level in ("ERROR", "FATAL") for x in lines]),
+            None,
+            None,
+            base + _hdfs_examples(h.texts, cover),
+        )
     nezha = _nezha_examples()
     if name == "hdfs":
         h = load_hdfs()
@@ -165,10 +191,16 @@ class Round:
     model: str
     events: int
     true_positive_ratio: float
+    llm_recall: float
     recall: float
+    llm_block_recall: float | None
     block_recall: float | None
     forward_ratio: float
     llm_share: float
+    first_sight: int
+    by_verdict: int
+    verdicts: int
+    decided_recall: float
     prompt_tokens_per_1m_events: float
     estimate: float | None
     estimate_low: float | None
@@ -193,7 +225,9 @@ def _rounds(target: Target, rounds: int) -> list[np.ndarray]:
     return [np.flatnonzero(of_line == r) for r in range(rounds)]
 
 
-def run_target(target: Target, rounds: int, audit_rate: float, seed: int = 0) -> list[Round]:
+def run_target(
+    target: Target, rounds: int, audit_rate: float, seed: int = 0, first_sight: bool = True
+) -> list[Round]:
     t0 = time.perf_counter()
     model = train(
         target.base, target_recall=0.99, seed=seed, created_by="bench.loop (leave-one-out)"
@@ -203,6 +237,12 @@ def run_target(target: Target, rounds: int, audit_rate: float, seed: int = 0) ->
     templates = normalize_batch(target.texts)
     relevant_templates = {t for t, y in zip(templates, target.positive.tolist(), strict=True) if y}
     cfg = PipelineSettings(audit_rate=audit_rate, batch_size=5000)
+    fs = cfg.first_sight.model_copy(update={"enabled": first_sight, "verdicts": first_sight})
+    cfg = cfg.model_copy(update={"first_sight": fs})
+    # What a worker keeps between rounds: the verdicts it follows and its sightings.
+    verdicts = VerdictCache(fs.max_verdicts) if first_sight else None
+    minutes = [0.0]  # the first-sight budget's clock: ten minutes a round
+    first = FirstSight(fs, clock=lambda: minutes[0] * 60) if first_sight else None
     # The feedback topic as a retrain sees it: compaction only touches closed segments (7 days
     # by default), so every record of the recent rounds is there.
     feedback: list[Feedback] = []
@@ -219,22 +259,38 @@ def run_target(target: Target, rounds: int, audit_rate: float, seed: int = 0) ->
         oracle = OracleAnalyst(relevant_templates.__contains__)
         filt = OnnxFilter(model)
         records = [(target.texts[i].encode(), None, f"{target.name}:{i}") for i in idx]
-        result = asyncio.run(scan(records, cfg, filt, oracle, now, wall=lambda: 0.0))
+        minutes[0] += 10
+        result = asyncio.run(
+            scan(records, cfg, filt, oracle, now, wall=lambda: 0.0, verdicts=verdicts, first=first)
+        )
         flagged = model.score(texts) >= model.threshold
         y = target.positive[idx]
         recall = float((flagged & y).sum() / max(1, int(y.sum())))
-        block_recall = None
+        reached = np.zeros(len(idx), dtype=bool)
+        decided = np.zeros(len(idx), dtype=bool)  # forwarded for sure: by the model or a verdict
+        position = {int(i): j for j, i in enumerate(idx)}
+        for src, why in result.forwarded:
+            j = position[int(src.rsplit(":", 1)[1])]
+            reached[j] = True
+            decided[j] = why in ("model", "verdict")
+        llm_recall = float((reached & y).sum() / max(1, int(y.sum())))
+        decided_recall = float((decided & y).sum() / max(1, int(y.sum())))
+        block_recall = llm_block_recall = None
         if target.blocks is not None and target.block_anomalous is not None:
             blocks = [target.blocks[i] for i in idx]
             anomalous = {b for b in blocks if target.block_anomalous[b]}
-            caught = {
-                b for b, f in zip(blocks, flagged.tolist(), strict=True) if f and b in anomalous
-            }
-            block_recall = len(caught) / max(1, len(anomalous))
+
+            def caught(
+                mask: np.ndarray, _blocks: list[str] = blocks, _a: set[str] = anomalous
+            ) -> float:
+                hit = {b for b, f in zip(_blocks, mask.tolist(), strict=True) if f and b in _a}
+                return len(hit) / max(1, len(_a))
+
+            block_recall, llm_block_recall = caught(flagged), caught(reached)
         est = estimate_recall(result.outcomes).get(model.version)
         covered = None
         if est is not None and est.low is not None and est.high is not None:
-            covered = est.low <= recall <= est.high
+            covered = est.low <= decided_recall <= est.high
         feedback += result.feedback
         res = retrain(model, feedback, RetrainSettings(), base=target.base, seed=seed)
         if res.challenger is not None and res.comparison is not None and res.comparison.accepted:
@@ -249,10 +305,16 @@ def run_target(target: Target, rounds: int, audit_rate: float, seed: int = 0) ->
                 model=model.version,
                 events=len(texts),
                 true_positive_ratio=float(y.mean()),
+                llm_recall=llm_recall,
                 recall=recall,
+                llm_block_recall=llm_block_recall,
                 block_recall=block_recall,
                 forward_ratio=float(flagged.mean()),
                 llm_share=result.suspects / max(1, result.events),
+                first_sight=result.counters.first_sight,
+                by_verdict=result.counters.by_verdict,
+                verdicts=len(verdicts) if verdicts is not None else 0,
+                decided_recall=decided_recall,
                 prompt_tokens_per_1m_events=oracle.prompt_tokens / max(1, len(texts)) * 1e6,
                 estimate=est.recall if est else None,
                 estimate_low=est.low if est else None,
@@ -272,31 +334,39 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 
 def print_table(name: str, rows: list[Round]) -> None:
-    print(f"\n{name}: round  model         recall  block   fwd     pos     LLM    tok/1M ev    "
-          "estimate [95% interval]       covers  audited")  # fmt: skip
+    print(f"\n{name}: round  model         to LLM  filter  block(LLM/filter)  fwd     pos     "
+          "LLM     first  verdict  tok/1M ev   estimate [95% interval]  truth  covers")  # fmt: skip
     for r in rows:
         interval = f"[{_fmt(r.estimate_low)}, {_fmt(r.estimate_high)}]"
+        blocks = f"{_fmt(r.llm_block_recall)}/{_fmt(r.block_recall)}"
         print(
-            f"{'':5s} {r.round:5d}  {r.model:12s}  {r.recall:.3f}   {_fmt(r.block_recall)}   "
-            f"{r.forward_ratio:.4f}  {r.true_positive_ratio:.4f}  {r.llm_share:.4f} "
-            f"{r.prompt_tokens_per_1m_events:11,.0f}  {_fmt(r.estimate)} {interval:17s}  "
-            f"{r.covered!s:6s}  {r.audited}"
+            f"{'':5s} {r.round:5d}  {r.model:12s}  {r.llm_recall:.3f}   {r.recall:.3f}   "
+            f"{blocks:17s}  {r.forward_ratio:.4f}  {r.true_positive_ratio:.4f}  "
+            f"{r.llm_share:.4f}  {r.first_sight:5d}  {r.by_verdict:7d}  "
+            f"{r.prompt_tokens_per_1m_events:10,.0f}  {_fmt(r.estimate)} {interval:15s}  "
+            f"{r.decided_recall:.3f}  {r.covered!s:6s}"
         )
         print(f"{'':13s}retrain: {r.retrain}")
 
 
-def targets_met(rows: list[Round], block: bool) -> dict[str, bool]:
+def targets_met(rows: list[Round], block: bool, baseline: list[Round]) -> dict[str, bool]:
     def rec(r: Round) -> float:
         return r.block_recall if block and r.block_recall is not None else r.recall
 
-    first3 = rows[:3]
+    def llm(r: Round) -> float:
+        return r.llm_block_recall if block and r.llm_block_recall is not None else r.llm_recall
+
+    def tokens(rs: list[Round]) -> float:
+        return sum(r.prompt_tokens_per_1m_events * r.events for r in rs)
+
     return {
-        "recall_0.95_within_3_rounds": any(rec(r) >= 0.95 for r in first3),
-        "forward_ratio_le_2x_anomaly_ratio": all(
-            r.forward_ratio <= 2 * r.true_positive_ratio for r in rows if rec(r) >= 0.95
-        )
-        and any(rec(r) >= 0.95 for r in rows),
-        "audit_interval_covers_true_recall_every_round": all(r.covered is True for r in rows),
+        "llm_recall_0.95_in_round_1": llm(rows[0]) >= 0.95,
+        "filter_recall_0.95_by_round_3": any(rec(r) >= 0.95 for r in rows[:3]),
+        "forward_ratio_le_2x_anomaly_ratio_once_0.95": any(
+            rec(r) >= 0.95 and r.forward_ratio <= 2 * r.true_positive_ratio for r in rows[:3]
+        ),
+        "tokens_no_more_than_without_first_sight": tokens(rows) <= tokens(baseline),
+        "audit_interval_covers_truth_every_round": all(r.covered is True for r in rows),
     }
 
 
@@ -309,7 +379,8 @@ def plot(results: dict[str, list[Round]], path: Path) -> None:
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.2), squeeze=False)
     for ax, (name, rows) in zip(axes[0], results.items(), strict=True):
         x = [r.round for r in rows]
-        ax.plot(x, [r.recall for r in rows], "o-", label="true line recall")
+        ax.plot(x, [r.llm_recall for r in rows], "^-", label="recall of what reached the LLM")
+        ax.plot(x, [r.recall for r in rows], "o-", label="recall of the filter alone")
         if rows[0].block_recall is not None:
             ax.plot(x, [r.block_recall for r in rows], "s-", label="block recall")
         est = [r.estimate if r.estimate is not None else np.nan for r in rows]
@@ -337,26 +408,33 @@ def plot(results: dict[str, list[Round]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument(
         "--audit-rate",
         type=float,
         default=None,
-        help="default: 0.02 for HDFS (55k lines a round), 0.1 for BGL (500 lines a round)",
+        help="default: 0.02 for HDFS (37k lines a round) and Nezha, 0.1 for BGL (333 a round)",
     )
-    ap.add_argument("--systems", default="hdfs,bgl")
+    ap.add_argument("--systems", default="hdfs,bgl,nezha")
     args = ap.parse_args(argv)
     results: dict[str, list[Round]] = {}
     summary: dict[str, Any] = {}
     for name in args.systems.split(","):
         target = load_target(name)
-        rate = args.audit_rate or {"hdfs": 0.02, "bgl": 0.1}[name]
+        rate = args.audit_rate or {"hdfs": 0.02, "bgl": 0.1, "nezha": 0.02}[name]
         rows = run_target(target, args.rounds, rate)
         print_table(name, rows)
-        met = targets_met(rows, block=name == "hdfs")
+        baseline = run_target(target, args.rounds, rate, first_sight=False)
+        print_table(f"{name} (the same loop without first sight and verdicts)", baseline)
+        met = targets_met(rows, name == "hdfs", baseline)
         print(f"{'':5s} targets: {met}")
         results[name] = rows
-        summary[name] = {"audit_rate": rate, "rounds": [asdict(r) for r in rows], "targets": met}
+        summary[name] = {
+            "audit_rate": rate,
+            "rounds": [asdict(r) for r in rows],
+            "without_first_sight": [asdict(r) for r in baseline],
+            "targets": met,
+        }
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "loop",

@@ -22,6 +22,7 @@ from sluice.stream._errors import SluiceError
 __all__ = [
     "SINK_NAMES",
     "TOOL_VARIABLES",
+    "FirstSightSettings",
     "KafkaSettings",
     "LLMSettings",
     "PipelineSettings",
@@ -122,6 +123,33 @@ class SignalSettings(BaseModel):
     max_signals: int = Field(12, ge=0, description="signals per span, strongest first")
 
 
+class FirstSightSettings(BaseModel):
+    """New templates to the LLM, its verdicts back into the filter (`..._FIRST_SIGHT__*`).
+
+    A template that holds no verdict is forwarded on each of its first `forwards` sightings, then
+    with probability `forwards / n` on its n-th, down to the audit rate: the LLM judges every
+    template that occurs within minutes, and each suspect records the probability it was drawn
+    with (the recall estimate weighs it by that). Verdicts from `feedback` (a person's over the
+    LLM's, the latest within a source) decide their template at once: relevant is forwarded,
+    not relevant is audited only."""
+
+    enabled: bool = Field(True, description="forward unseen templates on first sight")
+    forwards: int = Field(3, ge=1, description="sightings of a new template forwarded for sure")
+    budget_per_min: float = Field(
+        600.0,
+        ge=0,
+        description="first-sight forwards per minute per worker (one minute's worth may come "
+        "at once); beyond it, unseen templates are sampled at the audit rate and counted",
+    )
+    max_templates: int = Field(
+        100_000, ge=100, description="templates whose sightings are counted (oldest forgotten)"
+    )
+    verdicts: bool = Field(True, description="apply per-template verdicts from `feedback`")
+    max_verdicts: int = Field(
+        50_000, ge=10, description="verdicts held per worker (least recently given evicted)"
+    )
+
+
 class PipelineSettings(BaseModel):
     """How events become suspects, windows and bundles (the same in `scan` and `worker`)."""
 
@@ -170,6 +198,7 @@ class PipelineSettings(BaseModel):
         3600.0, gt=0, description="state of a scope with nothing open or firing is dropped then"
     )
     signals: SignalSettings = Field(default_factory=SignalSettings)
+    first_sight: FirstSightSettings = Field(default_factory=FirstSightSettings)
     redact: bool = Field(
         True,
         description="replace secrets and personal data in log text before it reaches the LLM "

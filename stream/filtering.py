@@ -31,6 +31,7 @@ from sluice.stream._settings import PipelineSettings, Settings
 from sluice.stream.broker import aiokafka_config, unreachable
 from sluice.stream.parsing import ParsedBatch, parse_batch
 from sluice.stream.records import SCHEMA_VERSION, DeadLetter
+from sluice.stream.verdicts import FirstSight, VerdictCache, decide
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -82,6 +83,9 @@ class Screened:
     events: int = 0
     flagged: int = 0
     audited: int = 0
+    first_sight: int = 0  # forwarded on a template's first sightings (counted among audited)
+    by_verdict: int = 0  # forwarded by a relevant verdict the model did not flag
+    held_back: int = 0  # flagged by the model, held back by a not-relevant verdict
 
 
 def _encode(scope: str, parts: list[bytes]) -> list[bytes]:
@@ -112,6 +116,8 @@ def screen_batch(
     cfg: PipelineSettings,
     record_times: Sequence[float] | None = None,
     counter: SignalCounter | None = None,
+    verdicts: VerdictCache | None = None,
+    first: FirstSight | None = None,
 ) -> Screened:
     """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
 
@@ -119,6 +125,7 @@ def screen_batch(
     `record_times[i]` its timestamp (epoch seconds), the time of an event that has none. With
     signals enabled, every event is also counted per scope (`Screened.counts`) by `counter`
     (the stage's own, which follows traces across batches; without one, the batch alone).
+    `verdicts` and `first` overrule and extend the model's flags (`stream.verdicts.decide`).
     Unflagged events cost the parse of their message, one cache lookup in the filter and one
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
@@ -137,14 +144,17 @@ def screen_batch(
             counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)
         templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
         out.counts = _signal_counts(parsed, keys, record_times, cfg, templates, counter)
-    flagged = a.flagged
-    forward = flagged
-    if cfg.audit_rate > 0:
+    if cfg.audit_rate > 0 or verdicts is not None or first is not None:
         draws = audit_draws([values[i] for i in parsed.index])
-        audit = ~flagged & (draws < cfg.audit_rate)
-        forward = flagged | audit
     else:
-        audit = np.zeros_like(flagged)
+        draws = np.ones(len(parsed.messages))
+    if verdicts is None and first is None:
+        d = decide((), a.flagged, draws, cfg.audit_rate, None, None)
+    else:
+        templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
+        d = decide(templates, a.flagged, draws, cfg.audit_rate, verdicts, first)
+    out.first_sight, out.by_verdict, out.held_back = d.first_sight, d.by_verdict, d.held_back
+    forward, audit, probability = d.forward, d.audit, d.probability
     chosen = np.flatnonzero(forward)
     if chosen.size == 0:
         return out
@@ -156,6 +166,7 @@ def screen_batch(
         try:
             ev = parsed.event(j, keys[i], cfg.default_service)
             is_audit = bool(audit[j])
+            why = d.reason.get(j, "audit" if is_audit else "model")
             scope = ev["attributes"].get("scope") or cfg.scope
             ev["schema_version"] = SCHEMA_VERSION
             ev["source"] = _source_text(where)
@@ -166,8 +177,10 @@ def screen_batch(
                     "score": float(scores[j]),
                     "model_version": a.model_version,
                     "audit": is_audit,
-                    "sampling_probability": cfg.audit_rate if is_audit else 1.0,
+                    "sampling_probability": float(probability[j]) if is_audit else 1.0,
                     "scope": scope,
+                    "reason": why,
+                    "verdict": d.verdict.get(j),
                 },
                 option=orjson.OPT_UTC_Z,
             )
@@ -250,6 +263,12 @@ class StageCounters:
     flagged: int = 0
     audited: int = 0
     dead: int = 0
+    first_sight: int = 0
+    by_verdict: int = 0
+    held_back: int = 0
+    first_sight_over_budget: int = 0
+    verdicts_held: int = 0
+    verdicts_evicted: int = 0
     dead_by_kind: Counter[str] = field(default_factory=Counter)
     model_version: str = ""
     model_swaps: int = 0
@@ -263,9 +282,19 @@ class StageCounters:
         self.events += screened.events
         self.flagged += screened.flagged
         self.audited += screened.audited
+        self.first_sight += screened.first_sight
+        self.by_verdict += screened.by_verdict
+        self.held_back += screened.held_back
         self.dead += len(screened.dead)
         self.dead_by_kind.update(d.kind for d in screened.dead)
         self.batch_seconds.observe(seconds)
+
+    def note(self, verdicts: VerdictCache | None, first: FirstSight | None) -> None:
+        """Take the verdict cache's and the first-sight budget's running figures."""
+        if verdicts is not None:
+            self.verdicts_held, self.verdicts_evicted = len(verdicts), verdicts.evicted
+        if first is not None:
+            self.first_sight_over_budget = first.over_budget
 
 
 class FilterStage:
@@ -301,6 +330,10 @@ class FilterStage:
         self.joined = False  # the group gave this stage its partitions (maybe none)
         self.model_loaded = False  # the active model from `models` is in use (or none came)
         self._signal_counter: SignalCounter | None = None  # follows traces across batches
+        fs = settings.pipeline.first_sight
+        #: per-template verdicts from `feedback` (filled by the worker's verdict follower)
+        self.verdicts: VerdictCache | None = VerdictCache(fs.max_verdicts) if fs.verdicts else None
+        self.first_sight: FirstSight | None = FirstSight(fs) if fs.enabled else None
         sig = settings.pipeline.signals
         if sig.enabled:
             from sluice.stream.signals import SignalCounter
@@ -453,8 +486,9 @@ class FilterStage:
             started = time.perf_counter()
             try:
                 screened = screen_batch(
-                    values, keys, source, self._filter, cfg, times, self._signal_counter
-                )
+                    values, keys, source, self._filter, cfg, times, self._signal_counter,
+                    self.verdicts, self.first_sight,
+                )  # fmt: skip
             except Exception as exc:  # the filter itself failed: every record is a dead letter
                 log.exception("filter stage: screening %d records of %s failed", len(msgs), tp)
                 reason = f"filter failed: {type(exc).__name__}: {exc}"[:500]
@@ -472,6 +506,7 @@ class FilterStage:
                 pending.append(await producer.send(t.deadletter, value=d.to_bytes()))
             commits[tp] = msgs[-1].offset + 1
             c.add(screened, len(msgs), seconds)
+            c.note(self.verdicts, self.first_sight)
         c.batches += 1
         previous = self._in_flight[-1] if self._in_flight else None
         self._in_flight.append(

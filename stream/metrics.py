@@ -103,7 +103,18 @@ class PipelineMetrics:
             ("sluice_events_flagged", "events the filter flagged", c.flagged),
             ("sluice_events_unflagged", "events the filter did not flag (audit samples included)",
              c.events - c.flagged),
-            ("sluice_events_audit_sampled", "unflagged events sent as audit samples", c.audited),
+            ("sluice_events_audit_sampled", "unflagged events sent as audit samples (first "
+             "sightings included)", c.audited),
+            ("sluice_events_first_sight", "unflagged events forwarded on a first sighting of "
+             "their template", c.first_sight),
+            ("sluice_first_sight_over_budget", "first sightings drawn at the audit rate: the "
+             "per-minute budget was spent", c.first_sight_over_budget),
+            ("sluice_events_forwarded_by_verdict", "unflagged events forwarded: their template's "
+             "verdict says relevant", c.by_verdict),
+            ("sluice_events_held_back_by_verdict", "flagged events not forwarded: their "
+             "template's verdict says not relevant", c.held_back),
+            ("sluice_verdicts_evicted", "template verdicts dropped for the cap",
+             c.verdicts_evicted),
             ("sluice_filter_batches", "batches screened by the filter stage", c.batches),
             ("sluice_filter_model_swaps", "models swapped in without a restart", c.model_swaps),
         ):  # fmt: skip
@@ -117,6 +128,9 @@ class PipelineMetrics:
             dead.add_metric([kind], n)
         yield dead
         yield from c.batch_seconds.collect()
+        yield GaugeMetricFamily(
+            "sluice_verdicts_held", "template verdicts the filter stage applies", c.verdicts_held
+        )
         info = GaugeMetricFamily(
             "sluice_filter_model_info", "the filter model in use (value 1)", labels=["version"]
         )

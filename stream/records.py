@@ -74,8 +74,19 @@ class Suspect(_Record):
     score: float
     model_version: str
     audit: bool = Field(description="sent as an audit sample, not because it was flagged")
-    sampling_probability: float = Field(description="1 for flagged events, the audit rate else")
+    sampling_probability: float = Field(
+        description="1 for flagged events; else the probability it was drawn with (the audit "
+        "rate, or more on a template's first sightings)"
+    )
     scope: str
+    reason: Literal["model", "verdict", "first_sight", "audit"] = Field(
+        "model",
+        description="what forwarded it: the model's score, a relevant verdict on its template, "
+        "a first sighting of its template, or the audit sample",
+    )
+    verdict: Literal["human", "llm", "audit"] | None = Field(
+        None, description="the source of the verdict in force for its template, if any"
+    )
 
 
 class SuspectBatch(_Record):
@@ -286,6 +297,18 @@ class Outcome(_Record):
     flagged_negative: int = 0
     audited_positive: int = 0
     audited_negative: int = 0
+    census_positive: int = Field(
+        0,
+        description="of audited_positive: drawn with probability 1 (a template's first "
+        "sightings), misses counted, not estimated",
+    )
+    raised_positive: int = Field(
+        0,
+        description="of audited_positive: drawn with a probability between the audit rate "
+        "and 1 (first sight decaying)",
+    )
+    raised_weight: float = Field(0.0, description="the sum of 1/p over the raised positives")
+    raised_negative: int = Field(0, description="of audited_negative: drawn with such a p")
     unlabelled: int = 0
     at: datetime
     signals: list[SignalVerdict] = Field(

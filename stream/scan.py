@@ -3,7 +3,8 @@
 The same two stages as the worker, with the same code: `screen_batch` (the filter stage) turns
 each batch into the same `suspects` messages the worker produces, and `AnalysisState` (the
 analysis stage) over a dict instead of a Faust table. Windows are analysed as they close, and
-at the end of the input every open window closes.
+at the end of the input every open window closes. The verdicts of each analysed window apply to
+the batches after it, as a worker's verdict follower applies them from `feedback`.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from sluice.stream.records import (
 )
 from sluice.stream.signals import SignalCounter
 from sluice.stream.sources import Record
+from sluice.stream.verdicts import FirstSight, VerdictCache
 
 __all__ = ["ScanResult", "scan"]
 
@@ -53,6 +55,8 @@ class ScanResult:
     feedback: list[Feedback] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
+    #: each forwarded event: its source (file:line) and why it was forwarded (`Suspect.reason`)
+    forwarded: list[tuple[str, str]] = field(default_factory=list)
 
 
 async def scan(
@@ -63,14 +67,28 @@ async def scan(
     now: Callable[[], datetime],
     on_alert: Callable[[Alert], None] | None = None,
     wall: Callable[[], float] = time.time,
+    verdicts: VerdictCache | None = None,
+    first: FirstSight | None = None,
 ) -> ScanResult:
-    """parse -> screen -> windows -> analyse over records; alerts go to on_alert as they come."""
+    """parse -> screen -> windows -> analyse over records; alerts go to on_alert as they come.
+
+    `verdicts` and `first` carry what earlier scans learnt (a benchmark's rounds); by default
+    each scan starts with none, as the settings say."""
     state = AnalysisState(cfg, MemoryStore(), wall, suspects_topic="scan")
     result = ScanResult(StageCounters(model_version=filt.version), state.counters)
+
+    fs = cfg.first_sight
+    if verdicts is None and fs.verdicts:
+        verdicts = VerdictCache(fs.max_verdicts)
+    if first is None and fs.enabled:
+        first = FirstSight(fs)
 
     def take(out: Published) -> None:
         result.windows += out.windows
         result.feedback += out.feedback
+        if verdicts is not None:  # as a worker follows `feedback`: later batches use them
+            for f in out.feedback:
+                verdicts.apply(f)
         result.outcomes += out.outcomes
         result.deadletters += out.dead
         for a in out.alerts:
@@ -99,8 +117,11 @@ async def scan(
             filt,
             cfg,
             counter=counter,
+            verdicts=verdicts,
+            first=first,
         )
         result.counters.add(screened, len(batch), time.perf_counter() - started)
+        result.counters.note(verdicts, first)
         result.counters.batches += 1
         result.events += screened.events
         result.suspects += screened.flagged + screened.audited
@@ -113,6 +134,7 @@ async def scan(
             for m in messages:  # the very bytes a worker would put on the suspects topic
                 rec = parse_suspects_record(m)
                 assert isinstance(rec, SuspectBatch)
+                result.forwarded += [(s.event.source or "", s.reason) for s in rec.suspects]
                 result.deadletters += state.on_suspects(0, None, rec)
                 await analyse(rec.scope)
     for scope in state.scopes(0):

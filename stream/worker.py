@@ -3,7 +3,9 @@
 A model watcher reads the `models` topic beside them and hands every activation to the filter
 stage, which swaps models between batches (hot swap, no restart); an outcome watcher keeps the
 recall estimate of every model version; a controls watcher keeps the acks and silences that the
-analysis stage marks alerts with. The web port serves `/metrics`, the probes and the status page
+analysis stage marks alerts with; a verdict follower reads `feedback` into the filter stage's
+per-template verdicts (`stream.verdicts`), which decide their templates within seconds of being
+given, without a retrain. The web port serves `/metrics`, the probes and the status page
 (`/status`, fed by the tail of the alerts topic).
 
 The filter stage runs as a service of the Faust worker, on the same event loop: it shares the
@@ -76,6 +78,13 @@ def run_worker(settings: Settings) -> None:
     stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)
     watcher = ModelWatcher(settings, lambda model, _act: stage.offer_model(model), ready)
     outcomes = OutcomeWatcher(settings, RecallTally())
+    # Verdicts on `feedback` decide their templates in this worker's filter stage at once.
+    verdicts = stage.verdicts
+    verdict_feed = (
+        TopicFollower(settings, settings.topics.feedback, "sluice-verdicts", verdicts.apply_bytes)
+        if verdicts is not None
+        else None
+    )
     controls = ControlsWatcher(settings)
     analyst = create_analyst(settings.llm)
     analysis = AnalysisCounters()
@@ -124,6 +133,8 @@ def run_worker(settings: Settings) -> None:
                 self.add_future(self._watch("controls watcher", controls.run())),
                 self.add_future(self._watch("status page's alerts", recent.run())),
             )
+            if verdict_feed is not None:
+                self._watch_runs += (self.add_future(self._watch("verdicts", verdict_feed.run())),)
             self._stage_run = self.add_future(self._consume())
 
         async def _watch(self, name: str, run: Any) -> None:
@@ -146,6 +157,8 @@ def run_worker(settings: Settings) -> None:
             outcomes.stop()
             controls.stop()
             recent.stop()
+            if verdict_feed is not None:
+                verdict_feed.stop()
             runs = [f for f in (self._stage_run, *self._watch_runs) if f is not None]
             if runs:
                 await asyncio.wait(runs, timeout=10)

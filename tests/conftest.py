@@ -23,9 +23,7 @@ def foreign_topics(topics: set[str], handed_out: set[str]) -> list[str]:
     """Topics no test owns: not internal, and containing no name a test was handed (a worker's
     changelog and Faust's own topics carry its group id, which is such a name)."""
     return sorted(
-        t
-        for t in topics
-        if t not in _INTERNAL_TOPICS and not any(name in t for name in handed_out)
+        t for t in topics if t not in _INTERNAL_TOPICS and not any(name in t for name in handed_out)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Callable
@@ -12,6 +13,7 @@ import pytest
 
 from sluice.models.filter import (
     Example,
+    FeatureSpec,
     Filter,
     FilterModel,
     FilterModelError,
@@ -24,6 +26,8 @@ from sluice.models.filter import (
     template_features,
     train,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ERR = [
     "ERROR payment-service: connection to {ip}:5432 refused after {n} ms",
@@ -206,5 +210,34 @@ def test_filters_satisfy_the_protocol(make: Callable[[], Filter]) -> None:
 def test_default_model_ships_and_is_small() -> None:
     m = default_model()
     assert len(m.data) <= 5 * 1024 * 1024
-    assert m.meta.validation is not None and m.meta.validation.recall >= 0.99
+    # Its validation figures are the leave-one-system-out means (train_default): each system
+    # scored by a model that never saw it.
+    assert m.meta.validation is not None and m.meta.validation.recall >= 0.85
     assert {"dataset", "heuristic"} <= set(m.meta.source_mix)
+    assert m.meta.features.subwords == 4 and m.meta.features.severity == 1
+
+
+def test_default_model_sees_failures_of_software_it_never_saw() -> None:
+    """bench/data/generic_lines.jsonl: 50 failure and 50 routine lines of common software
+    (kernel, databases, web servers, runtimes, Kubernetes, systemd, TLS, disks), none from a
+    training source, written once before the model was measured on them."""
+    rows = [json.loads(x) for x in (ROOT / "bench" / "data" / "generic_lines.jsonl").open()]
+    m = default_model()
+    flagged = m.score([r["text"] for r in rows]) >= m.threshold
+    y = np.array([r["label"] for r in rows])
+    assert (flagged & y).sum() / y.sum() >= 0.7  # the words-only model forwarded 11 of 50
+    assert (flagged & ~y).sum() / (~y).sum() <= 0.05
+
+
+def test_subwords_and_severity_tie_unseen_failure_words_to_known_ones() -> None:
+    spec = FeatureSpec(subwords=4, severity=1, max_features=1024)
+    npe = set(template_features("java.lang.nullpointerexception", spec))
+    known = set(template_features("exception", spec))
+    assert npe & known  # subwords: `xcep`, `tion>` ... and the severity features
+    plain = FeatureSpec()
+    assert not set(template_features("java.lang.nullpointerexception", plain)) & set(
+        template_features("exception", plain)
+    )
+    assert template_features("info all good", spec) == template_features(
+        "info all good", spec.model_copy(update={"severity": 0})
+    )

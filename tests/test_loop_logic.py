@@ -156,6 +156,64 @@ def test_recall_interval_covers_the_truth_95_percent_of_the_time() -> None:
     assert covered / trials >= 0.94
 
 
+def _first_sight_outcome(rng: np.random.Generator, k: int, rate: float) -> tuple[Outcome, float]:
+    """One model version's outcome when relevant templates the model misses are forwarded on
+    first sight: each missed template's n-th event is drawn with max(rate, min(1, k/n))."""
+    tp = int(rng.integers(0, 400))
+    census = raised = 0
+    weight = 0.0
+    plain = 0
+    fn = 0
+    for _ in range(int(rng.integers(1, 12))):  # missed templates, of very unequal sizes
+        n = int(rng.choice([2, 10, 100, 1000, 20000]))
+        fn += n
+        p = np.maximum(rate, np.minimum(1.0, k / np.arange(1, n + 1)))
+        drawn = rng.random(n) < p
+        census += int((drawn & (p >= 1)).sum())
+        mid = drawn & (p < 1) & (p > rate)
+        raised += int(mid.sum())
+        weight += float((1 / p[mid]).sum())
+        plain += int((drawn & (p <= rate)).sum())
+    o = Outcome(
+        scope="s", window_end=T0, model_version="v", audit_rate=rate, analysis="llm",
+        flagged_positive=tp, audited_positive=census + raised + plain, audited_negative=0,
+        census_positive=census, raised_positive=raised, raised_weight=weight, at=T0,
+    )  # fmt: skip
+    return o, tp / (tp + fn) if tp + fn else 1.0
+
+
+def test_recall_interval_covers_the_truth_with_first_sight_probabilities() -> None:
+    """Mixed inclusion probabilities (p = 1, k/n, the audit rate): unbiased, and covering."""
+    rng = np.random.default_rng(11)
+    covered, trials, errors = 0, 1500, []
+    for _ in range(trials):
+        rate = float(rng.choice([0.005, 0.02]))
+        o, truth = _first_sight_outcome(rng, 3, rate)
+        est = estimate_recall([o])["v"]
+        assert est.low is not None and est.high is not None and est.recall is not None
+        covered += est.low <= truth <= est.high
+        errors.append(est.missed_estimate)
+    assert covered / trials >= 0.94
+
+
+def test_missed_estimate_is_unbiased_with_first_sight_probabilities() -> None:
+    rng = np.random.default_rng(5)
+    n, k, rate = 3000, 3, 0.01
+    p = np.maximum(rate, np.minimum(1.0, k / np.arange(1, n + 1)))
+    estimates = []
+    for _ in range(400):
+        drawn = rng.random(n) < p
+        mid = drawn & (p < 1) & (p > rate)
+        o = Outcome(
+            scope="s", window_end=T0, model_version="v", audit_rate=rate, analysis="llm",
+            flagged_positive=100, audited_positive=int(drawn.sum()), audited_negative=0,
+            census_positive=int((drawn & (p >= 1)).sum()), raised_positive=int(mid.sum()),
+            raised_weight=float((1 / p[mid]).sum()), at=T0,
+        )  # fmt: skip
+        estimates.append(estimate_recall([o])["v"].missed_estimate)
+    assert np.mean(estimates) == pytest.approx(n, rel=0.05)
+
+
 def test_a_window_yields_feedback_and_outcomes_per_model_version() -> None:
     cfg = PipelineSettings(audit_rate=0.01)
     state = AnalysisState(cfg, MemoryStore(), lambda: 0.0, suspects_topic="s")

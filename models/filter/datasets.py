@@ -20,11 +20,15 @@ import numpy as np
 from sluice.models.filter._normalize import normalize_batch
 
 __all__ = [
+    "UNLABELED_LOGHUB",
+    "WEAK_LOGHUB",
     "BglLines",
     "HdfsLines",
     "NezhaLine",
+    "WeakLines",
     "load_bgl",
     "load_hdfs",
+    "load_loghub",
     "load_nezha_window",
     "nezha_windows",
     "shared_data_dir",
@@ -161,3 +165,61 @@ def load_nezha_window(path: Path, bad: list[str] | None = None) -> list[NezhaLin
                 NezhaLine(row["Timestamp"], service, pod, row["TraceID"], row["SpanID"], text)
             )
     return out
+
+
+#: loghub systems whose structured CSV has a severity column, and the column.
+_WEAK_LEVEL_COLUMN = {
+    "Android": "Level",
+    "Apache": "Level",
+    "Hadoop": "Level",
+    "OpenStack": "Level",
+    "Spark": "Level",
+    "Windows": "Level",
+    "Zookeeper": "Level",
+}
+_POSITIVE_LEVELS = frozenset({"e", "f", "error", "err", "fatal", "critical", "crit", "severe"})
+_UNDECIDED_LEVELS = frozenset({"w", "warn", "warning"})
+#: loghub systems with no severity at all: background of very different formats, unlabeled.
+UNLABELED_LOGHUB = ("HDFS", "HPC", "HealthApp", "Linux", "Mac", "OpenSSH", "Proxifier")
+WEAK_LOGHUB = (*sorted(_WEAK_LEVEL_COLUMN), "Thunderbird")
+
+
+@dataclass(frozen=True)
+class WeakLines:
+    """Raw lines of one loghub system with a weak label each: 1 relevant, 0 not, -1 unknown."""
+
+    system: str
+    texts: list[str]
+    labels: np.ndarray  # int8
+
+
+def load_loghub(system: str, data_dir: Path | None = None) -> WeakLines:
+    """The raw lines of a loghub system with weak labels from its own severity.
+
+    The rule, for the systems with a severity column: ERROR, FATAL, CRITICAL, SEVERE (and
+    Android's E and F, Apache's `error`) are relevant; WARN is left unknown (warnings are both);
+    every other level is not relevant. Thunderbird labels its lines as BGL does (`-`: normal).
+    The systems in UNLABELED_LOGHUB have no severity: every line is unknown.
+    """
+    base = (data_dir or shared_data_dir()) / "loghub" / system
+    with open(base / f"{system}_2k.log", encoding="utf-8", errors="replace") as fh:
+        raw = [line.rstrip("\n") for line in fh]
+    labels = np.full(len(raw), -1, dtype=np.int8)
+    if system == "Thunderbird":
+        texts = []
+        for i, line in enumerate(raw):
+            label, _, text = line.partition(" ")
+            texts.append(text)
+            labels[i] = label != "-"
+        return WeakLines(system, texts, labels)
+    column = _WEAK_LEVEL_COLUMN.get(system)
+    if column is not None:
+        with open(
+            base / f"{system}_2k.log_structured.csv", encoding="utf-8", errors="replace"
+        ) as fh:
+            for row in csv.DictReader(fh):
+                i = int(row["LineId"]) - 1
+                level = row[column].strip().lower()
+                if 0 <= i < len(raw) and level not in _UNDECIDED_LEVELS:
+                    labels[i] = level in _POSITIVE_LEVELS
+    return WeakLines(system, raw, labels)
