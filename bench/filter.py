@@ -2,6 +2,13 @@
 
     make bench          (or: .venv/bin/python -m bench.filter)
 
+Then, beside the words-only model that shipped before (bench/data/previous_default.onnx):
+`sluice model score` lines/s through the CLI on 1M mixed loghub lines (the 16 systems' 32,000
+lines shuffled and repeated, in one process each, wall clock), their recall on 50 failure lines
+and forward ratio on 50 routine lines of common software none of the training sources hold
+(bench/data/generic_lines.jsonl), and the shipped recipe's leave-one-system-out table
+(`models.filter.train_default --no-write`). Written to bench/results/filter.json.
+
 Scoring runs in batches of 1,000 real lines from ../shared/data. "first pass" streams each data set
 once through a freshly loaded model (its caches start empty): what a worker sees. "no cache" sends
 every line through masking, featurization and ONNX Runtime: the worst case of never-repeating text.
@@ -10,24 +17,79 @@ every line through masking, featurization and ONNX Runtime: the worst case of ne
 
 from __future__ import annotations
 
+import json
 import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from sluice.models.filter import Example, FilterModel, default_model, normalize_batch, train
 from sluice.models.filter.datasets import (
+    UNLABELED_LOGHUB,
+    WEAK_LOGHUB,
     load_bgl,
     load_hdfs,
+    load_loghub,
     load_nezha_window,
     nezha_windows,
     template_cover,
 )
 
 BATCH = 1000
+HERE = Path(__file__).resolve().parent
+PREVIOUS = HERE / "data" / "previous_default.onnx"
+GENERIC = HERE / "data" / "generic_lines.jsonl"
+RESULTS = HERE / "results"
+
+
+def _cli_rate(model: Path, lines_file: Path, n: int) -> float:
+    """Lines per second of `sluice model score MODEL < FILE`, wall clock of the whole process."""
+    with open(lines_file, "rb") as src:
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "sluice.stream", "model", "score", str(model)],
+            stdin=src, stdout=subprocess.DEVNULL, check=True,
+        )  # fmt: skip
+        return n / (time.perf_counter() - t0)
+
+
+def side_by_side() -> dict[str, object]:
+    """The previous default model and the shipped one: CLI speed and unseen-software recall."""
+    mixed = [t for s in (*WEAK_LOGHUB, *UNLABELED_LOGHUB, "BGL") for t in _loghub_texts(s)]
+    rnd = random.Random(0)
+    n = 1_000_000
+    lines = [mixed[rnd.randrange(len(mixed))] for _ in range(n)]
+    rows = [json.loads(x) for x in GENERIC.open()]
+    out: dict[str, object] = {"lines": n, "distinct_lines": len(set(lines))}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mixed.log"
+        path.write_text("\n".join(x.replace("\n", " ") for x in lines) + "\n")
+        shipped = Path(tmp) / "shipped.onnx"
+        default_model().save(shipped)
+        print(f"\n`sluice model score` on {n:,} mixed loghub lines, and 50 failure / 50 routine "
+              "lines of software outside the training data:")  # fmt: skip
+        for name, model_path in (("previous (words only)", PREVIOUS), ("shipped", shipped)):
+            m = FilterModel.from_path(model_path)
+            rate = _cli_rate(model_path, path, n)
+            flagged = m.score([r["text"] for r in rows]) >= m.threshold
+            fails = sum(bool(f) for f, r in zip(flagged, rows, strict=True) if r["label"])
+            routine = sum(bool(f) for f, r in zip(flagged, rows, strict=True) if not r["label"])
+            print(f"  {name:22s} {m.version}  {rate:10,.0f} lines/s   failures forwarded "
+                  f"{fails}/50, routine forwarded {routine}/50")  # fmt: skip
+            out[name] = {"version": m.version, "cli_lines_per_s": rate,
+                         "failures_forwarded": fails, "routine_forwarded": routine}  # fmt: skip
+    return out
+
+
+def _loghub_texts(system: str) -> list[str]:
+    return load_bgl().texts if system == "BGL" else load_loghub(system).texts
 
 
 def _rate(n: int, fn: Callable[[], object]) -> float:
@@ -81,6 +143,20 @@ def main() -> None:
         m = train(ex, seed=0)
         dt = time.perf_counter() - t0
         print(f"{n:18,d} {dt:9.2f} {len(m.data) / 1e6:11.2f} MB")
+
+    results = {"benchmark": "filter", "command": "python -m bench.filter",
+               "side_by_side": side_by_side()}  # fmt: skip
+    print("\nthe shipped recipe, leave one system out (python -m "
+          "sluice.models.filter.train_default --no-write):")  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluice.models.filter.train_default", "--no-write"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    print(proc.stdout)
+    results["leave_one_system_out"] = proc.stdout
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "filter.json").write_text(json.dumps(results, indent=2))
+    print(f"written: {RESULTS / 'filter.json'}")
 
 
 if __name__ == "__main__":

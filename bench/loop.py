@@ -3,14 +3,18 @@
     python -m bench.loop [--rounds 6] [--audit-rate 0.02] [--systems hdfs,bgl,nezha]
 
 Leave one system out: for each target system (HDFS, BGL, Nezha Train-Ticket), train a starting
-model *without* it (the default model's other training sources), then stream the target's real
-lines in rounds through the real pipeline code (`sluice.stream.scan`: the filter stage's
-`screen_batch` with first sight and the verdict cache, and the analysis stage's `AnalysisState`,
-with feedback and outcomes as the worker publishes them), and after each round retrain with the
-real retrainer (`sluice.stream.retrain.retrain`: time-ordered held-out labels, challenger
-published only if it wins). The verdict cache and the first-sight counts carry over from round to
-round, as a worker keeps them (a round is given ten minutes of the first-sight budget);
-`--no-first-sight` runs the loop as it was before them (the model and the plain audit alone).
+model *without* it (the shipped recipe, `models.filter.train_default`, on every other source, its
+held-out threshold chosen among those other systems as the shipped model's is), then stream
+the target's real lines in rounds through the real pipeline code (`sluice.stream.scan`: the filter
+stage's `screen_batch` with first sight and the verdict cache, and the analysis stage's
+`AnalysisState`, with feedback and outcomes as the worker publishes them), and after each round
+retrain with the real retrainer (`sluice.stream.retrain.retrain`: time-ordered held-out labels,
+challenger published only if it wins). The verdict cache and the first-sight counts carry over from
+round to round, as a worker keeps them; each round gets ten minutes of a worker's first-sight
+budget. The same loop without them (the model and the plain audit alone) runs beside it for
+comparison. Each round is ten minutes of stream: its lines get event times spread evenly over them
+(in their order), so 60-second windows close, are analysed and their verdicts apply within the
+round, as in a worker (the lines' own times are not parsed from plain text yet).
 
 The analyst is a test double, `OracleAnalyst`: its per-template verdicts come from the
 ground-truth labels, not from an LLM. It sees what an LLM would see (the bundle compressed into
@@ -42,13 +46,14 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from sluice.models.analyst import (
     SYSTEM_PROMPT,
@@ -60,14 +65,14 @@ from sluice.models.analyst import (
     compress,
     token_counter,
 )
-from sluice.models.filter import Example, FilterModel, OnnxFilter, normalize_batch, train
-from sluice.models.filter.datasets import (
-    load_bgl,
-    load_hdfs,
-    load_nezha_window,
-    nezha_windows,
-    template_cover,
+from sluice.models.filter import (
+    Example,
+    FeatureSpec,
+    FilterModel,
+    OnnxFilter,
+    normalize_batch,
 )
+from sluice.models.filter.train_default import Recipe, System, load_systems, recipe_examples
 from sluice.stream import PipelineSettings, RetrainSettings
 from sluice.stream.recall import estimate_recall
 from sluice.stream.records import Feedback
@@ -77,6 +82,9 @@ from sluice.stream.verdicts import FirstSight, VerdictCache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+#: A round is this much of the stream: its lines get event times spread evenly over it, in
+#: order, so windows close and their verdicts apply within the round as in a worker.
+ROUND_MINUTES = 10
 
 
 class OracleAnalyst:
@@ -129,59 +137,27 @@ class Target:
     blocks: list[str] | None  # HDFS: block id per line
     block_anomalous: dict[str, bool] | None
     base: list[Example]  # the starting model's training data (the other systems)
+    others: list[System]
 
 
-def _nezha_examples(every: int = 5) -> list[Example]:
-    lines = [
-        x for i, w in enumerate(nezha_windows()) if i % every == 0 for x in load_nezha_window(w)
-    ]
-    return [Example(x.text, x.level in ("ERROR", "FATAL"), 1.0, "heuristic") for x in lines]
-
-
-def _hdfs_examples(texts: Sequence[str], cover: set[str]) -> list[Example]:
-    return [
-        Example(t, tpl in cover, 1.0, "dataset")
-        for t, tpl in zip(texts, normalize_batch(texts), strict=True)
-    ]
+#: The shipped recipe (models.filter.train_default), held-out threshold included.
+RECIPE = Recipe(FeatureSpec(subwords=4, severity=1, max_features=1024))
+_NAMES = {"hdfs": "HDFS", "bgl": "BGL", "nezha": "Nezha"}
 
 
 def load_target(name: str) -> Target:
-    if name == "nezha":
-        lines = [x for w in nezha_windows() for x in load_nezha_window(w)]
-        h = load_hdfs()
-        cover = template_cover(h.texts, h.blocks, h.block_anomalous, 0.99)
-        bgl = load_bgl()
-        base = [
-            Example(t, bool(v), 1.0, "dataset") for t, v in zip(bgl.texts, bgl.labels, strict=True)
-        ]
-        return Target(
-            "nezha",
-            [x.text for x in lines],
-            np.array([x.level in ("ERROR", "FATAL") for x in lines]),
-            None,
-            None,
-            base + _hdfs_examples(h.texts, cover),
-        )
-    nezha = _nezha_examples()
-    if name == "hdfs":
-        h = load_hdfs()
-        cover = template_cover(h.texts, h.blocks, h.block_anomalous, 0.99)
-        y = np.array([t in cover for t in normalize_batch(h.texts)])
-        bgl = load_bgl()
-        base = [
-            Example(t, bool(v), 1.0, "dataset") for t, v in zip(bgl.texts, bgl.labels, strict=True)
-        ]
-        return Target("hdfs", h.texts, y, h.blocks, h.block_anomalous, base + nezha)
-    bgl = load_bgl()
-    h = load_hdfs()
-    cover = template_cover(h.texts, h.blocks, h.block_anomalous, 0.99)
+    """The target's lines and labels, and the shipped recipe's training data without it."""
+    systems = load_systems()
+    target = next(s for s in systems if s.name == _NAMES[name])
+    others = [s for s in systems if s is not target]
     return Target(
-        "bgl",
-        bgl.texts,
-        bgl.labels.astype(bool),
-        None,
-        None,
-        _hdfs_examples(h.texts, cover) + nezha,
+        name,
+        target.texts,
+        target.labels == 1,
+        target.blocks,
+        target.block_anomalous,
+        recipe_examples(others, RECIPE.cap),
+        others,
     )
 
 
@@ -229,20 +205,23 @@ def run_target(
     target: Target, rounds: int, audit_rate: float, seed: int = 0, first_sight: bool = True
 ) -> list[Round]:
     t0 = time.perf_counter()
-    model = train(
-        target.base, target_recall=0.99, seed=seed, created_by="bench.loop (leave-one-out)"
-    )
+    model = RECIPE.fit(target.others, created_by="bench.loop (leave-one-out)")
     print(f"[{target.name}] starting model {model.version} trained without {target.name} "
           f"in {time.perf_counter() - t0:.1f}s")  # fmt: skip
     templates = normalize_batch(target.texts)
     relevant_templates = {t for t, y in zip(templates, target.positive.tolist(), strict=True) if y}
-    cfg = PipelineSettings(audit_rate=audit_rate, batch_size=5000)
+    # Batches of about ten seconds of the round's stream, as a worker fetches what has arrived.
+    batch = max(50, len(target.texts) // rounds // (ROUND_MINUTES * 6))
+    cfg = PipelineSettings(audit_rate=audit_rate, batch_size=batch)
     fs = cfg.first_sight.model_copy(update={"enabled": first_sight, "verdicts": first_sight})
     cfg = cfg.model_copy(update={"first_sight": fs})
     # What a worker keeps between rounds: the verdicts it follows and its sightings.
     verdicts = VerdictCache(fs.max_verdicts) if first_sight else None
-    minutes = [0.0]  # the first-sight budget's clock: ten minutes a round
-    first = FirstSight(fs, clock=lambda: minutes[0] * 60) if first_sight else None
+    # A worker's budget over a round's ten minutes, available from the round's start (the clock
+    # of this bench stands still within a round, so the bucket holds the round's whole budget).
+    round_budget = fs.model_copy(update={"budget_per_min": fs.budget_per_min * ROUND_MINUTES})
+    minutes = [0.0]
+    first = FirstSight(round_budget, clock=lambda: minutes[0] * 60) if first_sight else None
     # The feedback topic as a retrain sees it: compaction only touches closed segments (7 days
     # by default), so every record of the recent rounds is there.
     feedback: list[Feedback] = []
@@ -258,8 +237,8 @@ def run_target(
         texts = [target.texts[i] for i in idx]
         oracle = OracleAnalyst(relevant_templates.__contains__)
         filt = OnnxFilter(model)
-        records = [(target.texts[i].encode(), None, f"{target.name}:{i}") for i in idx]
-        minutes[0] += 10
+        records = _stream(target, idx, T0 + timedelta(minutes=ROUND_MINUTES * r))
+        minutes[0] += 1  # a minute of this clock refills the whole round's budget
         result = asyncio.run(
             scan(records, cfg, filt, oracle, now, wall=lambda: 0.0, verdicts=verdicts, first=first)
         )
@@ -327,6 +306,22 @@ def run_target(
         )
         model = next_model
     return out
+
+
+def _stream(target: Target, idx: np.ndarray, start: datetime) -> list[tuple[bytes, None, str]]:
+    """The round's lines as JSON events, in order, timed evenly over ROUND_MINUTES."""
+    step = ROUND_MINUTES * 60.0 / max(1, len(idx))
+    return [
+        (
+            orjson.dumps({
+                "ts": (start + timedelta(seconds=j * step)).isoformat(),
+                "message": target.texts[i],
+            }),
+            None,
+            f"{target.name}:{i}",
+        )
+        for j, i in enumerate(idx.tolist())
+    ]  # fmt: skip
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:

@@ -11,10 +11,12 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-# Every name `unique_name` handed out this session, and the broker the tests used (if any): the
-# session-end guard below holds the broker's topics against them.
+# Every name `unique_name` handed out this session, the broker the tests used (if any) and the
+# topics it held when this session first used it: the session-end guard below holds the topics
+# made since against the names handed out.
 _HANDED_OUT: set[str] = set()
 _BROKER_USED: list[str] = []
+_TOPICS_BEFORE: set[str] = set()
 # Kafka's own topics, and the prefixes of topics a broker makes for itself.
 _INTERNAL_TOPICS = {"__consumer_offsets", "__transaction_state", "__share_group_state"}
 
@@ -49,6 +51,12 @@ def kafka_bootstrap() -> str:
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
+    if not _BROKER_USED:
+        admin = KafkaAdminClient(bootstrap_servers=addr, request_timeout_ms=10000)
+        try:
+            _TOPICS_BEFORE.update(admin.list_topics())
+        finally:
+            admin.close()
     _BROKER_USED.append(addr)
     return addr
 
@@ -58,7 +66,8 @@ def _own_topics_only() -> Iterator[None]:
     """Fails the suite when the broker ends the session holding a topic no test was handed by
     `unique_name`: a test that used a global name (`controls`, `events`) would pass only where an
     earlier run left that topic, or make the next test pass for the wrong reason. `make test`
-    starts the broker on empty data, so every topic there was made by this session."""
+    starts the broker on empty data, so every topic there was made by this session; on a broker
+    that already held topics (a developer's), those are left out of the check."""
     yield
     if not _BROKER_USED:
         return
@@ -66,7 +75,7 @@ def _own_topics_only() -> Iterator[None]:
 
     admin = KafkaAdminClient(bootstrap_servers=_BROKER_USED[0], request_timeout_ms=10000)
     try:
-        foreign = foreign_topics(set(admin.list_topics()), _HANDED_OUT)
+        foreign = foreign_topics(set(admin.list_topics()) - _TOPICS_BEFORE, _HANDED_OUT)
     finally:
         admin.close()
     if foreign:
