@@ -27,17 +27,16 @@ whether its template is in the greedy cover of anomalous blocks over the whole t
 analyst would call relevant. HDFS block recall (a block is caught when the filter flags one of
 its lines) is reported beside the line recall.
 
-Per round, on that round's events: recall of what reached the LLM (relevant lines forwarded for
-any reason: the model, a verdict, first sight, the audit), and of the filter alone (the model
-active during the round), block recall (HDFS, the filter alone), the filter's forward ratio and
-the share of events that reached the LLM, LLM prompt tokens per 1M events (all of them incident
-analysis: no separate triage call is made yet), and the audit-based recall estimate with its 95%
-interval beside the truth it estimates: the recall of the model's flags and the verdicts
-together (what decides forwarding), where first sightings count as misses drawn with their own
-probability. Targets: recall of what reached the LLM >= 0.95 in round 1; the filter alone >= 0.95
-by round 3 with a forward ratio <= 2x the true anomaly ratio; the interval covers the truth in
-every round. Results: table, bench/results/loop.json and
-bench/results/loop.png.
+Per round, on that round's events: recall of what reached the LLM (relevant lines forwarded for any
+reason: the model, a verdict, first sight, the audit), and of the filter alone (the model active
+during the round), block recall (HDFS, the filter alone), the filter's forward ratio and the share
+of events that reached the LLM, LLM prompt tokens per 1M events (incident analysis and triage
+together, triage apart, and triage tokens per new template), and the audit-based recall estimate
+with its 95% interval beside the truth it estimates: the recall of the model's flags and the
+verdicts together (what decides forwarding), where first sightings count as misses drawn with their
+own probability. Targets: recall of what reached the LLM >= 0.95 in round 1; the filter alone >=
+0.95 by round 3 with a forward ratio <= 2x the true anomaly ratio; the interval covers the truth in
+every round. Results: table, bench/results/loop.json and bench/results/loop.png.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,7 +61,11 @@ from sluice.models.analyst import (
     IncidentReport,
     Provenance,
     TemplateVerdict,
+    Triaged,
+    TriageItem,
+    TriageVerdict,
     compress,
+    render_triage,
     token_counter,
 )
 from sluice.models.filter import (
@@ -98,6 +101,20 @@ class OracleAnalyst:
         self._instructions = token_counter().count(SYSTEM_PROMPT)
         self.prompt_tokens = 0
         self.calls = 0
+        self.triage_tokens = 0
+        self.triage_templates = 0
+
+    async def triage(self, items: Sequence[TriageItem]) -> Triaged:
+        """New templates judged from ground truth; the compact prompt's tokens counted as sent."""
+        system, user, ids = render_triage(items)
+        tokens = token_counter().count(system) + token_counter().count(user)
+        self.triage_tokens += tokens
+        self.triage_templates += len(items)
+        verdicts = {
+            it.template: TriageVerdict(id=n, relevant=self._relevant(it.template), reason="truth")
+            for n, it in zip(ids, items, strict=True)
+        }
+        return Triaged(verdicts, tokens)
 
     async def analyze(self, bundle: Bundle) -> Analysis:
         digest = compress(bundle, self._budget, 3)
@@ -177,7 +194,9 @@ class Round:
     by_verdict: int
     verdicts: int
     decided_recall: float
-    prompt_tokens_per_1m_events: float
+    prompt_tokens_per_1m_events: float  # incident analysis and triage together
+    triage_tokens_per_1m_events: float
+    triage_tokens_per_template: float | None
     estimate: float | None
     estimate_low: float | None
     estimate_high: float | None
@@ -294,7 +313,13 @@ def run_target(
                 by_verdict=result.counters.by_verdict,
                 verdicts=len(verdicts) if verdicts is not None else 0,
                 decided_recall=decided_recall,
-                prompt_tokens_per_1m_events=oracle.prompt_tokens / max(1, len(texts)) * 1e6,
+                prompt_tokens_per_1m_events=(oracle.prompt_tokens + oracle.triage_tokens)
+                / max(1, len(texts))
+                * 1e6,
+                triage_tokens_per_1m_events=oracle.triage_tokens / max(1, len(texts)) * 1e6,
+                triage_tokens_per_template=oracle.triage_tokens / oracle.triage_templates
+                if oracle.triage_templates
+                else None,
                 estimate=est.recall if est else None,
                 estimate_low=est.low if est else None,
                 estimate_high=est.high if est else None,
@@ -330,7 +355,8 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 
 def print_table(name: str, rows: list[Round]) -> None:
     print(f"\n{name}: round  model         to LLM  filter  block(LLM/filter)  fwd     pos     "
-          "LLM     first  verdict  tok/1M ev   estimate [95% interval]  truth  covers")  # fmt: skip
+          "LLM     first  verdict  tok/1M ev (triage)  tok/new  estimate [95% interval]  truth  "
+          "covers")  # fmt: skip
     for r in rows:
         interval = f"[{_fmt(r.estimate_low)}, {_fmt(r.estimate_high)}]"
         blocks = f"{_fmt(r.llm_block_recall)}/{_fmt(r.block_recall)}"
@@ -338,7 +364,8 @@ def print_table(name: str, rows: list[Round]) -> None:
             f"{'':5s} {r.round:5d}  {r.model:12s}  {r.llm_recall:.3f}   {r.recall:.3f}   "
             f"{blocks:17s}  {r.forward_ratio:.4f}  {r.true_positive_ratio:.4f}  "
             f"{r.llm_share:.4f}  {r.first_sight:5d}  {r.by_verdict:7d}  "
-            f"{r.prompt_tokens_per_1m_events:10,.0f}  {_fmt(r.estimate)} {interval:15s}  "
+            f"{r.prompt_tokens_per_1m_events:10,.0f} ({r.triage_tokens_per_1m_events:7,.0f})  "
+            f"{_fmt(r.triage_tokens_per_template, '5.0f'):>7s}  {_fmt(r.estimate)} {interval:15s}  "
             f"{r.decided_recall:.3f}  {r.covered!s:6s}"
         )
         print(f"{'':13s}retrain: {r.retrain}")

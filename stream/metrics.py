@@ -171,6 +171,15 @@ class PipelineMetrics:
             "windows whose analysis failed max_analysis_failures times (dead letters)",
             value=a.windows_given_up,
         )
+        tr = a.triage
+        for name, doc, value in (
+            ("sluice_triage_calls", "triage calls on new templates", tr.calls),
+            ("sluice_triage_failed_calls", "triage calls that brought no verdicts",
+             tr.failed_calls),
+            ("sluice_triage_templates", "new templates sent to triage", tr.templates),
+            ("sluice_triage_prompt_tokens", "prompt tokens of triage calls", tr.prompt_tokens),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, doc, value=value)
 
     def _llm(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, StateSetMetricFamily

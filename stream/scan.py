@@ -4,7 +4,8 @@ The same two stages as the worker, with the same code: `screen_batch` (the filte
 each batch into the same `suspects` messages the worker produces, and `AnalysisState` (the
 analysis stage) over a dict instead of a Faust table. Windows are analysed as they close, and
 at the end of the input every open window closes. The verdicts of each analysed window apply to
-the batches after it, as a worker's verdict follower applies them from `feedback`.
+the batches after it, as a worker's verdict follower applies them from `feedback`; so do the
+triage verdicts on the first sightings of new templates (`stream.analysis._triage`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sluice.stream.analysis import (
     Published,
     bundle_of,
 )
+from sluice.stream.analysis._triage import NewTemplates
 from sluice.stream.filtering import StageCounters, screen_batch
 from sluice.stream.records import (
     Alert,
@@ -76,6 +78,7 @@ async def scan(
     each scan starts with none, as the settings say."""
     state = AnalysisState(cfg, MemoryStore(), wall, suspects_topic="scan")
     result = ScanResult(StageCounters(model_version=filt.version), state.counters)
+    triage = NewTemplates(cfg, counters=state.counters.triage)
 
     fs = cfg.first_sight
     if verdicts is None and fs.verdicts:
@@ -136,6 +139,12 @@ async def scan(
                 assert isinstance(rec, SuspectBatch)
                 result.forwarded += [(s.event.source or "", s.reason) for s in rec.suspects]
                 result.deadletters += state.on_suspects(0, None, rec)
+                triage.offer(rec)
+                judged = await triage.judge(analyst, now)  # a worker's triage runs concurrently
+                result.feedback += judged
+                if verdicts is not None:
+                    for f in judged:
+                        verdicts.apply(f)
                 await analyse(rec.scope)
     for scope in state.scopes(0):
         state.close_all(scope)

@@ -23,8 +23,19 @@ _TEMPLATE = re.compile(r"^  template: (.*)$", re.MULTILINE)
 _RELEVANT = re.compile(r"error|exception|timeout", re.IGNORECASE)
 
 
+_TRIAGE_ITEM = re.compile(r"^\[(N\d+)\] template: (.*)$", re.MULTILINE)
+
+
 def compute_answer(body: dict[str, Any]) -> dict[str, Any]:
     user = next(m["content"] for m in body["messages"] if m["role"] == "user")
+    system = next(m["content"] for m in body["messages"] if m["role"] == "system")
+    if system.startswith("You are the triage"):  # new templates: relevant or not, one by one
+        return {
+            "verdicts": [
+                {"id": n, "relevant": bool(_RELEVANT.search(t)), "reason": "by its words"}
+                for n, t in _TRIAGE_ITEM.findall(user)
+            ]
+        }
     blocks = _BLOCK.findall(user)
     templates = _TEMPLATE.findall(user)
     verdicts, per_service = [], Counter[str]()

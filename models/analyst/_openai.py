@@ -8,7 +8,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +21,13 @@ from sluice.models.analyst._bundle import Bundle, Digest, compress
 from sluice.models.analyst._config import LLMSettings
 from sluice.models.analyst._heuristic import HeuristicAnalyst
 from sluice.models.analyst._resilience import CircuitBreaker, backoff_delay
+from sluice.models.analyst._triage import (
+    TriageAnswer,
+    Triaged,
+    TriageItem,
+    parse_triage,
+    render_triage,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import Histogram
@@ -147,6 +154,7 @@ class OpenAIAnalyst:
         self.breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s, clock)
         self.usage = UsageTotals()
         self._schema = strict_json_schema(LLMAnswer)
+        self._triage_schema = strict_json_schema(TriageAnswer)
 
     async def analyze(self, bundle: Bundle) -> Analysis:
         digest = compress(bundle, self.cfg.prompt_token_budget, self.cfg.examples_per_template)
@@ -253,7 +261,9 @@ class OpenAIAnalyst:
         messages = self._messages(digest)
         prompt_toks = completion_toks = attempts = 0
         for repair in (False, True):
-            content, p, c, n = await self._request(messages, digest)
+            content, p, c, n = await self._request(
+                messages, digest.prompt_tokens, digest.scope, self._response_format()
+            )
             prompt_toks, completion_toks, attempts = (
                 prompt_toks + p,
                 completion_toks + c,
@@ -288,11 +298,49 @@ class OpenAIAnalyst:
                 ]
         raise AssertionError("unreachable")
 
+    async def triage(self, items: Sequence[TriageItem]) -> Triaged:
+        """New templates judged in one compact call (`_triage`); never raises: a failure leaves
+        them to their windows' analyses. An open breaker skips the call."""
+        if not items:
+            return Triaged({})
+        if not self.breaker.allow():
+            return Triaged({}, error="circuit open")
+        system, user, ids = render_triage(items)
+        if self.cfg.structured_output == "json_object":
+            system += "\n\nJSON Schema of the answer:\n" + json.dumps(self._triage_schema)
+            fmt: dict[str, Any] = {"type": "json_object"}
+        else:
+            fmt = {"type": "json_schema", "json_schema": {
+                "name": "triage", "strict": True, "schema": self._triage_schema}}  # fmt: skip
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        try:
+            content, p, c, _n = await self._request(messages, len(user) // 3, None, fmt)
+            by_id = parse_triage(content, ids)
+        except AnalystError as exc:
+            self.breaker.failure()
+            log.warning("triage of %d new templates failed: %s", len(items), exc)
+            return Triaged({}, error=exc.summary)
+        except (ValidationError, ValueError) as exc:
+            log.warning("triage answer unusable (%d templates): %s", len(items), type(exc).__name__)
+            return Triaged({}, error="invalid answer")
+        self.breaker.success()
+        self.usage.prompt_tokens += p
+        self.usage.completion_tokens += c
+        self.usage.cost_usd += (
+            p * self.cfg.price_prompt_per_mtok + c * self.cfg.price_completion_per_mtok
+        ) / 1e6
+        verdicts = {it.template: by_id[n] for n, it in zip(ids, items, strict=True) if n in by_id}
+        return Triaged(verdicts, p, c)
+
     async def _request(
-        self, messages: list[dict[str, str]], digest: Digest
+        self,
+        messages: list[dict[str, str]],
+        prompt_tokens: int,
+        scope: str | None,
+        response_format: dict[str, Any],
     ) -> tuple[str | None, int, int, int]:
         cfg = self.cfg
-        est = min(cfg.tokens_per_minute, digest.prompt_tokens + 600 + cfg.max_completion_tokens)
+        est = min(cfg.tokens_per_minute, prompt_tokens + 600 + cfg.max_completion_tokens)
         last: str = ""
         category: ErrorCategory = "unreachable"
         sem, rpm, tpm = self._limits()
@@ -309,7 +357,7 @@ class OpenAIAnalyst:
                             messages=messages,
                             temperature=cfg.temperature,
                             max_tokens=cfg.max_completion_tokens,
-                            response_format=self._response_format(),
+                            response_format=response_format,
                         )
                     usage = resp.usage
                     content = resp.choices[0].message.content if resp.choices else None
@@ -330,7 +378,7 @@ class OpenAIAnalyst:
                         raise LLMCallError(
                             f"endpoint refused the request: HTTP {exc.status_code}",
                             category="refused",
-                            scope=digest.scope,
+                            scope=scope,
                         ) from None
                     retry_after, last = _retry_after(exc), f"HTTP {exc.status_code}"
                     category = "server_error"
@@ -349,5 +397,5 @@ class OpenAIAnalyst:
         raise LLMCallError(
             f"LLM call failed after {cfg.max_retries + 1} attempts: {last}",
             category=category,
-            scope=digest.scope,
+            scope=scope,
         )

@@ -38,6 +38,7 @@ from sluice.stream.analysis._core import (
     StagedStore,
     bundle_of,
 )
+from sluice.stream.analysis._triage import NewTemplates
 from sluice.stream.broker import ssl_context
 from sluice.stream.controls import Controls
 from sluice.stream.records import (
@@ -137,6 +138,7 @@ def create_app(
     table = app.Table(_TABLE, key_type=bytes, value_type=bytes, partitions=k.partitions)
     the_analyst = analyst or create_analyst(settings.llm)
     runner = _Runner(settings, the_analyst, suspects_t)
+    triage = NewTemplates(cfg, counters=counters.triage) if counters else NewTemplates(cfg)
     chunks = ChunkCache()  # parsed suspects of open windows, shared by every record's handling
 
     async def publish(out: Published) -> None:
@@ -169,6 +171,7 @@ def create_app(
             if isinstance(rec, SuspectBatch):
                 out.dead += state.on_suspects(partition, offset, rec)
                 scopes = [rec.scope]
+                triage.offer(rec)
             elif isinstance(rec, SignalCounts):
                 out.dead += state.on_counts(partition, offset, rec)
             elif isinstance(rec, Tick):
@@ -223,6 +226,18 @@ def create_app(
                     await (await dead_t.send(value=letter))
 
                 await until_delivered("the dead letter", where, send_letter)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def triage_new_templates() -> None:
+        """New templates' verdicts to `feedback` within a second or two of their first
+        sighting (`_triage`); a failure leaves them to their windows' analyses."""
+        try:
+            judged = await triage.judge(the_analyst, lambda: datetime.now(UTC))
+            sent = [await feedback_t.send(key=f.key().encode(), value=f.to_bytes()) for f in judged]
+            for fut in sent:
+                await fut
+        except Exception:
+            log.exception("triage of new templates failed; their windows will judge them")
 
     tick_s = max(0.5, min(cfg.idle_close_s / 2, 5.0))
 

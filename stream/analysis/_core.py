@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field, TypeAdapter
 from sluice.models.analyst import Analysis, Bundle, BundleEvent, EdgeLatency, Signal
 from sluice.models.filter import normalize_batch
 from sluice.stream._settings import PipelineSettings, SignalSettings
+from sluice.stream.analysis._triage import TriageCounters
 from sluice.stream.controls import Controls
 from sluice.stream.records import (
     EARLIEST_EVENT_TIME,
@@ -265,6 +266,8 @@ class AnalysisCounters:
     windows_analysed: Counter[str] = field(default_factory=Counter)  # llm|heuristic|degraded
     windows_given_up: int = 0
     alerts: Counter[str] = field(default_factory=Counter)  # severity
+    #: new templates' triage: counted as it happens (it is outside the records' commits)
+    triage: TriageCounters = field(default_factory=TriageCounters)
 
     def merge(self, other: AnalysisCounters) -> None:
         self.windows_opened += other.windows_opened
