@@ -14,6 +14,7 @@ from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import OnnxFilter
 from sluice.models.filter.datasets import shared_data_dir
 from sluice.stream import PipelineSettings
+from sluice.stream._settings import FirstSightSettings
 from sluice.stream.records import Alert, DeadLetter, Feedback
 from sluice.stream.scan import scan
 from sluice.stream.sources import read_records
@@ -140,13 +141,24 @@ def _comparable(a: Alert) -> tuple[str, int, str, str]:
 def test_scan_and_worker_produce_the_same_alerts(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    """Same filter, same analyst, alert time fixed to event time; windows close when idle."""
+    """Same filter, same analyst, alert time fixed to event time; windows close when idle.
+
+    First sight forwards a template's first sightings: which ones depends on the order events
+    arrive in and on the budget's clock, so the worker reads one partition (the file's order)
+    and the budget does not bind."""
     pipeline = {
         "SLUICE_PIPELINE__ALERT_TIME": "event",
         "SLUICE_PIPELINE__ALLOWED_LATENESS_S": "86400",
         "SLUICE_PIPELINE__IDLE_CLOSE_S": "5",
+        "SLUICE_PIPELINE__FIRST_SIGHT__BUDGET_PER_MIN": "1000000000",
+        "SLUICE_KAFKA__PARTITIONS": "1",
     }
-    cfg = PipelineSettings(alert_time="event", allowed_lateness_s=86400, idle_close_s=5)
+    cfg = PipelineSettings(
+        alert_time="event",
+        allowed_lateness_s=86400,
+        idle_close_s=5,
+        first_sight=FirstSightSettings(budget_per_min=1e9),
+    )
     offline = asyncio.run(
         scan(
             read_records(str(DEMO)),

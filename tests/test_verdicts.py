@@ -157,3 +157,57 @@ def test_screened_suspects_say_why_and_with_what_probability() -> None:
     # then with 3/4, 3/5, 3/6 by the line's own draw (the CRC of its bytes), as recorded
     assert all(w[1] == "first_sight" and w[3] in (0.75, 0.6, 0.5) for w in why[5:])
     assert out.flagged == 2 and out.audited == out.first_sight == len(why) - 2
+
+
+class _Judge:
+    """A test double with triage: relevant when the template says `failed`."""
+
+    name = "judge"
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def analyze(self, bundle: object) -> object:
+        raise AssertionError("not called here")
+
+    async def triage(self, items: list[object]) -> object:
+        from sluice.models.analyst import Triaged, TriageVerdict
+
+        self.calls.append([it.template for it in items])  # type: ignore[attr-defined]
+        return Triaged(
+            {
+                it.template: TriageVerdict(id="N", relevant="failed" in it.template, reason="r")  # type: ignore[attr-defined]
+                for it in items
+            },
+            prompt_tokens=10 * len(items),
+        )
+
+
+def test_new_templates_are_triaged_once_redacted_and_become_feedback() -> None:
+    import asyncio
+
+    from sluice.stream.analysis._triage import NewTemplates
+    from sluice.stream.records import Event, Suspect, SuspectBatch
+
+    def sus(msg: str, reason: str = "first_sight") -> Suspect:
+        return Suspect(
+            event=Event(ts=T0, service="api", message=msg), score=0.1, model_version="m",
+            audit=True, sampling_probability=1.0, scope="s", reason=reason,  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    nt = NewTemplates(PipelineSettings(), max_per_call=2)
+    batch = [sus("job 1 failed for alice@example.com"), sus("job 2 failed for bob@example.com")]
+    batch += [sus("job 3 started"), sus("disk full", reason="model"), sus("cache 4 warmed")]
+    nt.offer(SuspectBatch(scope="s", suspects=batch))
+    nt.offer(SuspectBatch(scope="s", suspects=batch))  # a replayed record adds nothing
+    judge = _Judge()
+    out = asyncio.run(nt.judge(judge, lambda: T0))  # type: ignore[arg-type]
+    assert [len(c) for c in judge.calls] == [2, 1]  # three new templates, two per call
+    assert all("@" not in t for c in judge.calls for t in c)  # redacted before it leaves
+    assert {(f.template, f.label, f.source) for f in out} == {
+        (judge.calls[0][0], True, "llm"), (judge.calls[0][1], False, "llm"),
+        (judge.calls[1][0], False, "llm"),
+    }  # fmt: skip
+    assert nt.counters.templates == 3 and nt.counters.prompt_tokens == 30
+    nt.offer(SuspectBatch(scope="s", suspects=batch))
+    assert len(nt) == 0  # already judged: not sent again
