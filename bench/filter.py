@@ -30,7 +30,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from sluice.models.filter import Example, FilterModel, default_model, normalize_batch, train
+from sluice.models.filter import (
+    Example,
+    FilterModel,
+    OnnxFilter,
+    default_model,
+    normalize_batch,
+    train,
+)
 from sluice.models.filter.datasets import (
     UNLABELED_LOGHUB,
     WEAK_LOGHUB,
@@ -85,6 +92,47 @@ def side_by_side() -> dict[str, object]:
                   f"{fails}/50, routine forwarded {routine}/50")  # fmt: skip
             out[name] = {"version": m.version, "cli_lines_per_s": rate,
                          "failures_forwarded": fails, "routine_forwarded": routine}  # fmt: skip
+    return out
+
+
+def stage_overhead(hdfs_texts: Sequence[str]) -> dict[str, float]:
+    """The filter stage's `screen_batch` on 200k HDFS events (JSON, batches of 10,000): first
+    sight off, on, and on with a verdict for every template (each run warmed on 20k events)."""
+    import orjson
+
+    from sluice.stream import PipelineSettings
+    from sluice.stream.filtering import screen_batch
+    from sluice.stream.records import Feedback
+    from sluice.stream.verdicts import FirstSight, VerdictCache
+
+    values = [orjson.dumps({"service": "hdfs", "message": t}) for t in hdfs_texts[:200_000]]
+    templates = set(normalize_batch(list(hdfs_texts[:200_000])))
+    step = 10_000
+    out: dict[str, float] = {}
+    for mode in ("off", "first sight", "first sight + verdicts"):
+        cfg = PipelineSettings()
+        on = mode != "off"
+        fs = cfg.first_sight.model_copy(update={"enabled": on, "verdicts": on})
+        cfg = cfg.model_copy(update={"first_sight": fs})
+        filt = OnnxFilter(default_model())
+        cache = VerdictCache() if on else None
+        first = FirstSight(fs) if on else None
+        if cache is not None and mode.endswith("verdicts"):
+            for t in templates:
+                cache.apply(Feedback(template=t, label=False, source="llm", weight=1.0,
+                                     model_version="m", score=None))  # fmt: skip
+
+        def run(lo: int, hi: int, c: object = cfg, f: object = filt, v: object = cache,
+                s: object = first) -> None:  # fmt: skip
+            for i in range(lo, hi, step):
+                batch = values[i : i + step]
+                screen_batch(batch, [None] * len(batch), lambda j: ("events", 0, j), f, c,
+                             None, None, v, s)  # type: ignore[arg-type]  # fmt: skip
+
+        run(0, 20_000)
+        out[mode] = _rate(len(values), lambda: run(0, len(values)))
+    print("\nfilter stage (screen_batch) on 200,000 HDFS events, batches of 10,000: "
+          + ", ".join(f"{k} {v:,.0f} events/s" for k, v in out.items()))  # fmt: skip
     return out
 
 
@@ -145,7 +193,8 @@ def main() -> None:
         print(f"{n:18,d} {dt:9.2f} {len(m.data) / 1e6:11.2f} MB")
 
     results = {"benchmark": "filter", "command": "python -m bench.filter",
-               "side_by_side": side_by_side()}  # fmt: skip
+               "side_by_side": side_by_side(),
+               "filter_stage_events_per_s": stage_overhead(hdfs.texts)}  # fmt: skip
     print("\nthe shipped recipe, leave one system out (python -m "
           "sluice.models.filter.train_default --no-write):")  # fmt: skip
     proc = subprocess.run(
