@@ -334,6 +334,8 @@ class FilterStage:
         #: per-template verdicts from `feedback` (filled by the worker's verdict follower)
         self.verdicts: VerdictCache | None = VerdictCache(fs.max_verdicts) if fs.verdicts else None
         self.first_sight: FirstSight | None = FirstSight(fs) if fs.enabled else None
+        #: set by the worker's verdict follower once `feedback` has been read to its end
+        self.verdicts_ready: asyncio.Event | None = None
         sig = settings.pipeline.signals
         if sig.enabled:
             from sluice.stream.signals import SignalCounter
@@ -399,6 +401,12 @@ class FilterStage:
             except TimeoutError:
                 log.warning("filter stage: the models topic did not answer in 60 s; starting "
                             "with %s", self._filter.version)  # fmt: skip
+        if self.verdicts_ready is not None:  # the verdicts given so far decide from the start
+            try:
+                await asyncio.wait_for(self.verdicts_ready.wait(), timeout=60)
+            except TimeoutError:
+                log.warning("filter stage: feedback not read in 60 s; starting with %d "
+                            "verdicts", len(self.verdicts or ()))  # fmt: skip
         self.model_loaded = True
         consumer.subscribe([self._settings.topics.events], listener=_Listener())
         try:

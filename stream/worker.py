@@ -85,6 +85,8 @@ def run_worker(settings: Settings) -> None:
         if verdicts is not None
         else None
     )
+    if verdict_feed is not None:
+        stage.verdicts_ready = verdict_feed.loaded
     controls = ControlsWatcher(settings)
     analyst = create_analyst(settings.llm)
     analysis = AnalysisCounters()
