@@ -204,10 +204,10 @@ def decide(
                     fwd[j] = False
                     out.held_back += 1
                 continue
-            if fwd[j]:  # the model forwards it anyway
-                continue
             k = seen_in_batch.get(t, m) + 1  # this is the template's k-th sighting
             seen_in_batch[t] = k
+            if fwd[j]:  # the model forwards it anyway
+                continue
             p = min(1.0, first.cfg.forwards / k) if first is not None else audit_rate
             if p <= audit_rate:
                 continue

@@ -211,3 +211,11 @@ def test_new_templates_are_triaged_once_redacted_and_become_feedback() -> None:
     assert nt.counters.templates == 3 and nt.counters.prompt_tokens == 30
     nt.offer(SuspectBatch(scope="s", suspects=batch))
     assert len(nt) == 0  # already judged: not sent again
+
+
+def test_flagged_sightings_count_toward_a_templates_first_ones() -> None:
+    first = FirstSight(FirstSightSettings(forwards=2, budget_per_min=1e9))
+    flagged = np.array([True, True, False, False])
+    d = decide(["t"] * 4, flagged, np.full(4, 0.99), 0.0, None, first)
+    # the 3rd and 4th sightings are drawn with 2/3 and 2/4, as recorded
+    assert d.probability[2:].tolist() == [2 / 3, 2 / 4] and not d.forward[2:].any()
