@@ -1,4 +1,5 @@
-"""The filter stage: events -> suspects (flagged events plus an audit sample) and dead letters.
+"""The filter stage: events -> suspects (flagged events, new templates' first sightings, and an
+audit sample; per-template verdicts overrule the model, `stream.verdicts`) and dead letters.
 
 `screen_batch` is the stage's logic on one fetched batch, shared by `sluice scan` and the worker:
 parse into columns, score with the filter, draw the audit sample, and build records only for what

@@ -117,6 +117,17 @@ def produce(bootstrap: str, topic: str, values: list[bytes], key: bytes | None =
         producer.close()
 
 
+def produce_keyed(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    """Write (value, key) pairs to topic and wait for the broker's acknowledgements."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    try:
+        for value, key in records:
+            producer.send(topic, value=value, key=key)
+        producer.flush()
+    finally:
+        producer.close()
+
+
 def read_until(
     bootstrap: str,
     topic: str,

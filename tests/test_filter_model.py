@@ -220,7 +220,8 @@ def test_default_model_ships_and_is_small() -> None:
 def test_default_model_sees_failures_of_software_it_never_saw() -> None:
     """bench/data/generic_lines.jsonl: 50 failure and 50 routine lines of common software
     (kernel, databases, web servers, runtimes, Kubernetes, systemd, TLS, disks), none from a
-    training source, written once before the model was measured on them."""
+    training source, written once before the model was measured on them (the bar below was set
+    after the shipped model's 33 of 50 was seen; the words-only model's 11 of 50 fails it)."""
     rows = [json.loads(x) for x in (ROOT / "bench" / "data" / "generic_lines.jsonl").open()]
     m = default_model()
     flagged = m.score([r["text"] for r in rows]) >= m.threshold

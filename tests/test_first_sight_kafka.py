@@ -21,12 +21,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from sluice.models.filter import Example, FilterModel, normalize, train
 from sluice.stream.records import Feedback, Suspect, SuspectBatch, parse_suspects_record
 from sluice.stream.registry import publish_model
-from tests.kafka_helpers import read_until, running_worker, settings_of, sluice, worker_env
+from tests.kafka_helpers import (
+    produce_keyed,
+    read_until,
+    running_worker,
+    settings_of,
+    sluice,
+    worker_env,
+)
 from tests.llm_server import FakeLLM
 
 pytestmark = pytest.mark.integration
@@ -68,14 +74,6 @@ def _events(n: int, phase: int) -> list[tuple[bytes, bytes]]:
         node = f"node-{i % 4}"
         out.append((json.dumps({"service": "sched", "message": msg}).encode(), node.encode()))
     return out
-
-
-def _produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for value, key in values:
-        producer.send(topic, value=value, key=key)
-    producer.flush()
-    producer.close()
 
 
 def _suspects(values: list[bytes], phase: int | None = None) -> list[tuple[int, Suspect]]:
@@ -133,7 +131,7 @@ def test_an_unseen_system_is_learnt_by_first_sight_verdicts_and_a_retrain(
 
     with running_worker(env, log_path), running_worker(env2, log2):
         # 1. First sight: X's templates reach the LLM although the model flags none of them.
-        _produce(kafka_bootstrap, events_t, _events(400, 1))
+        produce_keyed(kafka_bootstrap, events_t, _events(400, 1))
         got = verdicts(
             read_until(
                 kafka_bootstrap, feedback_t,
@@ -157,7 +155,7 @@ def test_an_unseen_system_is_learnt_by_first_sight_verdicts_and_a_retrain(
         phase2 = _events(400, 2)
         phase2_failures = sum(b"timeout" in v for v, _k in phase2)
         started = time.monotonic()
-        _produce(kafka_bootstrap, events_t, phase2)
+        produce_keyed(kafka_bootstrap, events_t, phase2)
 
         def all_failures_by_verdict(values: list[bytes]) -> bool:
             sus = _suspects(values, 2)
@@ -187,14 +185,11 @@ def test_an_unseen_system_is_learnt_by_first_sight_verdicts_and_a_retrain(
             template=quiet, text=quiet, label=False, source="human", weight=1.0,
             model_version=v0.version, score=None, at=datetime.now(UTC), by="oncall",
         )  # fmt: skip
-        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap)
-        producer.send(feedback_t, key=human.key().encode(), value=human.to_bytes())
-        producer.flush()
-        producer.close()
+        produce_keyed(kafka_bootstrap, feedback_t, [(human.to_bytes(), human.key().encode())])
         time.sleep(3)  # followed within a poll (0.5 s); the margin is for a loaded machine
         phase3 = [(json.dumps({"service": "sched", "message": _failure(s, 30000 + i)}).encode(),
                    b"k%d" % i) for i in range(40) for s in ("drain", "epilog")]  # fmt: skip
-        _produce(kafka_bootstrap, events_t, phase3)
+        produce_keyed(kafka_bootstrap, events_t, phase3)
         values = read_until(
             kafka_bootstrap, suspects_t, lambda v: len(_suspects(v, 3)) >= 40, 60, log
         )
@@ -218,7 +213,7 @@ def test_an_unseen_system_is_learnt_by_first_sight_verdicts_and_a_retrain(
         # drain template back, whatever the model learnt of it (a verdict decides its template).
         phase4 = [(json.dumps({"service": "sched", "message": _failure(s, 40000 + i)}).encode(),
                    b"k%d" % i) for i in range(40) for s in ("drain", "epilog")]  # fmt: skip
-        _produce(kafka_bootstrap, events_t, phase4)
+        produce_keyed(kafka_bootstrap, events_t, phase4)
         values = read_until(
             kafka_bootstrap, suspects_t, lambda v: len(_suspects(v, 4)) >= 40, 60, log
         )

@@ -28,6 +28,7 @@ from sluice.stream.registry import Activation, ModelWatcher, publish_model, read
 from tests.kafka_helpers import (
     free_port,
     http_get,
+    produce_keyed,
     read_until,
     running_worker,
     settings_of,
@@ -75,14 +76,6 @@ def _events(n: int, seed: int) -> list[tuple[bytes, bytes]]:
         msg = rng.choice(kinds[kind]).format(i=rng.randint(1, 999))
         out.append((json.dumps({"service": service, "message": msg}).encode(), service.encode()))
     return out
-
-
-def _produce(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for value, key in events:
-        producer.send(topic, value=value, key=key)
-    producer.flush()
-    producer.close()
 
 
 def _scrape(port: int, version: str) -> str:
@@ -162,7 +155,7 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
     }
     log2 = tmp_path / "worker2.log"
     with running_worker(env, log_path), running_worker(env2, log2):
-        _produce(kafka_bootstrap, events_t, phases[0])
+        produce_keyed(kafka_bootstrap, events_t, phases[0])
         total += len(phases[0])
         wait_for(total, v1.version)
 
@@ -179,12 +172,12 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
         assert (tmp_path / "report" / f"retrain-{v2}.png").stat().st_size > 10_000
         assert m.group(2) == v1.version and v2 != v1.version
 
-        _produce(kafka_bootstrap, events_t, phases[1])
+        produce_keyed(kafka_bootstrap, events_t, phases[1])
         total += len(phases[1])
         wait_for(total, v2)  # the running worker took v2: no restart
 
         assert "rolled back to " + v1.version in sluice(env, "model", "rollback")
-        _produce(kafka_bootstrap, events_t, phases[2])
+        produce_keyed(kafka_bootstrap, events_t, phases[2])
         total += len(phases[2])
 
         def back_on_v1(values: list[bytes]) -> bool:

@@ -21,6 +21,7 @@ from sluice.models.analyst._bundle import Bundle, Digest, compress
 from sluice.models.analyst._config import LLMSettings
 from sluice.models.analyst._heuristic import HeuristicAnalyst
 from sluice.models.analyst._resilience import CircuitBreaker, backoff_delay
+from sluice.models.analyst._tokens import token_counter
 from sluice.models.analyst._triage import (
     TriageAnswer,
     Triaged,
@@ -155,6 +156,7 @@ class OpenAIAnalyst:
         self.usage = UsageTotals()
         self._schema = strict_json_schema(LLMAnswer)
         self._triage_schema = strict_json_schema(TriageAnswer)
+        self._tokens = token_counter()
 
     async def analyze(self, bundle: Bundle) -> Analysis:
         digest = compress(bundle, self.cfg.prompt_token_budget, self.cfg.examples_per_template)
@@ -314,7 +316,8 @@ class OpenAIAnalyst:
                 "name": "triage", "strict": True, "schema": self._triage_schema}}  # fmt: skip
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         try:
-            content, p, c, _n = await self._request(messages, len(user) // 3, None, fmt)
+            est = self._tokens.count(system) + self._tokens.count(user)
+            content, p, c, _n = await self._request(messages, est, None, fmt)
             by_id = parse_triage(content, ids)
         except AnalystError as exc:
             self.breaker.failure()

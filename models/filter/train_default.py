@@ -124,6 +124,11 @@ def _recall_at(scores: npt.NDArray[np.float32], s: System, t: float) -> float:
     return float((flagged & pos).sum() / max(1, int(pos.sum())))
 
 
+def judges(s: System, min_relevant: int) -> bool:
+    """Whether a system has enough relevant lines to take part in choosing the threshold."""
+    return int((s.labels == 1).sum()) >= min_relevant
+
+
 def heldout_threshold(
     oof: dict[str, npt.NDArray[np.float32]],
     systems: dict[str, System],
@@ -137,7 +142,7 @@ def heldout_threshold(
     relevant ratio: then the lowest threshold that keeps within it. Recall is bought with
     forwarding, and a system the others cannot teach (HDFS's block anomalies) would otherwise
     pull the threshold to zero; first sight and the loop are there for such a system."""
-    judging = [n for n in oof if int((systems[n].labels == 1).sum()) >= min_relevant]
+    judging = [n for n in oof if judges(systems[n], min_relevant)]
     ratio = float(np.mean([(systems[n].labels == 1).mean() for n in oof]))
     budget = forward_factor * ratio
 
@@ -193,8 +198,7 @@ class Recipe:
     min_relevant: int = 20
 
     def judges(self, s: System) -> bool:
-        """Whether a system has enough relevant lines to take part in choosing the threshold."""
-        return int((s.labels == 1).sum()) >= self.min_relevant
+        return judges(s, self.min_relevant)
 
     def out_of_fold(
         self, systems: list[System]

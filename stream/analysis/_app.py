@@ -233,9 +233,7 @@ def create_app(
         sighting (`_triage`); a failure leaves them to their windows' analyses."""
         try:
             judged = await triage.judge(the_analyst, lambda: datetime.now(UTC))
-            sent = [await feedback_t.send(key=f.key().encode(), value=f.to_bytes()) for f in judged]
-            for fut in sent:
-                await fut
+            await publish(Published(feedback=judged))
         except Exception:
             log.exception("triage of new templates failed; their windows will judge them")
 
