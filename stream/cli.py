@@ -217,7 +217,15 @@ def scan(
         records = _with_progress(records, Path(file).stat().st_size)
     started = time.perf_counter()
     result = asyncio.run(
-        run_scan(records, cfg, filt, analyst, lambda: datetime.now(UTC), on_alert=emit)
+        run_scan(
+            records,
+            cfg,
+            filt,
+            analyst,
+            lambda: datetime.now(UTC),
+            on_alert=emit,
+            notify=lambda line: click.echo(line, err=True),
+        )
     )
     elapsed = time.perf_counter() - started
     if svg:
@@ -395,6 +403,29 @@ def schema(record: str) -> None:
     from sluice.stream.records import record_schema
 
     click.echo(json.dumps(record_schema(record), indent=2))  # type: ignore[arg-type]
+
+
+@cli.group()
+def llm() -> None:
+    """The LLM endpoint: what it offers and what Sluice will use of it."""
+
+
+@llm.command("check")
+@click.option("--json", "as_json", is_flag=True, help="the findings as one JSON object")
+@click.pass_obj
+def llm_check(settings: Settings, as_json: bool) -> None:
+    """Probe SLUICE_LLM__*: reachable, key, model, context window, structured-output mode, and
+    one small analysis (seconds, tokens). Exit status 0: usable; 1: answers off-schema; 2: not."""
+    from dataclasses import asdict
+
+    from sluice.models.analyst._check import check_endpoint
+
+    found = asyncio.run(check_endpoint(settings.llm))
+    if as_json:
+        click.echo(json.dumps({k: v for k, v in asdict(found).items() if k != "lines"}))
+    else:
+        click.echo("\n".join(found.lines))
+    sys.exit({"ok": 0, "degraded": 1, "failed": 2}[found.verdict])
 
 
 @cli.group()

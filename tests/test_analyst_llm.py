@@ -341,3 +341,98 @@ def test_triage_failure_leaves_the_templates_to_their_windows(server: FakeLLM) -
     server.script.extend(["500"] * 4)
     out = asyncio.run(analyst(server, Clock()).triage([TriageItem("t", "x")]))
     assert out.verdicts == {} and out.error is not None and "HTTP 500" in out.error
+
+
+# -- negotiation, context, timeouts (issue: the LLM servers people run) --------------------------
+
+
+def test_negotiates_down_to_the_servers_own_schema_form_and_remembers_it(server: FakeLLM) -> None:
+    """A server like llama-cpp-python: `json_schema` refused with a 500 naming response_format.
+    One refused request, no retry, no breaker failure; the next call goes straight to the mode
+    that worked, which carries the schema as a grammar with one verdict per template id."""
+    server.formats = {"json_object_schema", "json_object", "text"}
+    a = analyst(server, Clock(), breaker_failures=1)
+    out = run(a)
+    assert out.provenance.analysis == "llm" and out.provenance.attempts == 1
+    assert [r["response_format"]["type"] for r in server.requests] == ["json_schema", "json_object"]
+    assert a.mode == "json_object_schema" and a.usage.format_rejections == 1
+    assert a.usage.retries == 0 and a.breaker.state == "closed"
+    fmt = server.requests[1]["response_format"]
+    ids = sorted(out.templates)
+    verdicts = fmt["schema"]["properties"]["verdicts"]
+    assert verdicts["minItems"] == verdicts["maxItems"] == len(ids)
+    verdict = fmt["schema"]["$defs"]["TemplateVerdict"]["properties"]
+    assert sorted(verdict["template_id"]["enum"]) == ids
+    assert fmt["schema"]["properties"]["title"]["maxLength"] > 0
+    again = analyst(server)  # another analyst of the process, same endpoint and model
+    run(again)
+    assert server.requests[2]["response_format"]["type"] == "json_object"
+    assert "schema" in server.requests[2]["response_format"]
+
+
+@pytest.mark.parametrize(
+    ("formats", "sent", "schema_in_prompt"),
+    [({"json_object", "text"}, {"type": "json_object"}, True), ({"text"}, None, True)],
+)
+def test_json_mode_and_plain_text_servers_get_the_schema_in_the_prompt(
+    server: FakeLLM, formats: set[str], sent: dict[str, str] | None, schema_in_prompt: bool
+) -> None:
+    server.formats = formats
+    out = run(analyst(server, Clock()))
+    assert out.provenance.analysis == "llm"
+    last = server.requests[-1]
+    assert last.get("response_format") == sent
+    assert (json.dumps(strict_json_schema(LLMAnswer)) in last["messages"][0]["content"]) is (
+        schema_in_prompt
+    )
+
+
+def test_a_configured_mode_is_honoured_not_negotiated(server: FakeLLM) -> None:
+    server.formats = {"json_object", "text"}
+    out = run(analyst(server, Clock(), structured_output="json_schema"))
+    assert out.provenance.analysis == "degraded" and out.provenance.error_category == "refused"
+    assert len(server.requests) == 1
+
+
+def test_the_prompt_is_cut_to_the_context_window_the_server_reports(server: FakeLLM) -> None:
+    """vLLM names max_model_len in /v1/models: the digest and max_tokens fit it from the first
+    call (the server refuses anything longer with a 400)."""
+    server.context_window = 1200
+    a = analyst(server, Clock())
+    big = bundle([f"ERROR disk {i} on rack {i * 7} failed: checksum mismatch" for i in range(200)])
+    out = run(a, big)
+    assert out.provenance.analysis == "llm", out.provenance.error
+    assert a.context_window == 1200 and len(server.requests) == 1
+    assert out.provenance.templates_truncated > 0
+    body = server.requests[0]
+    assert len(json.dumps(body["messages"])) // 4 + body["max_tokens"] <= 1200
+
+
+def test_a_context_learnt_from_the_servers_refusal(server: FakeLLM) -> None:
+    """llama-cpp-python reports no context size, but names it when it refuses a prompt: the
+    prompt is cut to it and sent again at once, without spending a retry."""
+    server.context_window, server.report_context = 1500, False
+    a = analyst(server, Clock(), max_retries=0)
+    big = bundle([f"ERROR disk {i} on rack {i * 7} failed: checksum mismatch" for i in range(200)])
+    out = run(a, big)
+    assert out.provenance.analysis == "llm", out.provenance.error
+    assert a.context_window == 1500 and len(server.requests) == 2
+    run(a, big)
+    assert len(server.requests) == 3  # known now: fits the first time
+
+
+def test_a_timed_out_call_is_retried_once_not_max_retries_times(server: FakeLLM) -> None:
+    server.script.extend(["slow:1.5"] * 4)
+    out = run(analyst(server, timeout_s=0.5, max_retries=3, timeout_retries=1))
+    assert out.provenance.error_category == "timeout"
+    assert len(server.requests) == 2
+
+
+def test_triage_sends_only_what_fits_a_small_context(server: FakeLLM) -> None:
+    from sluice.models.analyst import TriageItem
+
+    server.context_window = 1000
+    items = [TriageItem(f"error {i} in module {'x' * 60} <num>", f"error {i}") for i in range(80)]
+    out = asyncio.run(analyst(server, Clock()).triage(items))
+    assert out.error is None and 0 < len(out.verdicts) < len(items)
+    assert len(server.requests) == 1

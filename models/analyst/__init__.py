@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     )
     from sluice.models.analyst._protocol import (
         Analyst,
+        Remote,
         create_analyst,
     )
     from sluice.models.analyst._resilience import (
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
         backoff_delay,
     )
     from sluice.models.analyst._schema import (
+        LLM_DOWN,
         AffectedService,
         Analysis,
         EdgeLatency,
@@ -75,6 +77,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "LLM_DOWN",
     "ORIGIN_KINDS",
     "PRECISE_KINDS",
     "SYSTEM_PROMPT",
@@ -98,6 +101,7 @@ __all__ = [
     "LLMSettings",
     "OpenAIAnalyst",
     "Provenance",
+    "Remote",
     "RootCause",
     "Signal",
     "SignalKind",
@@ -135,6 +139,7 @@ _WHERE = {
     "SYSTEM_PROMPT": "sluice.models.analyst._openai",
     "UsageTotals": "sluice.models.analyst._openai",
     "Analyst": "sluice.models.analyst._protocol",
+    "Remote": "sluice.models.analyst._protocol",
     "create_analyst": "sluice.models.analyst._protocol",
     "CircuitBreaker": "sluice.models.analyst._resilience",
     "backoff_delay": "sluice.models.analyst._resilience",
@@ -142,6 +147,7 @@ _WHERE = {
     "Analysis": "sluice.models.analyst._schema",
     "EdgeLatency": "sluice.models.analyst._schema",
     "ErrorCategory": "sluice.models.analyst._schema",
+    "LLM_DOWN": "sluice.models.analyst._schema",
     "GraphEdge": "sluice.models.analyst._schema",
     "IncidentReport": "sluice.models.analyst._schema",
     "LLMAnswer": "sluice.models.analyst._schema",

@@ -6,7 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
-__all__ = ["LLMSettings"]
+__all__ = ["LLMSettings", "StructuredMode"]
+
+#: How the answer's JSON Schema reaches the endpoint, strongest first: OpenAI's strict
+#: `json_schema`; a schema in llama.cpp's own form (`json_object` with `schema`, which
+#: llama-cpp-python's server turns into a grammar); JSON mode with the schema in the prompt; plain
+#: text with the schema in the prompt. Each answer is validated and repaired once either way.
+StructuredMode = Literal["json_schema", "json_object_schema", "json_object", "text"]
 
 
 class LLMSettings(BaseModel):
@@ -16,11 +22,30 @@ class LLMSettings(BaseModel):
     api_key: SecretStr | None = None
     model: str = "gpt-4o-mini"
     temperature: float = Field(0.0, ge=0.0, le=2.0)
-    timeout_s: float = Field(30.0, gt=0)
-    structured_output: Literal["json_schema", "json_object"] = Field(
-        "json_schema", description="json_schema (strict) where supported, else JSON mode"
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="per call; a model served on CPU may need 120 or more for a full analysis",
+    )
+    timeout_retries: int = Field(
+        0,
+        ge=0,
+        description="retries of a call that timed out (within max_retries): a server that did "
+        "not answer in timeout_s is busy or hung, and another wait as long rarely helps; the "
+        "worker analyses a degraded window again later anyway (pipeline.degraded_retries)",
+    )
+    structured_output: Literal["auto", StructuredMode] = Field(
+        "auto",
+        description="auto: the strongest mode the endpoint accepts, found on the first call "
+        "and kept per endpoint and model; a named mode is used as it is",
     )
     max_completion_tokens: int = Field(2000, ge=64)
+    context_window: int | None = Field(
+        None,
+        ge=512,
+        description="the model's context in tokens; prompt and answer are cut to fit it. None: "
+        "asked of the server where it reports it (vLLM, llama.cpp), else no limit",
+    )
     # Prompt shape
     prompt_token_budget: int = Field(6000, ge=256)
     examples_per_template: int = Field(3, ge=0)

@@ -9,7 +9,7 @@ from sluice.models.analyst._config import LLMSettings
 from sluice.models.analyst._heuristic import HeuristicAnalyst
 from sluice.models.analyst._schema import Analysis
 
-__all__ = ["Analyst", "create_analyst"]
+__all__ = ["Analyst", "Remote", "create_analyst"]
 
 
 @runtime_checkable
@@ -19,6 +19,19 @@ class Analyst(Protocol):
     name: str
 
     async def analyze(self, bundle: Bundle) -> Analysis: ...
+
+
+@runtime_checkable
+class Remote(Protocol):
+    """An analyst that calls an endpoint: `sluice scan` stops calling one that is down."""
+
+    def is_down(self) -> bool:
+        """Did the last call find the endpoint down (unreachable, timing out, failing)?"""
+        ...
+
+    def stay_offline(self) -> None:
+        """From now on, degraded reports at once, with no call."""
+        ...
 
 
 def create_analyst(cfg: LLMSettings) -> Analyst:

@@ -33,6 +33,10 @@ class CircuitBreaker:
             return "half_open"
         return "open"
 
+    def hold_open(self) -> None:
+        """Open for good: no call goes out again (`sluice scan`, once the endpoint is down)."""
+        self._opened_at, self._reset_s = self._clock(), float("inf")
+
     def allow(self) -> bool:
         """May a call go out now? In half-open state, only one probe at a time."""
         state = self.state

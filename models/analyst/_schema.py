@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "LLM_DOWN",
     "AffectedService",
     "Analysis",
     "ErrorCategory",
@@ -41,6 +42,12 @@ ErrorCategory = Literal[
     "invalid_output",
     "internal",
 ]
+
+#: The categories of an LLM that could not be had (as opposed to one that answered badly):
+#: the analysis stage asks again later only for these.
+LLM_DOWN: frozenset[ErrorCategory] = frozenset(
+    {"circuit_open", "unreachable", "timeout", "rate_limited", "server_error"}
+)
 
 
 class _Strict(BaseModel):

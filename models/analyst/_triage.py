@@ -19,11 +19,12 @@ The prompt, with log text as fenced data (it never changes the instructions or t
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,6 +35,7 @@ __all__ = [
     "TriageVerdict",
     "Triaged",
     "Triager",
+    "loads_answer",
     "parse_triage",
     "render_triage",
 ]
@@ -114,11 +116,17 @@ def render_triage(items: Sequence[TriageItem]) -> tuple[str, str, list[str]]:
 _FENCED_JSON = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
+def loads_answer(content: str) -> Any:
+    """The JSON of an LLM's answer, also inside a ```json fence; control characters inside
+    strings (raw newlines, which small local models write) are taken as they are."""
+    m = _FENCED_JSON.match(content)
+    return json.loads(m.group(1) if m else content, strict=False)
+
+
 def parse_triage(content: str | None, ids: Sequence[str]) -> dict[str, TriageVerdict]:
     """Verdicts by id from an answer; ids not asked for are dropped (ValueError: not an answer)."""
     if not content:
         raise ValueError("empty answer")
-    m = _FENCED_JSON.match(content)
-    answer = TriageAnswer.model_validate_json(m.group(1) if m else content)
+    answer = TriageAnswer.model_validate(loads_answer(content))
     wanted = set(ids)
     return {v.id: v for v in answer.verdicts if v.id in wanted}

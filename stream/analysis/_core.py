@@ -14,8 +14,11 @@ without a timestamp join the newest window of their scope.
 Closed windows get a sequence number and wait in `pending`. Their analyses may run concurrently
 and finish in any order; results are published strictly in sequence, so revisions and
 resolutions come out as if analysed one by one (and as `scan` does). A degraded result (LLM down)
-is published at once and its window queued again (`degraded_retries`); an analysis that raised is
-retried, and dead-lettered after `max_analysis_failures`.
+is published once, and its window queued again (`degraded_retries`): while the LLM stays down, a
+retry that degrades again publishes nothing, and the windows of a scope that degrade join the one
+retry already queued there, so when the LLM answers, one analysis over all of them is the next
+revision (not one per window, nor one per retry). An analysis that raised is retried, and
+dead-lettered after `max_analysis_failures`.
 
 Keys of the store: `scope/<scope>` (a ScopeState), `chunk/<scope>/<n>` (suspects of a window,
 written once per record of the suspects topic and window), `part/<p>` (the scopes of a suspects
@@ -32,7 +35,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field, TypeAdapter
 
-from sluice.models.analyst import Analysis, Bundle, BundleEvent, EdgeLatency, Signal
+from sluice.models.analyst import LLM_DOWN, Analysis, Bundle, BundleEvent, EdgeLatency, Signal
 from sluice.models.filter import normalize_batch
 from sluice.stream._settings import PipelineSettings, SignalSettings
 from sluice.stream.analysis._triage import TriageCounters
@@ -629,22 +632,15 @@ class AnalysisState:
                 report = analysis.report.model_copy(update={"latencies": p.latencies})
                 analysis = analysis.model_copy(update={"report": report})
             now = p.end if self.cfg.alert_time == "event" else (p.done_at or p.end)
-            out.alerts += self._alerts(st, scope, analysis, now)
             self.counters.windows_analysed[analysis.provenance.analysis] += 1
             degraded = analysis.provenance.analysis == "degraded"
-            if degraded and p.attempt < self.cfg.degraded_retries:
-                st.pending.append(  # analyse again later; its feedback waits for a real answer
-                    p.model_copy(
-                        update={
-                            "seq": st.next_seq,
-                            "attempt": p.attempt + 1,
-                            "result": None,
-                            "done_at": None,
-                            "not_before": self._wall() + self._retry_delay(p.attempt),
-                        }
-                    )
-                )
-                st.next_seq += 1
+            if not (degraded and p.attempt > 0):  # a retry degraded again says nothing new
+                out.alerts += self._alerts(st, scope, analysis, now)
+            # An LLM that answered (invalid output, a refused request) would answer the same
+            # again: only an LLM that could not be had is asked again.
+            down = analysis.provenance.error_category in LLM_DOWN
+            if degraded and down and p.attempt < self.cfg.degraded_retries:
+                self._retry_later(st, p)  # its feedback waits for a real answer
             else:
                 feedback, outcomes = _labels(window, analysis, now, self.cfg.audit_rate)
                 out.feedback += feedback
@@ -656,6 +652,40 @@ class AnalysisState:
         self.counters.alerts.update(a.report.severity for a in out.alerts)
         self._save(scope, st)
         return out
+
+    def _retry_later(self, st: ScopeState, p: _Pending) -> None:
+        """Queue a degraded window again, or fold it into the retry already queued in its scope.
+
+        A folded retry takes a new sequence number, so an analysis of it already under way (for
+        the windows it held before) no longer matches it and is dropped when it reports."""
+        queued = next(
+            (q for q in st.pending if q.attempt > 0 and q.result is None and not q.given_up), None
+        )
+        if queued is None:
+            retry = p.model_copy(
+                update={
+                    "attempt": p.attempt + 1,
+                    "result": None,
+                    "done_at": None,
+                    "not_before": self._wall() + self._retry_delay(p.attempt),
+                }
+            )
+        else:
+            st.pending.remove(queued)
+            retry = queued.model_copy(
+                update={
+                    "start": min(queued.start, p.start),
+                    "end": max(queued.end, p.end),
+                    "chunks": queued.chunks + p.chunks,
+                    "n": queued.n + p.n,
+                    "signals": None
+                    if queued.signals is None and p.signals is None
+                    else (queued.signals or []) + (p.signals or []),
+                    "latencies": queued.latencies + p.latencies,
+                }
+            )
+        retry.seq, st.next_seq = st.next_seq, st.next_seq + 1
+        st.pending.append(retry)
 
     def _retry_delay(self, attempt: int) -> float:
         """retry_after_s, doubled per attempt up to retry_max_s: an outage of unknown length is

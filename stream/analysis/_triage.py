@@ -114,4 +114,6 @@ class NewTemplates:
                         at=at,
                     )
                 )
+            if result.error is not None:
+                break  # the next call would fail alike: the rest wait for the next round
         return out
