@@ -194,6 +194,11 @@ class PipelineMetrics:
             ("sluice_llm_failures", "analyses whose LLM calls all failed", u.failures),
             ("sluice_llm_degraded", "analyses answered by the heuristic fallback", u.degraded),
             ("sluice_llm_repairs", "answers repaired after a schema violation", u.repairs),
+            (
+                "sluice_llm_format_rejections",
+                "requests whose structured-output mode the endpoint refused (auto: then the next)",
+                u.format_rejections,
+            ),
             ("sluice_llm_prompt_tokens", "prompt tokens billed", u.prompt_tokens),
             ("sluice_llm_completion_tokens", "completion tokens billed", u.completion_tokens),
             ("sluice_llm_cost_dollars", "LLM spend in US dollars at the configured prices",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from sluice.models.analyst import (
     OpenAIAnalyst,
     strict_json_schema,
 )
+from sluice.stream.records import Alert
 from tests.llm_server import FakeLLM
 
 SECRET = "sk-test-never-print-7d1c"
@@ -436,3 +438,68 @@ def test_triage_sends_only_what_fits_a_small_context(server: FakeLLM) -> None:
     out = asyncio.run(analyst(server, Clock()).triage(items))
     assert out.error is None and 0 < len(out.verdicts) < len(items)
     assert len(server.requests) == 1
+
+
+def test_while_the_llm_is_down_each_window_alerts_once_and_its_answer_is_one_revision(
+    server: FakeLLM,
+) -> None:
+    """Three windows of one incident while every call fails: three degraded revisions (one per
+    window), retries that fail again publish nothing, and the windows wait as one retry; when
+    the LLM answers, that one analysis is the next revision, and its feedback is written."""
+    import time as _time
+
+    from sluice.stream._settings import PipelineSettings
+    from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
+    from sluice.stream.records import Event, Suspect
+
+    wall = [1000.0]
+    cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, retry_after_s=30, retry_max_s=60)
+    state = AnalysisState(cfg, MemoryStore(), lambda: wall[0])
+    a = analyst(server, Clock(), max_retries=0, breaker_failures=100)
+
+    def events(k: int) -> list[Suspect]:
+        return [
+            Suspect(
+                event=Event(
+                    ts=T0 + timedelta(seconds=60 * k + i),
+                    service=svc,
+                    level="ERROR",
+                    message=f"ERROR {svc} call {i} failed: timeout",
+                ),
+                score=0.9,
+                model_version="m",
+                audit=False,
+                sampling_probability=1,
+                scope="s",
+            )
+            for i in range(5)
+            for svc in ("db", "api")
+        ]
+
+    async def analyse_due() -> list[Alert]:
+        for seq, _attempt in state.due("s"):
+            w = state.window("s", seq)
+            state.on_analysed(w.analysed(await a.analyze(bundle_of(w)), datetime.now(UTC)))
+        return state.publish("s").alerts
+
+    server.down_until = _time.monotonic() + 3600
+    for k in range(3):
+        state.add("s", events(k))
+    state.close_all("s")
+    first = asyncio.run(analyse_due())
+    assert [x.provenance.analysis for x in first] == ["degraded"] * 3
+    assert state.pending("s") == 1  # the three windows wait as one retry
+    for _ in range(3):  # still down: retries publish nothing
+        wall[0] += 60
+        assert asyncio.run(analyse_due()) == []
+    server.down_until = 0.0
+    wall[0] += 60
+    calls = len(server.requests)
+    (answer,) = asyncio.run(analyse_due())
+    assert answer.provenance.analysis == "llm" and len(server.requests) == calls + 1
+    assert state.pending("s") == 0
+    revisions = Counter(x.fingerprint for x in [*first, answer])
+    assert max(revisions.values()) <= 3 + 1
+    # one analysis over the three windows' events
+    assert answer.report.first_seen == T0
+    assert answer.report.last_seen == T0 + timedelta(seconds=124)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -150,6 +151,10 @@ def test_llm_outage_degraded_at_once_then_every_window_by_the_llm_once(
         a for a in map(Alert.model_validate_json, values) if a.provenance.analysis == "llm"
     ]
     assert min(a.generated_at for a in llm_alerts).timestamp() >= started + 55
+    # one window per scope: its degraded alert once, not once per retry during the minute
+    every = [Alert.model_validate_json(v) for v in values]
+    degraded = Counter(a.report.scope for a in every if a.provenance.analysis == "degraded")
+    assert degraded == Counter(scopes), degraded
     fb = [Feedback.model_validate_json(v) for v in feedback]
     assert {f.scope for f in fb} == set(scopes) and all(f.source == "llm" for f in fb)
     keys = [(f.scope, f.template) for f in fb]
