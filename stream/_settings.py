@@ -11,13 +11,16 @@ import difflib
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from sluice.models.analyst._config import LLMSettings
 from sluice.stream._errors import SluiceError
+
+if TYPE_CHECKING:
+    from sluice.stream.textformats import TextFormats
 
 __all__ = [
     "SINK_NAMES",
@@ -123,6 +126,54 @@ class SignalSettings(BaseModel):
     max_signals: int = Field(12, ge=0, description="signals per span, strongest first")
 
 
+class TextSettings(BaseModel):
+    """Plain-text lines: their format per source (`stream.textformats`)."""
+
+    detect: bool = Field(
+        True, description="find each source's format (syslog, log4j, ...) from its first lines"
+    )
+    probe_lines: int = Field(
+        16, ge=1, description="lines of a source seen before its format is chosen"
+    )
+    zone: str = Field("UTC", description="the time zone of times written without one (IANA name)")
+    patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description="source glob (file name, record key or topic) -> a built-in format's name "
+        "or a grok-style pattern with a %{GREEDYDATA:body} field; overrides detection",
+    )
+
+    @field_validator("zone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo
+
+        if v.upper() != "UTC":
+            try:
+                ZoneInfo(v)
+            except Exception:  # ZoneInfoNotFoundError is a KeyError; a bad name a ValueError
+                raise ValueError(f"unknown time zone {v!r} (an IANA name: Europe/Berlin)") from None
+        return v
+
+    @field_validator("patterns")
+    @classmethod
+    def _usable_patterns(cls, v: dict[str, str]) -> dict[str, str]:
+        from sluice.stream.textformats import TextFormats
+
+        TextFormats(v)  # a pattern that cannot be compiled is refused at start, not per line
+        return v
+
+    def formats(self, reference: float | None = None) -> TextFormats:
+        from sluice.stream.textformats import TextFormats
+
+        return TextFormats(
+            self.patterns,
+            zone=self.zone,
+            probe_lines=self.probe_lines,
+            detect=self.detect,
+            reference=reference,
+        )
+
+
 class FirstSightSettings(BaseModel):
     """New templates to the LLM, its verdicts back into the filter (`..._FIRST_SIGHT__*`).
 
@@ -199,6 +250,7 @@ class PipelineSettings(BaseModel):
     )
     signals: SignalSettings = Field(default_factory=SignalSettings)
     first_sight: FirstSightSettings = Field(default_factory=FirstSightSettings)
+    text: TextSettings = Field(default_factory=TextSettings)
     redact: bool = Field(
         True,
         description="replace secrets and personal data in log text before it reaches the LLM "

@@ -212,6 +212,8 @@ def scan(
             console.print(alert_view(alert))
 
     records = read_records(file, fmt)  # type: ignore[arg-type]
+    text = cfg.text.formats(Path(file).stat().st_mtime if file != "-" else None)
+    text.fallback_service = Path(file).name.split(".", 1)[0] if file != "-" and not demo else None
     progress = file != "-" and sys.stderr.isatty()
     if progress:
         records = _with_progress(records, Path(file).stat().st_size)
@@ -225,6 +227,7 @@ def scan(
             lambda: datetime.now(UTC),
             on_alert=emit,
             notify=lambda line: click.echo(line, err=True),
+            text=text,
         )
     )
     elapsed = time.perf_counter() - started

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from prometheus_client import Histogram
 
     from sluice.stream.signals import SignalCounter
+    from sluice.stream.textformats import TextFormats
 
 __all__ = [
     "MAX_SUSPECTS_MESSAGE_BYTES",
@@ -119,6 +120,7 @@ def screen_batch(
     counter: SignalCounter | None = None,
     verdicts: VerdictCache | None = None,
     first: FirstSight | None = None,
+    text: TextFormats | None = None,
 ) -> Screened:
     """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
 
@@ -131,7 +133,13 @@ def screen_batch(
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
     out = Screened()
-    parsed = parse_batch(values, cfg.max_event_bytes)
+    sources = None
+    if text is not None and values:  # a text line's format is per key, else per topic or file
+        stream = source(0)[0].rsplit(":", 1)[0]  # a topic (no colon in its name), or a file
+        sources = [k.decode("utf-8", "replace") if k else stream for k in keys]
+    parsed = parse_batch(values, cfg.max_event_bytes, text, sources)
+    if text is not None and (record_times is None or cfg.signals.enabled):
+        parsed.text_times(record_times)  # every line's: `scan` carries a time to the next
     for i, reason in parsed.dead:
         out.dead.append(DeadLetter.of(values[i], *source(i), reason))
     if not parsed.messages:
@@ -335,6 +343,7 @@ class FilterStage:
         #: per-template verdicts from `feedback` (filled by the worker's verdict follower)
         self.verdicts: VerdictCache | None = VerdictCache(fs.max_verdicts) if fs.verdicts else None
         self.first_sight: FirstSight | None = FirstSight(fs) if fs.enabled else None
+        self.text = settings.pipeline.text.formats()  # per key or topic, for the stage's life
         #: set by the worker's verdict follower once `feedback` has been read to its end
         self.verdicts_ready: asyncio.Event | None = None
         sig = settings.pipeline.signals
@@ -491,12 +500,12 @@ class FilterStage:
                 m = _msgs[i]
                 return m.topic, m.partition, m.offset
 
-            times = [m.timestamp / 1000.0 for m in msgs] if cfg.signals.enabled else None
+            times = [m.timestamp / 1000.0 for m in msgs]  # a text line without a time takes it
             started = time.perf_counter()
             try:
                 screened = screen_batch(
                     values, keys, source, self._filter, cfg, times, self._signal_counter,
-                    self.verdicts, self.first_sight,
+                    self.verdicts, self.first_sight, self.text,
                 )  # fmt: skip
             except Exception as exc:  # the filter itself failed: every record is a dead letter
                 log.exception("filter stage: screening %d records of %s failed", len(msgs), tp)

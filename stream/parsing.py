@@ -31,6 +31,7 @@ import orjson
 
 from sluice.stream._errors import SluiceError
 from sluice.stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
+from sluice.stream.textformats import TextFormats, TextHeader
 
 __all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]
 
@@ -236,22 +237,93 @@ def _key_service(key: bytes | None) -> str | None:
     return key.decode("utf-8", errors="replace") if key else None
 
 
+def _header_fields(h: TextHeader, service: str) -> dict[str, Any]:
+    attributes = dict(h.attributes)
+    if h.pid is not None:
+        attributes["pid"] = h.pid
+    attributes["format"] = h.format
+    return {
+        "ts": None,
+        "service": h.service or service,
+        "host": h.host,
+        "level": h.level,
+        "message": h.message,
+        "trace_id": None,
+        "span_id": None,
+        "attributes": attributes,
+    }
+
+
 @dataclass
 class ParsedBatch:
-    """Columns of one parsed batch: `messages[j]` is the text of input record `index[j]`."""
+    """Columns of one parsed batch: `messages[j]` is the text of input record `index[j]`;
+    `headers[j]` what a text line's header said (None: JSON, or plain text), `sources[j]` the
+    source its format was detected for."""
 
     messages: list[str] = field(default_factory=list)
     index: list[int] = field(default_factory=list)
     objects: list[dict[str, Any] | None] = field(default_factory=list)
     dead: list[tuple[int, str]] = field(default_factory=list)  # input position, reason
+    headers: list[TextHeader | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    text: TextFormats | None = None
+    _times: list[float] | None = None
+    _time_from: dict[int, str] = field(default_factory=dict)
 
     def event(self, j: int, key: bytes | None, default_service: str) -> dict[str, Any]:
         """Every field of the j-th parsed event (an `Event`'s fields, less schema and source)."""
-        service = _key_service(key) or default_service
+        service = _key_service(key)
         obj = self.objects[j]
-        if obj is None:
-            return _line_fields(self.messages[j], service)
-        return _json_fields(obj, self.messages[j], service)
+        if obj is not None:
+            return _json_fields(obj, self.messages[j], service or default_service)
+        fallback = self.text.fallback_service if self.text is not None else None
+        service = service or fallback or default_service
+        h = self.headers[j] if self.headers else None
+        fields = _header_fields(h, service) if h else _line_fields(self.messages[j], service)
+        if self._times is not None:
+            t = self._times[j]
+            fields["ts"] = _parse_ts(t) if not math.isnan(t) else None
+            if j in self._time_from and fields["ts"] is not None:
+                fields["attributes"]["time_from"] = self._time_from[j]
+        return fields
+
+    def text_times(self, record_times: Sequence[float] | None) -> list[float]:
+        """Each text line's time (epoch seconds; NaN for JSON rows, which have their own): its
+        header's, else one written at its start, else the record's timestamp (the worker),
+        else its predecessor's in the same source (`scan`), said in `time_from`. Computed once."""
+        if self._times is not None:
+            return self._times
+        nan = math.nan
+        text = self.text
+        last = text.last_time if text is not None else {}
+        times: list[float] = []
+        for j, obj in enumerate(self.objects):
+            if obj is not None:
+                times.append(nan)
+                continue
+            i = self.index[j]
+            rec = record_times[i] if record_times is not None else None
+            h = self.headers[j] if self.headers else None
+            t: float | None
+            if h is not None and text is not None:
+                t = text.time(h, rec)
+            else:
+                at = _parse_ts(self.messages[j][:64])
+                t = at.timestamp() if at is not None else None
+            src = self.sources[j] if self.sources else ""
+            if t is None:
+                if rec is not None and not math.isnan(rec):
+                    t, self._time_from[j] = rec, "record"
+                elif src in last:
+                    t, self._time_from[j] = last[src], "previous line"
+            if t is None:
+                times.append(nan)
+                continue
+            if j not in self._time_from:
+                last[src] = t
+            times.append(t)
+        self._times = times
+        return times
 
     def signal_columns(
         self,
@@ -264,8 +336,10 @@ class ParsedBatch:
         (epoch seconds; the record's timestamp for a text line or a JSON event without one, NaN
         without either; the batch's median for a time more than a day from it, so replayed old
         logs keep their own times and one hostile time cannot move a scope's clock), service,
-        trace id and scope. Text lines are not parsed further."""
+        trace id and scope. Text lines: `text_times`, and their header's service."""
         nan = math.nan
+        text_ts = self.text_times(record_times) if self.text is not None else None
+        fallback_service = self.text.fallback_service if self.text is not None else None
         seconds: dict[object, float | None] = {}  # times of one batch share their second
         pods: dict[str, str] = {}  # and their services (a pod name's hash costs a regex)
         ts: list[float] = []
@@ -276,8 +350,14 @@ class ParsedBatch:
             i = self.index[j]
             fallback = record_times[i] if record_times is not None else nan
             if obj is None:
-                ts.append(fallback)
-                services.append(_key_service(keys[i]) or default_service)
+                h = self.headers[j] if self.headers else None
+                ts.append(text_ts[j] if text_ts is not None else fallback)
+                services.append(
+                    (h.service if h is not None else None)
+                    or _key_service(keys[i])
+                    or fallback_service
+                    or default_service
+                )
                 traces.append(None)
                 scopes.append(default_scope)
                 continue
@@ -308,10 +388,19 @@ class ParsedBatch:
         return ts, services, traces, scopes
 
 
-def parse_batch(values: Sequence[bytes], max_bytes: int) -> ParsedBatch:
-    """Parse a batch; a record that is not an event is listed in `dead` with the reason."""
-    out = ParsedBatch()
+def parse_batch(
+    values: Sequence[bytes],
+    max_bytes: int,
+    formats: TextFormats | None = None,
+    sources: Sequence[str] | None = None,
+) -> ParsedBatch:
+    """Parse a batch; a record that is not an event is listed in `dead` with the reason.
+
+    With `formats`, a text line's header is read in the format of its source (`sources[i]`: the
+    record's key, or the topic or file), and its message is the header-less one."""
+    out = ParsedBatch(text=formats)
     messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
+    headers, srcs = out.headers, out.sources
     for i, raw in enumerate(values):
         if len(raw) > max_bytes:
             dead.append((i, f"event of {len(raw)} bytes exceeds the maximum of {max_bytes}"))
@@ -344,8 +433,17 @@ def parse_batch(values: Sequence[bytes], max_bytes: int) -> ParsedBatch:
             except Exception as exc:  # a value no rule foresaw: a dead letter, never a crash
                 dead.append((i, f"unparseable event: {type(exc).__name__}"))
                 continue
+        header: TextHeader | None = None
+        src = ""
         if obj is None:  # text, or JSON that is not an object (`[Sun Dec 04 ...] [error] ...`)
-            messages.append(text.rstrip("\r\n"))
+            line = text.rstrip("\r\n")
+            if formats is not None:
+                src = sources[i] if sources is not None else ""
+                header = formats.header(src, line)
+            messages.append(header.message if header is not None else line)
+        if formats is not None:
+            headers.append(header)
+            srcs.append(src)
         objects.append(obj)
         index.append(i)
     return out

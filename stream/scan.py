@@ -43,6 +43,7 @@ from sluice.stream.records import (
 )
 from sluice.stream.signals import SignalCounter
 from sluice.stream.sources import Record
+from sluice.stream.textformats import TextFormats
 from sluice.stream.verdicts import FirstSight, VerdictCache
 
 __all__ = ["ScanResult", "scan"]
@@ -78,15 +79,20 @@ async def scan(
     verdicts: VerdictCache | None = None,
     first: FirstSight | None = None,
     notify: Callable[[str], None] | None = None,
+    text: TextFormats | None = None,
 ) -> ScanResult:
     """parse -> screen -> windows -> analyse over records; alerts go to on_alert as they come.
 
     `verdicts` and `first` carry what earlier scans learnt (a benchmark's rounds); by default
-    each scan starts with none, as the settings say."""
+    each scan starts with none, as the settings say. `text` reads the headers of text lines
+    (by default as the settings say, the year of times without one taken from now: the CLI
+    gives the file's modification time, and the file's name as the service of last resort)."""
     state = AnalysisState(cfg, MemoryStore(), wall, suspects_topic="scan")
     result = ScanResult(StageCounters(model_version=filt.version), state.counters)
     triage = NewTemplates(cfg, counters=state.counters.triage)
 
+    if text is None:
+        text = cfg.text.formats()
     fs = cfg.first_sight
     if verdicts is None and fs.verdicts:
         verdicts = VerdictCache(fs.max_verdicts)
@@ -141,6 +147,7 @@ async def scan(
             counter=counter,
             verdicts=verdicts,
             first=first,
+            text=text,
         )
         result.counters.add(screened, len(batch), time.perf_counter() - started)
         result.counters.note(verdicts, first)
