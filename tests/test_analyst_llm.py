@@ -186,7 +186,7 @@ def test_5xx_and_dropped_connections_are_retried(server: FakeLLM) -> None:
 
 def test_slow_answers_time_out_and_are_retried(server: FakeLLM) -> None:
     server.script.extend(["slow:2", "ok"])
-    out = run(analyst(server, timeout_s=0.3))
+    out = run(analyst(server, timeout_s=0.3, timeout_retries=1))
     assert out.provenance.analysis == "llm" and out.provenance.attempts == 2
 
 
