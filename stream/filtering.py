@@ -138,6 +138,7 @@ def screen_batch(
         stream = source(0)[0].rsplit(":", 1)[0]  # a topic (no colon in its name), or a file
         sources = [k.decode("utf-8", "replace") if k else stream for k in keys]
     parsed = parse_batch(values, cfg.max_event_bytes, text, sources)
+    parsed.record_times = record_times
     if text is not None and (record_times is None or cfg.signals.enabled):
         parsed.text_times(record_times)  # every line's: `scan` carries a time to the next
     for i, reason in parsed.dead:

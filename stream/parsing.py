@@ -267,6 +267,7 @@ class ParsedBatch:
     headers: list[TextHeader | None] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     text: TextFormats | None = None
+    record_times: Sequence[float] | None = None  # each input record's timestamp (the worker)
     _times: list[float] | None = None
     _time_from: dict[int, str] = field(default_factory=dict)
 
@@ -280,12 +281,25 @@ class ParsedBatch:
         service = service or fallback or default_service
         h = self.headers[j] if self.headers else None
         fields = _header_fields(h, service) if h else _line_fields(self.messages[j], service)
-        if self._times is not None:
+        if self._times is not None:  # every line's, with what a line without one inherits
             t = self._times[j]
-            fields["ts"] = _parse_ts(t) if not math.isnan(t) else None
-            if j in self._time_from and fields["ts"] is not None:
-                fields["attributes"]["time_from"] = self._time_from[j]
+        elif h is not None and self.text is not None:  # this line's alone: its header's, or
+            own = self.text.time(h, self._record_time(j))
+            t = own if own is not None else self._record_time(j)
+            if own is None and not math.isnan(t):
+                self._time_from[j] = "record"
+        else:
+            t = math.nan if fields["ts"] is None else fields["ts"].timestamp()
+            if fields["ts"] is None and not math.isnan(self._record_time(j)):
+                t, self._time_from[j] = self._record_time(j), "record"
+        fields["ts"] = _parse_ts(t) if not math.isnan(t) else None
+        if j in self._time_from and fields["ts"] is not None:
+            fields["attributes"]["time_from"] = self._time_from[j]
         return fields
+
+    def _record_time(self, j: int) -> float:
+        rt = self.record_times
+        return rt[self.index[j]] if rt is not None else math.nan
 
     def text_times(self, record_times: Sequence[float] | None) -> list[float]:
         """Each text line's time (epoch seconds; NaN for JSON rows, which have their own): its

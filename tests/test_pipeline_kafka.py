@@ -183,3 +183,41 @@ def test_scan_and_worker_produce_the_same_alerts(
         )
     online = _alerts(values)
     assert sorted(map(_comparable, online)) == sorted(map(_comparable, offline.alerts))
+
+
+def test_plain_text_syslog_through_the_worker_gets_its_program_and_its_own_time(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    """sshd's syslog lines with no key: the worker finds the format from the topic's first
+    lines; each suspect names the program as its service and carries the line's own time (its
+    year from the record's timestamp), and its message has no date, host or pid."""
+    env = worker_env(
+        kafka_bootstrap, unique_name, tmp_path,
+        SLUICE_PIPELINE__AUDIT_RATE="1", SLUICE_KAFKA__PARTITIONS="1",
+    )  # fmt: skip
+    hosts = ("LabSZ", "gw-2")
+    lines = [
+        f"Dec {10 + i % 3} 06:55:{i:02d} {hosts[i % 2]} sshd[{24200 + i}]: "
+        f"Failed password for invalid user admin{i} from 173.234.31.{i} port 38926 ssh2"
+        for i in range(24)
+    ]
+    with running_worker(env, tmp_path / "worker.log"):
+        produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], [x.encode() for x in lines])
+        log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
+        values = read_until(
+            kafka_bootstrap, env["SLUICE_TOPICS__SUSPECTS"],
+            lambda v: len(suspects_in(v)) >= len(lines), 90, log,
+        )  # fmt: skip
+    got = {int(str(s.event.source).rsplit(":", 1)[1]): s.event for s in suspects_in(values)}
+    year = datetime.now(UTC).year
+    for offset, line in enumerate(lines):
+        e = got[offset]
+        assert e.service == "sshd", line
+        assert e.host == hosts[offset % 2]
+        assert e.attributes["pid"] == str(24200 + offset)
+        want = datetime(year, 12, 10 + offset % 3, 6, 55, offset, tzinfo=UTC)
+        if want.timestamp() > datetime.now(UTC).timestamp() + 7 * 86400:
+            want = want.replace(year=year - 1)  # December seen from earlier in the year
+        assert e.ts == want, (line, e.ts)
+        assert e.message.startswith("sshd: Failed password for invalid user admin")
+        assert "Dec" not in e.message and "LabSZ" not in e.message
