@@ -132,9 +132,9 @@ BUILTIN_FORMATS: tuple[LineFormat, ...] = (
        rf"(?P<host>\S+) {_PROGRAM}: ?(?P<body>.*)$", "syslog"),
     _f("syslog-iso", rf"^(?:<(?P<pri>\d{{1,3}})>)?(?P<ts>{_ISO}) (?P<host>\S+) {_PROGRAM}: ?"
        r"(?P<body>.*)$"),
-    _f("thunderbird", r"^\S+ (?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) [A-Z][a-z]{2} "
+    _f("thunderbird", r"^(?:\S+ )?(?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) [A-Z][a-z]{2} "
        rf"+\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}} \S+ {_PROGRAM}: ?(?P<body>.*)$", "epoch"),
-    _f("bgl", r"^\S+ (?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) \S+ \S+ (?P<facility>\w+) "
+    _f("bgl", r"^(?:\S+ )?(?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) \S+ \S+ (?P<facility>\w+) "
        r"(?P<service>\w+) (?P<level>[A-Z]+) (?P<body>.*)$", "epoch"),
     _f("hpc", r"^\d+ (?P<host>\S+) (?P<service>[\w.]+) (?P<event>\S+) (?P<ts>\d{9,10}) -?\d "
        r"(?P<body>.*)$", "epoch", attributes=("event",)),
