@@ -59,6 +59,7 @@ bench: install ## benchmarks that print figures (starts the local Kafka for the 
 	$(PY) -m bench.filter
 	$(PY) -m bench.analyst
 	$(PY) -m bench.loop
+	$(PY) -m bench.formats
 	@started=0; $(KAFKA) status >/dev/null 2>&1 || { $(KAFKA) start && started=1; }; \
 	status=0; $(PY) -m bench.throughput || status=$$?; \
 	[ $$started = 1 ] && $(KAFKA) stop; exit $$status

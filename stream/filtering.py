@@ -133,11 +133,9 @@ def screen_batch(
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
     out = Screened()
-    sources = None
-    if text is not None and values:  # a text line's format is per key, else per topic or file
-        stream = source(0)[0].rsplit(":", 1)[0]  # a topic (no colon in its name), or a file
-        sources = [k.decode("utf-8", "replace") if k else stream for k in keys]
-    parsed = parse_batch(values, cfg.max_event_bytes, text, sources)
+    # a text line's format is per record key, else per topic or file (no colon in a topic name)
+    stream = source(0)[0].rsplit(":", 1)[0] if text is not None and values else ""
+    parsed = parse_batch(values, cfg.max_event_bytes, text, keys=keys, stream=stream)
     parsed.record_times = record_times
     if text is not None and (record_times is None or cfg.signals.enabled):
         parsed.text_times(record_times)  # every line's: `scan` carries a time to the next

@@ -31,7 +31,7 @@ import orjson
 
 from sluice.stream._errors import SluiceError
 from sluice.stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
-from sluice.stream.textformats import TextFormats, TextHeader
+from sluice.stream.textformats import Read, TextFormats, TextHeader
 
 __all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]
 
@@ -257,14 +257,14 @@ def _header_fields(h: TextHeader, service: str) -> dict[str, Any]:
 @dataclass
 class ParsedBatch:
     """Columns of one parsed batch: `messages[j]` is the text of input record `index[j]`;
-    `headers[j]` what a text line's header said (None: JSON, or plain text), `sources[j]` the
+    `headers[j]` a text line matched in its format (None: JSON, or plain text), `sources[j]` the
     source its format was detected for."""
 
     messages: list[str] = field(default_factory=list)
     index: list[int] = field(default_factory=list)
     objects: list[dict[str, Any] | None] = field(default_factory=list)
     dead: list[tuple[int, str]] = field(default_factory=list)  # input position, reason
-    headers: list[TextHeader | None] = field(default_factory=list)
+    headers: list[Read | None] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     text: TextFormats | None = None
     record_times: Sequence[float] | None = None  # each input record's timestamp (the worker)
@@ -279,12 +279,15 @@ class ParsedBatch:
             return _json_fields(obj, self.messages[j], service or default_service)
         fallback = self.text.fallback_service if self.text is not None else None
         service = service or fallback or default_service
-        h = self.headers[j] if self.headers else None
-        fields = _header_fields(h, service) if h else _line_fields(self.messages[j], service)
+        read = self.headers[j] if self.headers else None
+        if read is not None and self.text is not None:
+            fields = _header_fields(self.text.full(read), service)
+        else:
+            fields = _line_fields(self.messages[j], service)
         if self._times is not None:  # every line's, with what a line without one inherits
             t = self._times[j]
-        elif h is not None and self.text is not None:  # this line's alone: its header's, or
-            own = self.text.time(h, self._record_time(j))
+        elif read is not None and self.text is not None:  # this line's alone: its header's, or
+            own = self.text.time_of(read, self._record_time(j))
             t = own if own is not None else self._record_time(j)
             if own is None and not math.isnan(t):
                 self._time_from[j] = "record"
@@ -317,10 +320,10 @@ class ParsedBatch:
                 continue
             i = self.index[j]
             rec = record_times[i] if record_times is not None else None
-            h = self.headers[j] if self.headers else None
+            read = self.headers[j] if self.headers else None
             t: float | None
-            if h is not None and text is not None:
-                t = text.time(h, rec)
+            if read is not None and text is not None:
+                t = text.time_of(read, rec)
             else:
                 at = _parse_ts(self.messages[j][:64])
                 t = at.timestamp() if at is not None else None
@@ -364,10 +367,10 @@ class ParsedBatch:
             i = self.index[j]
             fallback = record_times[i] if record_times is not None else nan
             if obj is None:
-                h = self.headers[j] if self.headers else None
+                read = self.headers[j] if self.headers else None
                 ts.append(text_ts[j] if text_ts is not None else fallback)
                 services.append(
-                    (h.service if h is not None else None)
+                    (self.text.service(read) if read is not None and self.text else None)
                     or _key_service(keys[i])
                     or fallback_service
                     or default_service
@@ -407,11 +410,14 @@ def parse_batch(
     max_bytes: int,
     formats: TextFormats | None = None,
     sources: Sequence[str] | None = None,
+    keys: Sequence[bytes | None] | None = None,
+    stream: str = "",
 ) -> ParsedBatch:
     """Parse a batch; a record that is not an event is listed in `dead` with the reason.
 
-    With `formats`, a text line's header is read in the format of its source (`sources[i]`: the
-    record's key, or the topic or file), and its message is the header-less one."""
+    With `formats`, a text line's header is read in the format of its source (`sources[i]`;
+    else the record's key `keys[i]`, else `stream`, the topic or file), and its message is the
+    header-less one."""
     out = ParsedBatch(text=formats)
     messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
     headers, srcs = out.headers, out.sources
@@ -434,27 +440,30 @@ def parse_batch(
                 dead.append((i, "empty event"))
                 continue
         obj: dict[str, Any] | None = None
-        if head == "{" or head == "[":
+        if head == "{":  # (a JSON array is a text line: `[` opens Apache's and Proxifier's)
             try:
                 value = _loads(raw)
                 if isinstance(value, dict):
                     obj = value
                     messages.append(_message_of(obj))
-            except ParseError as exc:
-                if head == "{":  # a structured producer's broken record
-                    dead.append((i, str(exc)))
-                    continue
+            except ParseError as exc:  # a structured producer's broken record
+                dead.append((i, str(exc)))
+                continue
             except Exception as exc:  # a value no rule foresaw: a dead letter, never a crash
                 dead.append((i, f"unparseable event: {type(exc).__name__}"))
                 continue
-        header: TextHeader | None = None
+        header: Read | None = None
         src = ""
         if obj is None:  # text, or JSON that is not an object (`[Sun Dec 04 ...] [error] ...`)
             line = text.rstrip("\r\n")
             if formats is not None:
-                src = sources[i] if sources is not None else ""
-                header = formats.header(src, line)
-            messages.append(header.message if header is not None else line)
+                if sources is not None:
+                    src = sources[i]
+                else:  # the record's key, else the stream (topic or file)
+                    k = keys[i] if keys is not None else None
+                    src = k.decode("utf-8", "replace") if k else stream
+                header, line = formats.read(src, line)
+            messages.append(line)
         if formats is not None:
             headers.append(header)
             srcs.append(src)

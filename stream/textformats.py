@@ -87,6 +87,17 @@ class LineFormat:
     service: str | None = None  # a fixed service (nginx), where the line names none
     attributes: tuple[str, ...] = ()
     build: Callable[[dict[str, str | None]], tuple[str, str]] | None = None  # -> body, level
+    #: the groups the message's prefix is made of (level and service), those the regex has
+    keys: tuple[str, ...] = ()
+
+    @property
+    def fast(self) -> bool:
+        """Whether the message is prefix + body group (cached per prefix), not built per line."""
+        return self.build is None and self.name != "logfmt"
+
+
+#: A line read in its format: what `TextFormats.match` returns, kept per line of a batch.
+Read = tuple[LineFormat, "re.Match[str]"]
 
 
 @dataclass
@@ -120,8 +131,13 @@ _PROGRAM = (
 )
 
 
+_PREFIX_GROUPS = ("level", "pri", "service", "logger")
+
+
 def _f(name: str, pattern: str, time: TimeKind | None = "iso", **kw: Any) -> LineFormat:
-    return LineFormat(name, re.compile(pattern), time, **kw)
+    regex = re.compile(pattern)
+    keys = tuple(g for g in _PREFIX_GROUPS if g in regex.groupindex)
+    return LineFormat(name, regex, time, keys=keys, **kw)
 
 
 #: Built-in formats; on a tie in detection the earlier one wins.
@@ -134,8 +150,8 @@ BUILTIN_FORMATS: tuple[LineFormat, ...] = (
        r"(?P<body>.*)$"),
     _f("thunderbird", r"^(?:\S+ )?(?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) [A-Z][a-z]{2} "
        rf"+\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}} \S+ {_PROGRAM}: ?(?P<body>.*)$", "epoch"),
-    _f("bgl", r"^(?:\S+ )?(?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) \S+ \S+ (?P<facility>\w+) "
-       r"(?P<service>\w+) (?P<level>[A-Z]+) (?P<body>.*)$", "epoch"),
+    _f("bgl", r"^(?:\S+ )?(?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) \S+ \S+ "
+       r"(?P<facility>\w+) (?P<service>\w+) (?P<level>[A-Z]+) (?P<body>.*)$", "epoch"),
     _f("hpc", r"^\d+ (?P<host>\S+) (?P<service>[\w.]+) (?P<event>\S+) (?P<ts>\d{9,10}) -?\d "
        r"(?P<body>.*)$", "epoch", attributes=("event",)),
     _f("logcat", r"^(?P<ts>\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3}) +(?P<pid>\d+) +(?P<tid>\d+) "
@@ -244,17 +260,29 @@ def grok(name: str, pattern: str) -> LineFormat:
     if "body" not in fields:
         raise FormatError(f"pattern {name!r} has no %{{...:body}} field")
     known = {"ts", "host", "service", "logger", "pid", "level", "body"}
-    return LineFormat(
-        name,
-        regex,
-        kinds[0] if kinds else None,
-        attributes=tuple(f for f in fields if f not in known),
-    )
+    attributes = tuple(f for f in fields if f not in known)
+    keys = tuple(g for g in _PREFIX_GROUPS if g in regex.groupindex)
+    return LineFormat(name, regex, kinds[0] if kinds else None, attributes=attributes, keys=keys)
 
 
 def _logger_service(logger: str) -> str:
     """A JVM or Python logger's class or module: `org.apache.hadoop.mapred.Task$Foo` -> Task."""
     return logger.rsplit(".", 1)[-1].split("$", 1)[0] or logger
+
+
+def _prefix(fmt: LineFormat, g: Mapping[str, str | None]) -> tuple[str, str | None, str]:
+    """The message's prefix (`LEVEL service: `), the service and the level from the groups."""
+    level = normalize_level(g.get("level"))
+    if not level and g.get("pri"):
+        level = _SYSLOG_SEVERITY[int(g["pri"] or 0) & 7]
+    service = g.get("service") or None
+    if service == "-":
+        service = None
+    if service is None and g.get("logger"):
+        service = _logger_service(g["logger"] or "")
+    service = service or fmt.service
+    prefix = " ".join(p for p in (level, f"{service}:" if service else "") if p)
+    return (prefix + " " if prefix else ""), service, level
 
 
 def _header(fmt: LineFormat, g: dict[str, str | None]) -> TextHeader:
@@ -269,19 +297,13 @@ def _header(fmt: LineFormat, g: dict[str, str | None]) -> TextHeader:
     else:
         attrs = {a: v for a in fmt.attributes if (v := g.get(a)) not in (None, "", "-")}
     if fmt.build is not None:
-        body, level = fmt.build(g)
+        body, built_level = fmt.build(g)
+        g = {**g, "level": built_level}
     else:
-        body, level = g.get("body") or "", normalize_level(g.get("level"))
-    if not level and g.get("pri"):
-        level = _SYSLOG_SEVERITY[int(g["pri"] or 0) & 7]
-    service = g.get("service") or None
-    if service == "-":
-        service = None
-    if service is None and g.get("logger"):
-        service = _logger_service(g["logger"] or "")
-    service = service or fmt.service
+        body = g.get("body") or ""
+    prefix, service, level = _prefix(fmt, g)
     pid = g.get("pid")
-    message = " ".join(p for p in (level, f"{service}:" if service else "", body) if p)
+    message = (prefix + body) if body else prefix.rstrip()
     return TextHeader(
         fmt.name, message, g.get("ts"), fmt.time if fmt.name != "logfmt" else "iso", service,
         g.get("host") if g.get("host") not in (None, "-") else None, level,
@@ -313,6 +335,7 @@ class TextFormats:
         self._tally: dict[str, Counter[str]] = {}
         self._seen: Counter[str] = Counter()
         self._times: dict[tuple[str, str, int], float | None] = {}
+        self._prefixes: dict[tuple[str | None, ...], tuple[str, str | None, str]] = {}
         self._year_of: tuple[float | None, int] = (-1.0, 0)
         #: the service of lines whose format names none and that have no key (`scan`: the file)
         self.fallback_service: str | None = None
@@ -325,6 +348,11 @@ class TextFormats:
 
     def header(self, source: str, line: str) -> TextHeader | None:
         """The line's header in its source's format, or None for plain text."""
+        read = self.match(source, line)
+        return self.full(read) if read is not None else None
+
+    def match(self, source: str, line: str) -> Read | None:
+        """The hot path: the line matched in its source's format (one regex), or None."""
         fmt = self._chosen.get(source, _UNDECIDED)
         if fmt is _UNDECIDED:
             fmt = self._decide(source, line)
@@ -333,14 +361,70 @@ class TextFormats:
         if fmt is None:
             return None
         m = fmt.regex.match(line)
-        return _header(fmt, m.groupdict()) if m else None
+        return (fmt, m) if m else None
 
-    def _first_match(self, line: str) -> TextHeader | None:
+    def _first_match(self, line: str) -> Read | None:
         for fmt in BUILTIN_FORMATS:
             m = fmt.regex.match(line)
             if m:
-                return _header(fmt, m.groupdict())
+                return fmt, m
         return None
+
+    def full(self, read: Read) -> TextHeader:
+        """Every field of a matched line (for the events that are forwarded)."""
+        return _header(read[0], read[1].groupdict())
+
+    def _prefix_of(self, read: Read) -> tuple[str, str | None, str]:
+        fmt, m = read
+        key = (fmt.name, *m.group(*fmt.keys)) if len(fmt.keys) > 1 else (
+            fmt.name, m.group(fmt.keys[0]) if fmt.keys else None)  # fmt: skip
+        got = self._prefixes.get(key)
+        if got is None:
+            if len(self._prefixes) > 50_000:
+                self._prefixes.clear()
+            got = self._prefixes[key] = _prefix(fmt, dict(zip(fmt.keys, key[1:], strict=False)))
+        return got
+
+    def read(self, source: str, line: str) -> tuple[Read | None, str]:
+        """`match` and `message` in one call (the filter stage's hot path): the line matched in
+        its source's format, and its message (the line itself where it does not match)."""
+        fmt = self._chosen.get(source, _UNDECIDED)
+        if fmt is None:
+            return None, line
+        if fmt is not _UNDECIDED and fmt.fast:
+            m = fmt.regex.match(line)
+            if m is None:
+                return None, line
+            keys = fmt.keys
+            key = (fmt.name, *m.group(*keys)) if len(keys) > 1 else (
+                fmt.name, m.group(keys[0]) if keys else None)  # fmt: skip
+            got = self._prefixes.get(key)
+            if got is None:
+                got = self._prefix_of((fmt, m))
+            body = m.group("body")
+            return (fmt, m), (got[0] + body if body else got[0].rstrip())
+        read = self.match(source, line)
+        return read, self.message(read) if read is not None else line
+
+    def message(self, read: Read) -> str:
+        """The line's message (`LEVEL service: body`): a cached prefix and the body group."""
+        fmt, m = read
+        if not fmt.fast:
+            return self.full(read).message
+        prefix = self._prefix_of(read)[0]
+        body = m.group("body")
+        return prefix + body if body else prefix.rstrip()
+
+    def service(self, read: Read) -> str | None:
+        return self._prefix_of(read)[1] if read[0].fast else self.full(read).service
+
+    def time_of(self, read: Read, reference: float | None) -> float | None:
+        fmt, m = read
+        if fmt.name == "logfmt":
+            return self.time(self.full(read), reference)
+        if fmt.time is None:
+            return None
+        return self._when(fmt.time, m.group("ts"), reference)
 
     def _decide(self, source: str, line: str) -> Any:
         """The source's format once its first lines are seen; `_UNDECIDED` before."""
@@ -373,8 +457,13 @@ class TextFormats:
         """The header's time as epoch seconds (memoized per second of text), or None."""
         if header.ts_text is None or header.time is None:
             return None
-        text, frac = header.ts_text, 0.0
-        if header.time == "compact":  # 20171223-22:15:29:6 (milliseconds, not zero-padded)
+        return self._when(header.time, header.ts_text, reference)
+
+    def _when(self, kind: TimeKind, text: str | None, reference: float | None) -> float | None:
+        if text is None:
+            return None
+        frac = 0.0
+        if kind == "compact":  # 20171223-22:15:29:6 (milliseconds, not zero-padded)
             text, _, ms = text.rpartition(":")
             frac = int(ms) / 1000 if ms.isdigit() else 0.0
         elif m := _FRACTION_TAIL.search(text):
@@ -384,11 +473,11 @@ class TextFormats:
             when = datetime.fromtimestamp(ref, UTC) if ref is not None else datetime.now(UTC)
             self._year_of = (ref, when.year)
         year = self._year_of[1]
-        key = (header.time, text, year)
+        key = (kind, text, year)
         if key not in self._times:
             if len(self._times) > 100_000:
                 self._times.clear()
-            self._times[key] = self._read(header.time, text, year, ref)
+            self._times[key] = self._read(kind, text, year, ref)
         base = self._times[key]
         return None if base is None else base + frac
 
