@@ -133,7 +133,7 @@ def screen_batch(
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
     out = Screened()
-    # a text line's format is per record key, else per topic or file (no colon in a topic name)
+    # a text line's format is per topic or file (no colon in a topic name; `TextFormats.keyed`)
     stream = source(0)[0].rsplit(":", 1)[0] if text is not None and values else ""
     parsed = parse_batch(values, cfg.max_event_bytes, text, keys=keys, stream=stream)
     parsed.record_times = record_times

@@ -416,8 +416,8 @@ def parse_batch(
     """Parse a batch; a record that is not an event is listed in `dead` with the reason.
 
     With `formats`, a text line's header is read in the format of its source (`sources[i]`;
-    else the record's key `keys[i]`, else `stream`, the topic or file), and its message is the
-    header-less one."""
+    else `stream`, the topic or file, or the record's key where the settings give it a pattern),
+    and its message is the header-less one."""
     out = ParsedBatch(text=formats)
     messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
     headers, srcs = out.headers, out.sources
@@ -459,9 +459,11 @@ def parse_batch(
             if formats is not None:
                 if sources is not None:
                     src = sources[i]
-                else:  # the record's key, else the stream (topic or file)
+                else:  # the stream (topic or file), or a key with a pattern of its own
                     k = keys[i] if keys is not None else None
-                    src = k.decode("utf-8", "replace") if k else stream
+                    src = stream
+                    if k and formats.keyed(key := k.decode("utf-8", "replace")):
+                        src = key
                 header, line = formats.read(src, line)
             messages.append(line)
         if formats is not None:

@@ -4,8 +4,9 @@ A JSON event names its fields; a text line carries them in a header whose shape 
 wrote it. Each built-in `LineFormat` is one regular expression with named groups (`ts`, `host`,
 `service` or `logger`, `pid`, `level`, `body`, and attributes such as an access log's `status`)
 and a way to read its time. `TextFormats` picks the format per source (a file in `scan`, the
-record key or topic in the worker) from the first lines it sees, the one most of them match,
-and from then on tries only that one: a stream does not run every pattern on every line. A line
+topic in the worker; a record key only where the settings give it a pattern) from the first
+lines it sees, the most specific one that matches nearly as many of them as the best, and from
+then on tries only that one: a stream does not run every pattern on every line. A line
 the chosen format does not match (a stack trace's continuation) stays plain text. A pattern per
 source in the settings overrides detection: a built-in format's name, or a grok-style pattern
 (`%{SYSLOGTIMESTAMP:ts} %{HOSTNAME:host} %{GREEDYDATA:body}`) as Logstash, Vector and Fluent Bit
@@ -336,6 +337,7 @@ class TextFormats:
         self._seen: Counter[str] = Counter()
         self._times: dict[tuple[str, str, int], float | None] = {}
         self._prefixes: dict[tuple[str | None, ...], tuple[str, str | None, str]] = {}
+        self._keyed: dict[str, bool] = {}
         self._year_of: tuple[float | None, int] = (-1.0, 0)
         #: the service of lines whose format names none and that have no key (`scan`: the file)
         self.fallback_service: str | None = None
@@ -350,6 +352,19 @@ class TextFormats:
         """The line's header in its source's format, or None for plain text."""
         read = self.match(source, line)
         return self.full(read) if read is not None else None
+
+    def keyed(self, key: str) -> bool:
+        """Whether a record key has a pattern of its own in the settings (then it is the line's
+        source). Detection is per topic or file, never per key: keys are often many (a request,
+        a pod), and a source is known only after its first lines."""
+        if not self._forced:
+            return False
+        got = self._keyed.get(key)
+        if got is None:
+            if len(self._keyed) > 10_000:
+                self._keyed.clear()
+            got = self._keyed[key] = any(fnmatch.fnmatchcase(key, g) for g, _ in self._forced)
+        return got
 
     def match(self, source: str, line: str) -> Read | None:
         """The hot path: the line matched in its source's format (one regex), or None."""
@@ -435,6 +450,9 @@ class TextFormats:
         if not self._detect:
             self._chosen[source] = None
             return None
+        if source not in self._tally and len(self._tally) >= 1_000:  # bounded, as _chosen is
+            oldest = next(iter(self._tally))
+            del self._tally[oldest], self._seen[oldest]
         tally = self._tally.setdefault(source, Counter())
         for fmt in BUILTIN_FORMATS:
             if fmt.regex.match(line):

@@ -145,6 +145,21 @@ def test_a_grok_pattern_per_source_overrides_detection() -> None:
     assert text.format_of("auth.log").name == "syslog"  # type: ignore[union-attr]
 
 
+def test_a_key_is_a_source_only_where_a_pattern_names_it() -> None:
+    """Detection is per topic or file: a stream keyed by request or pod would otherwise probe
+    every key anew. A key that a pattern names is read in that pattern."""
+    text = TextFormats({"billing-*": "%{LOGLEVEL:level}: %{GREEDYDATA:body}"}, probe_lines=2)
+    syslog = b"Jun 14 15:16:01 combo sshd[19939]: authentication failure"
+    values = [syslog, syslog, b"error: charge failed", syslog]
+    keys = [b"req-1", b"req-2", b"billing-eu", b"req-3"]
+    parsed = parse_batch(values, 1 << 20, text, keys=keys, stream="events")
+    assert parsed.messages == ["sshd: authentication failure"] * 2 + ["ERROR charge failed"] + [
+        "sshd: authentication failure"
+    ]
+    assert text.format_of("events").name == "syslog"  # type: ignore[union-attr]
+    assert text.format_of("req-1") is None and not text.keyed("req-1") and text.keyed("billing-eu")
+
+
 def test_a_pattern_that_cannot_be_used_is_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="unknown grok pattern"):
         TextSettings(patterns={"*": "%{NOPE:ts} %{GREEDYDATA:body}"})
