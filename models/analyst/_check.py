@@ -28,22 +28,12 @@ _T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 _PROBE = Bundle(
     scope="llm-check",
     events=[
-        BundleEvent(
-            "checkout",
-            "ERROR payment call failed: upstream timeout after 5000 ms",
-            "ERROR",
-            _T0 + timedelta(seconds=i),
+        BundleEvent(service, text, level, _T0 + timedelta(seconds=i))
+        for service, text, level, n in (
+            ("checkout", "ERROR payment call failed: upstream timeout after 5000 ms", "ERROR", 3),
+            ("payment", "WARN connection pool exhausted (50/50 in use)", "WARN", 2),
         )
-        for i in range(3)
-    ]
-    + [
-        BundleEvent(
-            "payment",
-            "WARN connection pool exhausted (50/50 in use)",
-            "WARN",
-            _T0 + timedelta(seconds=i),
-        )
-        for i in range(2)
+        for i in range(n)
     ],
     window_start=_T0,
     window_end=_T0 + timedelta(seconds=60),

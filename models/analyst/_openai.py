@@ -42,6 +42,7 @@ from sluice.models.analyst._schema import (
     IncidentReport,
     LLMAnswer,
     Provenance,
+    each_schema_node,
     strict_json_schema,
 )
 
@@ -168,19 +169,13 @@ class _Schema:
         no other id (strict `json_schema` takes no such bounds everywhere: pydantic checks)."""
         schema: dict[str, Any] = json.loads(json.dumps(self.schema))
 
-        def bound(node: Any) -> None:
-            if isinstance(node, dict):
-                if node.get("type") == "string" and "enum" not in node:
-                    node.setdefault("maxLength", _GRAMMAR_MAX_STRING)
-                if node.get("type") == "array":
-                    node.setdefault("maxItems", _GRAMMAR_MAX_ITEMS)
-                for v in node.values():
-                    bound(v)
-            elif isinstance(node, list):
-                for v in node:
-                    bound(v)
+        def bound(node: dict[str, Any]) -> None:
+            if node.get("type") == "string" and "enum" not in node:
+                node.setdefault("maxLength", _GRAMMAR_MAX_STRING)
+            if node.get("type") == "array":
+                node.setdefault("maxItems", _GRAMMAR_MAX_ITEMS)
 
-        bound(schema)
+        each_schema_node(schema, bound)
         verdict = schema["$defs"][self.verdict_def]["properties"][self.id_key]
         if ids:  # (an empty enum is a grammar llama.cpp cannot parse)
             verdict.pop("maxLength", None)

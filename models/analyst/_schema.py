@@ -8,6 +8,7 @@ provenance) is added by Sluice.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ __all__ = [
     "RootCause",
     "Severity",
     "TemplateVerdict",
+    "each_schema_node",
     "strict_json_schema",
 ]
 
@@ -160,19 +162,24 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
     """
     schema = model.model_json_schema()
 
-    def fix(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node:
-                node["additionalProperties"] = False
-                node["required"] = list(node["properties"])
-            for key in ("minimum", "maximum", "default", "title"):
-                if key in node and not isinstance(node[key], dict):
-                    node.pop(key)
-            for v in node.values():
-                fix(v)
-        elif isinstance(node, list):
-            for v in node:
-                fix(v)
+    def fix(node: dict[str, Any]) -> None:
+        if node.get("type") == "object" and "properties" in node:
+            node["additionalProperties"] = False
+            node["required"] = list(node["properties"])
+        for key in ("minimum", "maximum", "default", "title"):
+            if key in node and not isinstance(node[key], dict):
+                node.pop(key)
 
-    fix(schema)
+    each_schema_node(schema, fix)
     return schema
+
+
+def each_schema_node(node: Any, fn: Callable[[dict[str, Any]], None]) -> None:
+    """`fn` on every object of a JSON Schema, parents before their children (in place)."""
+    if isinstance(node, dict):
+        fn(node)
+        for v in list(node.values()):
+            each_schema_node(v, fn)
+    elif isinstance(node, list):
+        for v in node:
+            each_schema_node(v, fn)
