@@ -237,6 +237,14 @@ def _key_service(key: bytes | None) -> str | None:
     return key.decode("utf-8", errors="replace") if key else None
 
 
+_FIRST_S, _LAST_S = EARLIEST_EVENT_TIME.timestamp(), LATEST_EVENT_TIME.timestamp()
+
+
+def _in_range(t: float | None) -> float | None:
+    """Epoch seconds within 1970..2262, else None (a written year 9999 is no time at all)."""
+    return t if t is not None and _FIRST_S <= t < _LAST_S else None
+
+
 def _header_fields(h: TextHeader, service: str) -> dict[str, Any]:
     attributes = dict(h.attributes)
     if h.pid is not None:
@@ -287,7 +295,7 @@ class ParsedBatch:
         if self._times is not None:  # every line's, with what a line without one inherits
             t = self._times[j]
         elif read is not None and self.text is not None:  # this line's alone: its header's, or
-            own = self.text.time_of(read, self._record_time(j))
+            own = _in_range(self.text.time_of(read, self._record_time(j)))
             t = own if own is not None else self._record_time(j)
             if own is None and not math.isnan(t):
                 self._time_from[j] = "record"
@@ -295,7 +303,7 @@ class ParsedBatch:
             t = math.nan if fields["ts"] is None else fields["ts"].timestamp()
             if fields["ts"] is None and not math.isnan(self._record_time(j)):
                 t, self._time_from[j] = self._record_time(j), "record"
-        fields["ts"] = _parse_ts(t) if not math.isnan(t) else None
+        fields["ts"] = datetime.fromtimestamp(t, UTC) if _in_range(t) is not None else None
         if j in self._time_from and fields["ts"] is not None:
             fields["attributes"]["time_from"] = self._time_from[j]
         return fields
@@ -323,7 +331,7 @@ class ParsedBatch:
             read = self.headers[j] if self.headers else None
             t: float | None
             if read is not None and text is not None:
-                t = text.time_of(read, rec)
+                t = _in_range(text.time_of(read, rec))
             else:
                 at = _parse_ts(self.messages[j][:64])
                 t = at.timestamp() if at is not None else None
