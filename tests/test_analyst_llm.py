@@ -8,6 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -503,3 +504,30 @@ def test_while_the_llm_is_down_each_window_alerts_once_and_its_answer_is_one_rev
     # one analysis over the three windows' events
     assert answer.report.first_seen == T0
     assert answer.report.last_seen == T0 + timedelta(seconds=124)
+
+
+def test_scan_goes_offline_at_once_when_the_endpoint_is_down(server: FakeLLM) -> None:
+    """The first call that finds the LLM down (here: 500 after its retries) holds the circuit
+    open for the rest of the scan: later windows and triage rounds make no call, the scan
+    says so once, and each window's degraded alert comes once."""
+    import time as _time
+
+    from sluice.stream._settings import PipelineSettings
+    from sluice.stream.filtering import build_filter
+    from sluice.stream.scan import scan
+    from sluice.stream.sources import read_records
+
+    server.down_until = _time.monotonic() + 3600
+    demo = Path(__file__).resolve().parents[1] / "stream" / "demo"
+    cfg = PipelineSettings()
+    a = analyst(server, Clock(), max_retries=1, breaker_failures=100)
+    notes: list[str] = []
+    result = asyncio.run(
+        scan(read_records(str(next(demo.glob("*.jsonl.gz")))), cfg, build_filter(cfg), a,
+             lambda: datetime.now(UTC), notify=notes.append)
+    )  # fmt: skip
+    assert len(notes) == 1 and result.notes == notes and "offline" in notes[0]
+    assert len(server.requests) == 2  # the first call and its one retry: nothing after
+    closed = sum(result.analysis.windows_closed.values())
+    assert len(result.alerts) == closed and closed > 1
+    assert all(x.provenance.analysis == "degraded" for x in result.alerts)
