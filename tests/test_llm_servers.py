@@ -7,7 +7,6 @@ model: acceptance, schema validity, limits and time are.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 import subprocess
@@ -22,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sluice.models.analyst import Bundle, BundleEvent, LLMSettings, OpenAIAnalyst
+from sluice.models.analyst._check import EndpointCheck, check_endpoint
 from sluice.stream.records import Alert
 from tests.llm_server import FakeLLM
 
@@ -124,7 +124,7 @@ def test_a_prompt_over_the_context_window_is_cut_before_it_is_sent(local_llm: st
     ]
     cfg = LLMSettings(
         base_url=local_llm, model="smollm2", context_window=2048, timeout_s=120, max_retries=0,
-        max_completion_tokens=400,  # a short answer: what is checked is what was sent
+        max_completion_tokens=200,  # a short answer: what is checked is what was sent
     )  # fmt: skip
     a = OpenAIAnalyst(cfg)
     out = asyncio.run(a.analyze(Bundle("big", events)))
@@ -148,17 +148,21 @@ def test_llm_check_says_what_each_endpoint_offers(local_llm: str, llm: FakeLLM) 
     assert "json_object_schema (1 stronger mode(s) refused" in real.stdout
     assert "smollm2: served" in real.stdout
 
-    fake = sluice(endpoint(llm.base_url, "fake-model"), "llm", "check")
-    assert fake.returncode == 0, fake.stdout + fake.stderr[-2000:]
-    assert "OK: Sluice will use fake-model with structured output json_schema" in fake.stdout
+    # the test server in-process (each `sluice` start costs seconds of imports)
+    def check(url: str, model: str = "fake-model") -> EndpointCheck:
+        cfg = LLMSettings.model_validate({"base_url": url, "model": model, "api_key": "sk-x-7"})
+        return asyncio.run(check_endpoint(cfg))
+
+    fake = check(llm.base_url)
+    assert fake.verdict == "ok" and fake.mode == "json_schema", fake.lines
+    assert "OK: Sluice will use fake-model with structured output json_schema" in fake.lines[-1]
     llm.context_window = 4096
-    sized = sluice(endpoint(llm.base_url, "fake-model"), "llm", "check", "--json")
-    assert json.loads(sized.stdout)["context_window"] == 4096
+    assert check(llm.base_url, "fake-model-2").context_window == 4096
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dead = sluice(endpoint(f"http://127.0.0.1:{port}/v1"), "llm", "check")
+    dead = sluice(endpoint(f"http://127.0.0.1:{port}/v1"), "llm", "check")  # exit status 2
     assert dead.returncode == 2
     assert "FAILED: cannot connect" in dead.stdout and "SLUICE_LLM__BASE_URL" in dead.stdout
     assert "sk-local-not-checked" not in dead.stdout + dead.stderr
