@@ -60,7 +60,8 @@ _LEVEL_NAMES = {
     "w": "WARN", "warn": "WARN", "warning": "WARN", "e": "ERROR", "err": "ERROR",
     "error": "ERROR", "severe": "ERROR", "f": "FATAL", "fatal": "FATAL", "a": "FATAL",
     "crit": "CRITICAL", "critical": "CRITICAL", "alert": "FATAL", "emerg": "FATAL",
-    "panic": "FATAL",
+    "panic": "FATAL", "log": "INFO", "statement": "INFO", "detail": "INFO", "hint": "INFO",
+    "debug1": "DEBUG", "debug2": "DEBUG", "debug3": "DEBUG", "debug4": "DEBUG", "debug5": "DEBUG",
 }  # fmt: skip
 #: syslog severities (PRI & 7) as levels
 _SYSLOG_SEVERITY = ("FATAL", "FATAL", "CRITICAL", "ERROR", "WARN", "NOTICE", "INFO", "DEBUG")
@@ -184,6 +185,8 @@ BUILTIN_FORMATS: tuple[LineFormat, ...] = (
     _f("python", rf"^(?P<ts>{_ISO}) - (?P<logger>[\w.]+) - (?P<level>[A-Z]+) - (?P<body>.*)$"),
     _f("python-basic", r"^(?P<level>DEBUG|INFO|WARNING|ERROR|CRITICAL):(?P<logger>[\w.]+):"
        r"(?P<body>.*)$", None),
+    _f("postgres", r"^(?P<ts>\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?)(?: [A-Z]{2,5})? "
+       r"\[(?P<pid>\d+)\] (?P<level>[A-Z]+\d?): +(?P<body>.*)$", service="postgres"),
     _f("oslo", rf"^(?:(?P<service>[\w-]+)\.log\S* )?(?P<ts>{_ISO}) (?P<pid>\d+) "
        r"(?P<level>[A-Z]+) (?P<logger>[\w.]+) (?P<body>.*)$"),
     _f("spark", r"^(?P<ts>\d{2}/\d{2}/\d{2} \d{2}:\d{2}:\d{2}) (?P<level>[A-Z]+) "

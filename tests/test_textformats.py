@@ -108,6 +108,8 @@ def test_times_without_a_zone_are_read_in_the_configured_one() -> None:
          "klog", None, "ERROR", "ERROR failed to list *v1.Pod: timeout"),
         ('time=2024-01-01T12:00:00Z level=error service=checkout msg="payment failed" order=7',
          "logfmt", "checkout", "ERROR", "ERROR checkout: payment failed"),
+        ('2024-03-01 10:22:13.123 UTC [4411] FATAL:  password authentication failed for user "app"',
+         "postgres", "postgres", "FATAL", 'FATAL postgres: password authentication failed for user "app"'),
         ("2024-01-01 12:00:00,123 - shop.pay - WARNING - retrying card 7",
          "python", "pay", "WARN", "WARN pay: retrying card 7"),
         ("2024-01-01 12:00:00.123  INFO 4242 --- [main] o.s.b.w.e.tomcat.TomcatWebServer  : Tomcat started",
