@@ -408,8 +408,8 @@ class OpenAIAnalyst:
         return max(64, min(self.cfg.max_completion_tokens, left))
 
     async def probe_context(self) -> int | None:
-        """Ask the server for the model's context window, once (vLLM and LM Studio name it in
-        /models, llama.cpp's server in /props); None where it does not say."""
+        """Ask the server for the model's context window, once (vLLM names it in /models,
+        llama.cpp's server in /props); None where it does not say."""
         if not self._probed:
             self._probed = True
             try:
