@@ -409,20 +409,13 @@ class TextFormats:
         fmt = self._chosen.get(source, _UNDECIDED)
         if fmt is None:
             return None, line
-        if fmt is not _UNDECIDED and fmt.fast:
+        if fmt is not _UNDECIDED and fmt.fast:  # the usual case: one regex, one cached prefix
             m = fmt.regex.match(line)
             if m is None:
                 return None, line
-            keys = fmt.keys
-            key = (fmt.name, *m.group(*keys)) if len(keys) > 1 else (
-                fmt.name, m.group(keys[0]) if keys else None)  # fmt: skip
-            got = self._prefixes.get(key)
-            if got is None:
-                got = self._prefix_of((fmt, m))
-            body = m.group("body")
-            return (fmt, m), (got[0] + body if body else got[0].rstrip())
-        read = self.match(source, line)
-        return read, self.message(read) if read is not None else line
+            return (fmt, m), self.message((fmt, m))
+        found = self.match(source, line)
+        return found, self.message(found) if found is not None else line
 
     def message(self, read: Read) -> str:
         """The line's message (`LEVEL service: body`): a cached prefix and the body group."""

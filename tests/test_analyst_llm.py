@@ -61,6 +61,17 @@ def bundle(extra: list[str] | None = None) -> Bundle:
     return Bundle("trainticket", ev, filter_version="f1")
 
 
+@pytest.fixture(autouse=True)
+def _no_mode_from_an_earlier_test() -> Iterator[None]:
+    """The negotiated structured-output mode is kept per (URL, model) for the process: a test
+    server on a port an earlier test's server had must start from no mode, not inherit one."""
+    from sluice.models.analyst import _openai
+
+    _openai._NEGOTIATED.clear()
+    yield
+    _openai._NEGOTIATED.clear()
+
+
 @pytest.fixture
 def server() -> Iterator[FakeLLM]:
     s = FakeLLM().start()
