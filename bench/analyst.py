@@ -34,8 +34,8 @@ from sluice.models.analyst import (
     token_counter,
 )
 from sluice.models.filter import FilterModel, default_model, normalize_batch
-from sluice.models.filter.datasets import NezhaLine, load_nezha_window, shared_data_dir
-from sluice.stream.signals import SignalDetector
+from sluice.models.training.datasets import NezhaLine, load_nezha_window, shared_data_dir
+from sluice.stream.signals.detector import SignalDetector
 
 RESULTS = Path(__file__).resolve().parent / "results" / "analyst.json"
 SPAN = timedelta(minutes=3)

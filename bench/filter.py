@@ -7,7 +7,7 @@ Then, beside the words-only model that shipped before (bench/data/previous_defau
 lines shuffled and repeated, in one process each, wall clock), their recall on 50 failure lines
 and forward ratio on 50 routine lines of common software none of the training sources hold
 (bench/data/generic_lines.jsonl), and the shipped recipe's leave-one-system-out table
-(`models.filter.train_default --no-write`). Written to bench/results/filter.json.
+(`models.training.train_default --no-write`). Written to bench/results/filter.json.
 
 Scoring runs in batches of 1,000 real lines from ../shared/data. "first pass" streams each data set
 once through a freshly loaded model (its caches start empty): what a worker sees. "no cache" sends
@@ -38,7 +38,7 @@ from sluice.models.filter import (
     normalize_batch,
     train,
 )
-from sluice.models.filter.datasets import (
+from sluice.models.training.datasets import (
     UNLABELED_LOGHUB,
     WEAK_LOGHUB,
     load_bgl,
@@ -101,9 +101,9 @@ def stage_overhead(hdfs_texts: Sequence[str]) -> dict[str, float]:
     import orjson
 
     from sluice.stream import PipelineSettings
-    from sluice.stream.filtering import screen_batch
+    from sluice.stream.filtering.screen import screen_batch
+    from sluice.stream.filtering.verdicts import FirstSight, VerdictCache
     from sluice.stream.records import Feedback
-    from sluice.stream.verdicts import FirstSight, VerdictCache
 
     values = [orjson.dumps({"service": "hdfs", "message": t}) for t in hdfs_texts[:200_000]]
     templates = set(normalize_batch(list(hdfs_texts[:200_000])))
@@ -196,9 +196,9 @@ def main() -> None:
                "side_by_side": side_by_side(),
                "filter_stage_events_per_s": stage_overhead(hdfs.texts)}  # fmt: skip
     print("\nthe shipped recipe, leave one system out (python -m "
-          "sluice.models.filter.train_default --no-write):")  # fmt: skip
+          "sluice.models.training.train_default --no-write):")  # fmt: skip
     proc = subprocess.run(
-        [sys.executable, "-m", "sluice.models.filter.train_default", "--no-write"],
+        [sys.executable, "-m", "sluice.models.training.train_default", "--no-write"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     print(proc.stdout)

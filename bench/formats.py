@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 from sluice.models.filter import OnnxFilter, default_model, normalize_batch
-from sluice.models.filter.datasets import shared_data_dir
+from sluice.models.training.datasets import shared_data_dir
 from sluice.stream import PipelineSettings
-from sluice.stream.filtering import screen_batch
-from sluice.stream.parsing import parse_batch
-from sluice.stream.textformats import TextFormats
+from sluice.stream.filtering.screen import screen_batch
+from sluice.stream.ingest.parsing import parse_batch
+from sluice.stream.ingest.textformats import TextFormats
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"

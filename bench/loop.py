@@ -3,12 +3,13 @@
     python -m bench.loop [--rounds 6] [--audit-rate 0.02] [--systems hdfs,bgl,nezha]
 
 Leave one system out: for each target system (HDFS, BGL, Nezha Train-Ticket), train a starting
-model *without* it (the shipped recipe, `models.filter.train_default`, on every other source, its
+model *without* it (the shipped recipe, `models.training.train_default`, on every other source, its
 held-out threshold chosen among those other systems as the shipped model's is), then stream
 the target's real lines in rounds through the real pipeline code (`sluice.stream.scan`: the filter
 stage's `screen_batch` with first sight and the verdict cache, and the analysis stage's
 `AnalysisState`, with feedback and outcomes as the worker publishes them), and after each round
-retrain with the real retrainer (`sluice.stream.retrain.retrain`: time-ordered held-out labels,
+retrain with the real retrainer (`sluice.stream.learning.retrain.retrain`: time-ordered
+held-out labels,
 challenger published only if it wins). The verdict cache and the first-sight counts carry over from
 round to round, as a worker keeps them; each round gets ten minutes of a worker's first-sight
 budget. The same loop without them (the model and the plain audit alone) runs beside it for
@@ -75,13 +76,13 @@ from sluice.models.filter import (
     OnnxFilter,
     normalize_batch,
 )
-from sluice.models.filter.train_default import Recipe, System, load_systems, recipe_examples
+from sluice.models.training.train_default import Recipe, System, load_systems, recipe_examples
 from sluice.stream import PipelineSettings, RetrainSettings
-from sluice.stream.recall import estimate_recall
+from sluice.stream.filtering.verdicts import FirstSight, VerdictCache
+from sluice.stream.learning.recall import estimate_recall
+from sluice.stream.learning.retrain import retrain
 from sluice.stream.records import Feedback
-from sluice.stream.retrain import retrain
 from sluice.stream.scan import scan
-from sluice.stream.verdicts import FirstSight, VerdictCache
 
 RESULTS = Path(__file__).resolve().parent / "results"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -157,7 +158,7 @@ class Target:
     others: list[System]
 
 
-#: The shipped recipe (models.filter.train_default), held-out threshold included.
+#: The shipped recipe (models.training.train_default), held-out threshold included.
 RECIPE = Recipe(FeatureSpec(subwords=4, severity=1, max_features=1024))
 _NAMES = {"hdfs": "HDFS", "bgl": "BGL", "nezha": "Nezha"}
 

@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sluice.models.filter.datasets import load_nezha_window, shared_data_dir
+from sluice.models.training.datasets import load_nezha_window, shared_data_dir
 
 OUT = (
     Path(__file__).resolve().parents[1] / "stream" / "demo" / "trainticket-contacts-fault.jsonl.gz"

@@ -34,10 +34,10 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from sluice.models.filter.datasets import load_hdfs, nezha_windows
+from sluice.models.training.datasets import load_hdfs, nezha_windows
 from sluice.stream import TopicNames
+from sluice.stream.ingest.sources import read_records
 from sluice.stream.records import SuspectBatch, parse_suspects_record
-from sluice.stream.sources import read_records
 
 BOOTSTRAP = f"127.0.0.1:{os.environ.get('SLUICE_KAFKA_PORT', '9092')}"
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"

@@ -1,42 +1,51 @@
-"""Sluice's stream application, one module or package per stage of the data flow.
+"""Sluice's stream application: a package per stage of the data flow, read top-down.
 
-- `stream.sources`   reading log files (scan, produce)
-- `stream.parsing`   events -> columns / `Event` (or a dead letter with the reason)
-- `stream.filtering` the filter stage: events -> suspects, on aiokafka batches
-- `stream.signals`   what a line filter cannot see: silences, rate shifts, new lines, slow edges
-- `stream.analysis`  the analysis stage: suspects -> windows -> alerts and feedback, on Faust
-- `stream.redaction` secrets and personal data out of what leaves for the LLM and `feedback`
-- `stream.retrain`   the retrainer: feedback -> challenger vs champion -> `models` topic
-- `stream.registry`  the `models` topic as the model registry; the workers' hot swap
-- `stream.recall`    the audit-based recall estimate of each model version
-- `stream.metrics`   the worker's Prometheus metrics
-- `stream.sinks`     alerts -> Slack, PagerDuty, Alertmanager, webhooks (`sluice sink run NAME`)
-- `stream.scan`      both stages in-process on a file (`sluice scan`)
-- `stream.logs`      repeated warnings once per interval, with a count (broker outages)
-- `stream.records`   wire records and their JSON Schemas
-- `stream.broker`    Kafka client configuration and topics
-- `stream.worker`, `stream.cli`   the entry points
+- `kafka`      clients, topics and followers of topics (the `models` registry, controls, verdicts)
+- `ingest`     records from files and topics -> events (JSON and plain-text formats)
+- `filtering`  the filter stage: events -> scored, sampled suspects (ONNX filter, verdicts)
+- `signals`    what a line filter cannot see: silences, rate shifts, new lines, slow edges
+- `analysis`   the analysis stage: suspects -> windows -> LLM analyses -> alerts and feedback
+- `learning`   feedback -> retrained filters, the `models` topic as registry, recall estimates
+- `delivery`   alerts -> sinks (Slack, PagerDuty, Alertmanager, webhooks); acks and silences
+- `observe`    metrics, the status page, the terminal view, logging
+- `cli`        every command of `sluice`
+- `worker`, `scan`   the composition roots: both stages on Kafka, or in-process on a file
+- `settings`, `records`, `errors`   what every stage shares: settings, wire records, errors
+- `testing`    test doubles for users' own tests (in-memory store, recording sink, fake LLM ...)
 
-Importing `stream` loads neither Faust nor a Kafka client.
+Importing `sluice.stream` loads neither Faust nor a Kafka client (`stream._lazy`).
 """
 
-from sluice.stream._errors import SluiceError
-from sluice.stream._settings import (
-    KafkaSettings,
-    LLMSettings,
-    PipelineSettings,
-    RetrainSettings,
-    Settings,
-    SettingsError,
-    SignalSettings,
-    SinkSettings,
-    TopicNames,
-    WorkerSettings,
-    check_environment,
-    describe_settings,
-    setting_names,
-)
-from sluice.stream.broker import SluiceKafkaError, client_config, ensure_topics
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if __name__ != "sluice.stream":  # the repository root on sys.path: a second copy of every class
+    raise ImportError(
+        f"imported as {__name__!r}: import `sluice.stream` (pip install -e .), not the "
+        "repository's folder, or every class would exist twice"
+    )
+
+from sluice.stream._lazy import lazy_names
+
+if TYPE_CHECKING:
+    from sluice.stream.errors import SettingsError, SluiceError, SluiceKafkaError
+    from sluice.stream.kafka.clients import client_config
+    from sluice.stream.kafka.topics import ensure_topics
+    from sluice.stream.settings import (
+        KafkaSettings,
+        LLMSettings,
+        PipelineSettings,
+        RetrainSettings,
+        Settings,
+        SignalSettings,
+        SinkSettings,
+        TopicNames,
+        WorkerSettings,
+        check_environment,
+        describe_settings,
+        setting_names,
+    )
 
 __all__ = [
     "KafkaSettings",
@@ -51,9 +60,45 @@ __all__ = [
     "SluiceKafkaError",
     "TopicNames",
     "WorkerSettings",
+    "__version__",
     "check_environment",
     "client_config",
     "describe_settings",
     "ensure_topics",
     "setting_names",
 ]
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sluice")
+    except PackageNotFoundError:  # a tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
+
+__getattr__, __dir__ = lazy_names(
+    globals(),
+    {
+        "sluice.stream.errors": ["SettingsError", "SluiceError", "SluiceKafkaError"],
+        "sluice.stream.kafka.clients": ["client_config"],
+        "sluice.stream.kafka.topics": ["ensure_topics"],
+        "sluice.stream.settings": [
+            "KafkaSettings",
+            "LLMSettings",
+            "PipelineSettings",
+            "RetrainSettings",
+            "Settings",
+            "SignalSettings",
+            "SinkSettings",
+            "TopicNames",
+            "WorkerSettings",
+            "check_environment",
+            "describe_settings",
+            "setting_names",
+        ],
+    },
+)

@@ -1,3 +1,3 @@
-from sluice.stream.cli import main
+from sluice.stream.cli.main import main
 
 main()

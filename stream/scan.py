@@ -22,7 +22,6 @@ from datetime import datetime
 
 from sluice.models.analyst import Analyst, Remote
 from sluice.models.filter import Filter
-from sluice.stream._settings import PipelineSettings
 from sluice.stream.analysis import (
     AnalysisCounters,
     AnalysisState,
@@ -30,8 +29,12 @@ from sluice.stream.analysis import (
     Published,
     bundle_of,
 )
-from sluice.stream.analysis._triage import NewTemplates
-from sluice.stream.filtering import StageCounters, screen_batch
+from sluice.stream.analysis.triage import NewTemplates
+from sluice.stream.filtering.screen import screen_batch
+from sluice.stream.filtering.stage import StageCounters
+from sluice.stream.filtering.verdicts import FirstSight, VerdictCache
+from sluice.stream.ingest.sources import Record
+from sluice.stream.ingest.textformats import TextFormats
 from sluice.stream.records import (
     Alert,
     DeadLetter,
@@ -41,10 +44,8 @@ from sluice.stream.records import (
     SuspectBatch,
     parse_suspects_record,
 )
-from sluice.stream.signals import SignalCounter
-from sluice.stream.sources import Record
-from sluice.stream.textformats import TextFormats
-from sluice.stream.verdicts import FirstSight, VerdictCache
+from sluice.stream.settings import PipelineSettings
+from sluice.stream.signals.counter import SignalCounter
 
 __all__ = ["ScanResult", "scan"]
 

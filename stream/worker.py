@@ -19,10 +19,10 @@ import logging
 import socket
 from typing import TYPE_CHECKING, Any
 
-from sluice.stream._settings import Settings
+from sluice.stream.settings import Settings
 
 if TYPE_CHECKING:
-    from sluice.stream.filtering import FilterStage
+    from sluice.stream.filtering.stage import FilterStage
 
 __all__ = ["HEALTH_PATH", "READY_PATH", "Health", "run_worker"]
 
@@ -65,14 +65,21 @@ def run_worker(settings: Settings) -> None:
 
     from sluice.models.analyst import create_analyst
     from sluice.stream.analysis import AnalysisCounters, create_app, open_windows
-    from sluice.stream.broker import TopicFollower
-    from sluice.stream.controls import ControlsWatcher
-    from sluice.stream.filtering import FilterStage, build_filter
-    from sluice.stream.logs import install_repeat_filter
-    from sluice.stream.metrics import CONTENT_TYPE, OutcomeWatcher, PipelineMetrics, WorkerProbes
-    from sluice.stream.recall import RecallTally
-    from sluice.stream.registry import ModelWatcher
-    from sluice.stream.status import CONTENT_SECURITY_POLICY, STATUS_PATH, AlertBoard, StatusPage
+    from sluice.stream.delivery.controls import ControlsWatcher
+    from sluice.stream.filtering.screen import build_filter
+    from sluice.stream.filtering.stage import FilterStage
+    from sluice.stream.kafka.followers import TopicFollower
+    from sluice.stream.learning.recall import RecallTally
+    from sluice.stream.learning.registry import ModelWatcher
+    from sluice.stream.learning.watcher import OutcomeWatcher
+    from sluice.stream.observe.logs import install_repeat_filter
+    from sluice.stream.observe.metrics import CONTENT_TYPE, PipelineMetrics, WorkerProbes
+    from sluice.stream.observe.status import (
+        CONTENT_SECURITY_POLICY,
+        STATUS_PATH,
+        AlertBoard,
+        StatusPage,
+    )
 
     ready = asyncio.Event()
     stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)

@@ -14,8 +14,8 @@ from pydantic import SecretStr
 
 from sluice.models.analyst import AffectedService, IncidentReport, Provenance, RootCause
 from sluice.stream import Settings
+from sluice.stream.delivery.sinks import SinkRunner, create_sink
 from sluice.stream.records import Alert
-from sluice.stream.sinks import SinkRunner, create_sink
 
 T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
 

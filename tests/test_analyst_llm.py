@@ -460,9 +460,9 @@ def test_while_the_llm_is_down_each_window_alerts_once_and_its_answer_is_one_rev
     the LLM answers, that one analysis is the next revision, and its feedback is written."""
     import time as _time
 
-    from sluice.stream._settings import PipelineSettings
     from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
     from sluice.stream.records import Event, Suspect
+    from sluice.stream.settings import PipelineSettings
 
     wall = [1000.0]
     cfg = PipelineSettings(window_s=60, allowed_lateness_s=0, retry_after_s=30, retry_max_s=60)
@@ -523,10 +523,10 @@ def test_scan_goes_offline_at_once_when_the_endpoint_is_down(server: FakeLLM) ->
     says so once, and each window's degraded alert comes once."""
     import time as _time
 
-    from sluice.stream._settings import PipelineSettings
-    from sluice.stream.filtering import build_filter
+    from sluice.stream.filtering.screen import build_filter
+    from sluice.stream.ingest.sources import read_records
     from sluice.stream.scan import scan
-    from sluice.stream.sources import read_records
+    from sluice.stream.settings import PipelineSettings
 
     server.down_until = _time.monotonic() + 3600
     demo = Path(__file__).resolve().parents[1] / "stream" / "demo"

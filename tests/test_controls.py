@@ -15,9 +15,14 @@ from hypothesis import strategies as st
 
 from sluice.stream import PipelineSettings, Settings
 from sluice.stream.analysis import AnalysisState, MemoryStore
-from sluice.stream.controls import Controls, parse_duration
+from sluice.stream.delivery.controls import Controls, parse_duration
+from sluice.stream.delivery.sinks import (
+    RecordingSink,
+    SinkRunner,
+    alertmanager_alerts,
+    pagerduty_event,
+)
 from sluice.stream.records import Ack, Alert, Silence, parse_control_record
-from sluice.stream.sinks import RecordingSink, SinkRunner, alertmanager_alerts, pagerduty_event
 from tests.sink_servers import alert
 from tests.test_pipeline_logic import _analyse_all, _window_events
 
@@ -168,8 +173,8 @@ def test_a_sink_runner_skips_silenced_firing_revisions_but_delivers_resolutions(
 
 
 def test_the_slack_message_of_an_acknowledged_alert_says_who_is_on_it() -> None:
+    from sluice.stream.delivery.sinks import slack_message
     from sluice.stream.records import Acknowledgement
-    from sluice.stream.sinks import slack_message
 
     acked = alert(2).model_copy(
         update={"acknowledged": Acknowledgement(by="ana", at=T, note="failing over")}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from sluice.stream.delivery.sinks import SinkRunner
 from sluice.stream.records import Alert
-from sluice.stream.sinks import SinkRunner
 from tests.kafka_helpers import produce, read_until, running_worker, settings_of, sluice, worker_env
 from tests.sink_servers import Receiver, alert, run_sinks
 from tests.test_alert_lifecycle_kafka import _fault

@@ -33,11 +33,11 @@ from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import KeywordFilter
 from sluice.stream import Settings, setting_names
 from sluice.stream.analysis import AnalysisCounters
-from sluice.stream.cli import cli
-from sluice.stream.filtering import FilterStage
-from sluice.stream.metrics import PipelineMetrics, WorkerProbes
-from sluice.stream.recall import RecallTally
-from sluice.stream.registry import ModelWatcher
+from sluice.stream.cli.main import cli
+from sluice.stream.filtering.stage import FilterStage
+from sluice.stream.learning.recall import RecallTally
+from sluice.stream.learning.registry import ModelWatcher
+from sluice.stream.observe.metrics import PipelineMetrics, WorkerProbes
 from sluice.stream.worker import HEALTH_PATH, READY_PATH
 
 ROOT = Path(__file__).resolve().parents[1]

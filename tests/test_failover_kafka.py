@@ -27,7 +27,7 @@ from kafka.structs import TopicPartition
 
 from sluice.models.filter import OnnxFilter
 from sluice.stream import PipelineSettings
-from sluice.stream.filtering import screen_batch
+from sluice.stream.filtering.screen import screen_batch
 from sluice.stream.records import Alert
 from tests.kafka_helpers import committed_offsets, read_until, sluice, suspects_in, worker_env
 

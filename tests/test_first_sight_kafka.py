@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from sluice.models.filter import Example, FilterModel, normalize, train
+from sluice.stream.learning.registry import publish_model
 from sluice.stream.records import Feedback, Suspect, SuspectBatch, parse_suspects_record
-from sluice.stream.registry import publish_model
 from tests.kafka_helpers import (
     produce_keyed,
     read_until,
@@ -223,7 +223,7 @@ def test_an_unseen_system_is_learnt_by_first_sight_verdicts_and_a_retrain(
         assert all(s.model_version == v1 for s in latest)
         assert sum(" epilog " in s.event.message and s.reason == "model" for s in latest) == 40
         assert not any(" drain " in s.event.message for s in latest)
-    from sluice.stream.registry import read_registry
+    from sluice.stream.learning.registry import read_registry
 
     reg = read_registry(settings)
     assert reg.active is not None and reg.active.version == v1

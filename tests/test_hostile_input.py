@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import KeywordFilter
 from sluice.stream import PipelineSettings
-from sluice.stream.filtering import screen_batch
-from sluice.stream.parsing import ParseError, parse_batch, parse_event
+from sluice.stream.filtering.screen import screen_batch
+from sluice.stream.ingest.parsing import ParseError, parse_batch, parse_event
 from sluice.stream.records import DeadLetter, Event, SuspectBatch, parse_suspects_record
 from sluice.stream.scan import scan
 from tests.hostile import Hostile, check_event, corpus

@@ -8,7 +8,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from sluice.stream import Settings, TopicNames, ensure_topics
-from sluice.stream.broker import describe_topics, state_changelog_topic
+from sluice.stream.kafka.topics import describe_topics, state_changelog_topic
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sluice.stream.logs import RepeatFilter
+from sluice.stream.observe.logs import RepeatFilter
 
 
 def _record(msg: str, level: int = logging.ERROR, name: str = "aiokafka") -> logging.LogRecord:

@@ -23,8 +23,8 @@ import pytest
 from kafka import KafkaProducer
 
 from sluice.models.filter import Example, FeatureSpec, FilterModel, train
+from sluice.stream.learning.registry import Activation, ModelWatcher, publish_model, read_registry
 from sluice.stream.records import Feedback, SuspectBatch, parse_suspects_record
-from sluice.stream.registry import Activation, ModelWatcher, publish_model, read_registry
 from tests.kafka_helpers import (
     free_port,
     http_get,

@@ -18,10 +18,10 @@ from sluice.models.analyst import (
 from sluice.models.filter import Example, ValidationMetrics, train
 from sluice.stream import PipelineSettings, RetrainSettings
 from sluice.stream.analysis import AnalysisState, MemoryStore
-from sluice.stream.recall import estimate_recall, poisson_interval
+from sluice.stream.learning.recall import estimate_recall, poisson_interval
+from sluice.stream.learning.registry import Activation, Registry, rollback_target
+from sluice.stream.learning.retrain import compare, retrain, time_split, training_labels
 from sluice.stream.records import Event, Feedback, Outcome, Suspect, SuspectBatch
-from sluice.stream.registry import Activation, Registry, rollback_target
-from sluice.stream.retrain import compare, retrain, time_split, training_labels
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -14,11 +14,11 @@ from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import KeywordFilter
 from sluice.stream import PipelineSettings, Settings
 from sluice.stream.analysis import AnalysisCounters
-from sluice.stream.filtering import FilterStage, StageCounters
-from sluice.stream.metrics import PipelineMetrics, WorkerProbes, summary
-from sluice.stream.recall import RecallTally
+from sluice.stream.filtering.stage import FilterStage, StageCounters
+from sluice.stream.learning.recall import RecallTally
+from sluice.stream.learning.registry import ModelWatcher
+from sluice.stream.observe.metrics import PipelineMetrics, WorkerProbes, summary
 from sluice.stream.records import dead_letter_kind
-from sluice.stream.registry import ModelWatcher
 from sluice.stream.scan import ScanResult, scan
 from sluice.stream.worker import Health
 from tests.hostile import corpus

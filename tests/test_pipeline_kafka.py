@@ -12,12 +12,12 @@ import pytest
 
 from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import OnnxFilter
-from sluice.models.filter.datasets import shared_data_dir
+from sluice.models.training.datasets import shared_data_dir
 from sluice.stream import PipelineSettings
-from sluice.stream._settings import FirstSightSettings
+from sluice.stream.ingest.sources import read_records
 from sluice.stream.records import Alert, DeadLetter, Feedback
 from sluice.stream.scan import scan
-from sluice.stream.sources import read_records
+from sluice.stream.settings import FirstSightSettings
 from tests.hostile import check_event, corpus
 from tests.kafka_helpers import produce, read_until, running_worker, sluice, suspects_in, worker_env
 

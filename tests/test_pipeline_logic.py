@@ -18,8 +18,9 @@ from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import KeywordFilter, OnnxFilter, normalize_batch
 from sluice.stream import PipelineSettings
 from sluice.stream.analysis import AnalysisState, ClosedWindow, MemoryStore, bundle_of
-from sluice.stream.filtering import screen_batch
-from sluice.stream.parsing import ParseError, parse_batch, parse_event
+from sluice.stream.filtering.screen import screen_batch
+from sluice.stream.ingest.parsing import ParseError, parse_batch, parse_event
+from sluice.stream.ingest.sources import read_records
 from sluice.stream.records import (
     DEAD_LETTER_KEEP_BYTES,
     Alert,
@@ -32,7 +33,6 @@ from sluice.stream.records import (
     record_schema,
 )
 from sluice.stream.scan import scan
-from sluice.stream.sources import read_records
 
 T0 = datetime(2023, 1, 29, 8, 52, tzinfo=UTC)
 DEMO = (
@@ -145,7 +145,7 @@ def test_screen_flags_and_samples_deterministically() -> None:
 
 
 def test_screen_splits_large_batches_under_the_record_limit() -> None:
-    from sluice.stream.filtering import MAX_SUSPECTS_MESSAGE_BYTES
+    from sluice.stream.filtering.screen import MAX_SUSPECTS_MESSAGE_BYTES
 
     values = [(f"ERROR {i} " + "x" * 4000).encode() for i in range(600)]  # ~2.4 MB flagged
     out = screen_batch(

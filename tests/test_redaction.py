@@ -16,8 +16,8 @@ from sluice.models.analyst import Analysis, Bundle
 from sluice.models.filter import KeywordFilter, normalize_batch
 from sluice.stream import PipelineSettings
 from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
+from sluice.stream.analysis.redaction import Redactor
 from sluice.stream.records import Alert, Feedback, Suspect
-from sluice.stream.redaction import Redactor
 from sluice.stream.scan import scan
 from tests.kafka_helpers import produce, read_until, running_worker, sluice, worker_env
 from tests.llm_server import FakeLLM

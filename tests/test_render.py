@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from sluice.models.analyst import EdgeLatency, GraphEdge, Provenance
-from sluice.stream.cli import cli
+from sluice.stream.cli.main import cli
+from sluice.stream.observe.render import alert_view, is_slow, service_tree
 from sluice.stream.records import Alert
-from sluice.stream.render import alert_view, is_slow, service_tree
 from tests.sink_servers import alert
 
 

@@ -18,9 +18,10 @@ from sluice.models.analyst import Bundle, BundleEvent, HeuristicAnalyst, Signal,
 from sluice.models.filter import normalize_batch
 from sluice.stream import PipelineSettings, SignalSettings
 from sluice.stream.analysis import AnalysisState, ChunkCache, MemoryStore, bundle_of
-from sluice.stream.parsing import parse_batch
+from sluice.stream.ingest.parsing import parse_batch
 from sluice.stream.records import Event, SignalCounts, Suspect, parse_suspects_record
-from sluice.stream.signals import SignalCounter, SignalDetector, counts_of
+from sluice.stream.signals.counter import SignalCounter, counts_of
+from sluice.stream.signals.detector import SignalDetector
 
 T0 = 1_700_000_000.0  # a bucket boundary
 FAULT = (T0 + 900, T0 + 960)  # the one minute that goes wrong
@@ -248,7 +249,7 @@ def test_a_service_that_stopped_raises_a_warning_without_any_error_line() -> Non
 
 
 def test_a_counts_record_stays_small_whatever_the_events_name() -> None:
-    from sluice.stream.filtering import MAX_SUSPECTS_MESSAGE_BYTES
+    from sluice.stream.filtering.screen import MAX_SUSPECTS_MESSAGE_BYTES
 
     n = 10_000  # a full batch, every event a service and a trace hop of its own
     services = [f"service-{i:05d}-{'x' * 5000}" for i in range(n)]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from sluice.stream import Settings
-from sluice.stream.broker import read_topic, state_changelog_topic
+from sluice.stream.kafka.topics import read_topic, state_changelog_topic
 from sluice.stream.records import Alert
-from sluice.stream.signals import SignalDetector
+from sluice.stream.signals.detector import SignalDetector
 from tests.kafka_helpers import produce, read_until, running_worker, settings_of, sluice, worker_env
 
 pytestmark = pytest.mark.integration

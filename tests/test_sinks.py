@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from sluice.stream import SinkSettings
-from sluice.stream.sinks import (
+from sluice.stream.delivery.sinks import (
     PAGERDUTY_SEVERITY,
     SinkError,
     alertmanager_alerts,

@@ -16,8 +16,8 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
 from sluice.stream import Settings
+from sluice.stream.delivery.sinks import sink_group, verify_signature
 from sluice.stream.records import DeadLetter
-from sluice.stream.sinks import sink_group, verify_signature
 from tests.kafka_helpers import (
     committed_offsets,
     produce,

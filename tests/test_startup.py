@@ -5,6 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ("kafka", "ingest", "filtering", "signals", "analysis", "learning", "delivery", "observe")
 
 HEAVY = ("faust", "aiokafka", "kafka", "onnxruntime", "onnx", "sklearn", "scipy", "openai")
 
@@ -16,11 +22,36 @@ def _loaded_after(code: str) -> set[str]:
 
 
 def test_importing_the_cli_and_the_packages_loads_no_heavy_library() -> None:
-    loaded = _loaded_after("import stream, stream.cli, models.filter, models.analyst")
+    packages = ", ".join(f"sluice.stream.{p}" for p in STAGES)
+    loaded = _loaded_after(
+        f"import sluice.stream, sluice.stream.cli, {packages}, sluice.models.filter, "
+        "sluice.models.analyst, sluice.stream.errors"
+    )
     assert not loaded & set(HEAVY), sorted(loaded & set(HEAVY))
 
 
 def test_the_filter_loads_onnx_runtime_but_not_training_or_faust() -> None:
-    loaded = _loaded_after("from models.filter import OnnxFilter\nOnnxFilter()")
+    loaded = _loaded_after("from sluice.models.filter import OnnxFilter\nOnnxFilter()")
     assert "onnxruntime" in loaded
     assert not loaded & {"faust", "sklearn", "openai"}
+
+
+@pytest.mark.parametrize("name", ["stream", "models"])
+def test_the_repository_folders_cannot_be_imported_as_a_second_copy(name: str) -> None:
+    """From the repository root `stream` would load every class a second time beside
+    `sluice.stream`'s (two `Alert`s, never equal): it fails, saying what to import instead."""
+    out = subprocess.run(
+        [sys.executable, "-c", f"import {name}"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert out.returncode != 0
+    assert f"import `sluice.{name}`" in out.stderr
+
+
+def test_sluice_version_says_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    out = subprocess.run(
+        [sys.executable, "-m", "sluice.stream", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"sluice {version('sluice')}"

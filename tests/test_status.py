@@ -8,10 +8,11 @@ from collections import Counter
 
 from sluice.models.analyst import EdgeLatency, GraphEdge, HeuristicAnalyst
 from sluice.stream.analysis import AnalysisCounters
-from sluice.stream.filtering import StageCounters
-from sluice.stream.metrics import PipelineMetrics
+from sluice.stream.filtering.stage import StageCounters
+from sluice.stream.observe.graph import ROLE_COLOUR, service_graph_svg
+from sluice.stream.observe.metrics import PipelineMetrics
+from sluice.stream.observe.status import AlertBoard, StatusPage
 from sluice.stream.records import Acknowledgement, Alert
-from sluice.stream.status import ROLE_COLOUR, AlertBoard, StatusPage, service_graph_svg
 from tests.sink_servers import T0, alert
 from tests.test_render import _with_graph
 

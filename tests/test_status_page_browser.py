@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from sluice.stream.observe.graph import ROLE_COLOUR
+from sluice.stream.observe.status import STATUS_PATH
 from sluice.stream.records import Alert
-from sluice.stream.status import ROLE_COLOUR, STATUS_PATH
 from tests.kafka_helpers import (
     free_port,
     http_get,

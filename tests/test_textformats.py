@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from sluice.models.analyst import HeuristicAnalyst
-from sluice.models.filter.datasets import shared_data_dir
+from sluice.models.training.datasets import shared_data_dir
 from sluice.stream import PipelineSettings
-from sluice.stream._settings import TextSettings
-from sluice.stream.filtering import build_filter
-from sluice.stream.parsing import parse_batch
+from sluice.stream.filtering.screen import build_filter
+from sluice.stream.ingest.parsing import parse_batch
+from sluice.stream.ingest.sources import read_records
+from sluice.stream.ingest.textformats import BUILTIN_FORMATS, TextFormats, grok
 from sluice.stream.scan import ScanResult, scan
-from sluice.stream.sources import read_records
-from sluice.stream.textformats import BUILTIN_FORMATS, TextFormats, grok
+from sluice.stream.settings import TextSettings
 
 LOGHUB = shared_data_dir() / "loghub"
 #: system -> (the format detected, does its header name a service)

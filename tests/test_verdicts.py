@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from sluice.models.filter import KeywordFilter
 from sluice.stream import PipelineSettings
-from sluice.stream._settings import FirstSightSettings
-from sluice.stream.filtering import screen_batch
+from sluice.stream.filtering.screen import screen_batch
+from sluice.stream.filtering.verdicts import FirstSight, VerdictCache, decide
 from sluice.stream.records import Feedback
-from sluice.stream.verdicts import FirstSight, VerdictCache, decide
+from sluice.stream.settings import FirstSightSettings
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -186,7 +186,7 @@ class _Judge:
 def test_new_templates_are_triaged_once_redacted_and_become_feedback() -> None:
     import asyncio
 
-    from sluice.stream.analysis._triage import NewTemplates
+    from sluice.stream.analysis.triage import NewTemplates
     from sluice.stream.records import Event, Suspect, SuspectBatch
 
     def sus(msg: str, reason: str = "first_sight") -> Suspect:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sluice.models._lazy import lazy_names
+from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
     from sluice.models.analyst._bundle import (
@@ -27,9 +27,6 @@ if TYPE_CHECKING:
     )
     from sluice.models.analyst._openai import (
         SYSTEM_PROMPT,
-        AnalystError,
-        LLMCallError,
-        LLMOutputError,
         OpenAIAnalyst,
         UsageTotals,
     )
@@ -75,6 +72,7 @@ if TYPE_CHECKING:
         parse_triage,
         render_triage,
     )
+    from sluice.stream.errors import AnalystError, LLMCallError, LLMOutputError
 
 __all__ = [
     "LLM_DOWN",
@@ -124,50 +122,51 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Bundle": "sluice.models.analyst._bundle",
-    "BundleEvent": "sluice.models.analyst._bundle",
-    "Digest": "sluice.models.analyst._bundle",
-    "TemplateGroup": "sluice.models.analyst._bundle",
-    "compress": "sluice.models.analyst._bundle",
-    "is_alarming": "sluice.models.analyst._bundle",
-    "LLMSettings": "sluice.models.analyst._config",
-    "HeuristicAnalyst": "sluice.models.analyst._heuristic",
-    "AnalystError": "sluice.models.analyst._openai",
-    "LLMCallError": "sluice.models.analyst._openai",
-    "LLMOutputError": "sluice.models.analyst._openai",
-    "OpenAIAnalyst": "sluice.models.analyst._openai",
-    "SYSTEM_PROMPT": "sluice.models.analyst._openai",
-    "UsageTotals": "sluice.models.analyst._openai",
-    "Analyst": "sluice.models.analyst._protocol",
-    "Remote": "sluice.models.analyst._protocol",
-    "create_analyst": "sluice.models.analyst._protocol",
-    "CircuitBreaker": "sluice.models.analyst._resilience",
-    "backoff_delay": "sluice.models.analyst._resilience",
-    "AffectedService": "sluice.models.analyst._schema",
-    "Analysis": "sluice.models.analyst._schema",
-    "EdgeLatency": "sluice.models.analyst._schema",
-    "ErrorCategory": "sluice.models.analyst._schema",
-    "LLM_DOWN": "sluice.models.analyst._schema",
-    "GraphEdge": "sluice.models.analyst._schema",
-    "IncidentReport": "sluice.models.analyst._schema",
-    "LLMAnswer": "sluice.models.analyst._schema",
-    "Provenance": "sluice.models.analyst._schema",
-    "RootCause": "sluice.models.analyst._schema",
-    "TemplateVerdict": "sluice.models.analyst._schema",
-    "strict_json_schema": "sluice.models.analyst._schema",
-    "token_counter": "sluice.models.analyst._tokens",
-    "TRIAGE_PROMPT": "sluice.models.analyst._triage",
-    "TriageItem": "sluice.models.analyst._triage",
-    "TriageVerdict": "sluice.models.analyst._triage",
-    "Triaged": "sluice.models.analyst._triage",
-    "Triager": "sluice.models.analyst._triage",
-    "parse_triage": "sluice.models.analyst._triage",
-    "render_triage": "sluice.models.analyst._triage",
-    "ORIGIN_KINDS": "sluice.models.analyst._signals",
-    "PRECISE_KINDS": "sluice.models.analyst._signals",
-    "Signal": "sluice.models.analyst._signals",
-    "SignalKind": "sluice.models.analyst._signals",
-    "signal_scores": "sluice.models.analyst._signals",
+    "sluice.stream.errors": ["AnalystError", "LLMCallError", "LLMOutputError"],
+    "sluice.models.analyst._bundle": [
+        "Bundle",
+        "BundleEvent",
+        "Digest",
+        "TemplateGroup",
+        "compress",
+        "is_alarming",
+    ],
+    "sluice.models.analyst._config": ["LLMSettings"],
+    "sluice.models.analyst._heuristic": ["HeuristicAnalyst"],
+    "sluice.models.analyst._openai": ["OpenAIAnalyst", "SYSTEM_PROMPT", "UsageTotals"],
+    "sluice.models.analyst._protocol": ["Analyst", "Remote", "create_analyst"],
+    "sluice.models.analyst._resilience": ["CircuitBreaker", "backoff_delay"],
+    "sluice.models.analyst._schema": [
+        "AffectedService",
+        "Analysis",
+        "EdgeLatency",
+        "ErrorCategory",
+        "LLM_DOWN",
+        "GraphEdge",
+        "IncidentReport",
+        "LLMAnswer",
+        "Provenance",
+        "RootCause",
+        "TemplateVerdict",
+        "strict_json_schema",
+    ],
+    "sluice.models.analyst._tokens": ["token_counter"],
+    "sluice.models.analyst._triage": [
+        "TRIAGE_PROMPT",
+        "TriageItem",
+        "TriageVerdict",
+        "Triaged",
+        "Triager",
+        "parse_triage",
+        "render_triage",
+    ],
+    "sluice.models.analyst._signals": [
+        "ORIGIN_KINDS",
+        "PRECISE_KINDS",
+        "Signal",
+        "SignalKind",
+        "signal_scores",
+    ],
 }
 
 

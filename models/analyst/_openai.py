@@ -31,6 +31,7 @@ from sluice.models.analyst._triage import (
     parse_triage,
     render_triage,
 )
+from sluice.stream.errors import AnalystError, LLMCallError, LLMOutputError
 
 if TYPE_CHECKING:
     from prometheus_client import Histogram
@@ -72,31 +73,6 @@ _NEGOTIATED: dict[tuple[str, str], StructuredMode] = {}
 #: (numbers, ids, other scripts), so a context window is filled to 1/_TOKENIZER_SLACK only.
 _TOKENIZER_SLACK = 1.3
 _CONTEXT_KEYS = ("max_model_len", "context_length", "context_window", "max_context_length", "n_ctx")
-
-
-class AnalystError(Exception):
-    """Root of the analyst's errors; carries the scope of the bundle.
-
-    `category` and `summary` are what may leave the process in a report's provenance: both are
-    made of Sluice's own words and numbers only (status codes, attempt counts, exception class
-    names), never of log text, the LLM's answer, a URL or the scope (which comes from events).
-    """
-
-    def __init__(
-        self, summary: str, *, category: ErrorCategory = "internal", scope: str | None = None
-    ) -> None:
-        super().__init__(f"{summary} (scope {scope})" if scope else summary)
-        self.summary = summary[:200]
-        self.category: ErrorCategory = category
-        self.scope = scope
-
-
-class LLMCallError(AnalystError):
-    """The endpoint could not be reached or kept failing after the retries."""
-
-
-class LLMOutputError(AnalystError):
-    """The answer was not JSON or violated the schema, also after the repair attempt."""
 
 
 class _FormatRejected(Exception):

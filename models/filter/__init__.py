@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sluice.models._lazy import lazy_names
+from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
     from sluice.models.filter._features import (
@@ -16,9 +16,7 @@ if TYPE_CHECKING:
         template_features,
     )
     from sluice.models.filter._model import (
-        FilterError,
         FilterModel,
-        FilterModelError,
         ModelMetadata,
         ValidationMetrics,
     )
@@ -40,12 +38,12 @@ if TYPE_CHECKING:
     )
     from sluice.models.filter._train import (
         Example,
-        TrainingError,
         choose_threshold,
         read_examples,
         train,
         weighted_metrics,
     )
+    from sluice.stream.errors import FilterError, FilterModelError, TrainingError
 
 __all__ = [
     "MAX_LINE_CHARS",
@@ -76,31 +74,32 @@ __all__ = [
 ]
 
 _WHERE = {
-    "FeatureSpec": "sluice.models.filter._features",
-    "template_features": "sluice.models.filter._features",
-    "FilterError": "sluice.models.filter._model",
-    "FilterModel": "sluice.models.filter._model",
-    "FilterModelError": "sluice.models.filter._model",
-    "ModelMetadata": "sluice.models.filter._model",
-    "ValidationMetrics": "sluice.models.filter._model",
-    "MAX_LINE_CHARS": "sluice.models.filter._normalize",
-    "NORMALIZER_VERSION": "sluice.models.filter._normalize",
-    "decode_line": "sluice.models.filter._normalize",
-    "normalize": "sluice.models.filter._normalize",
-    "normalize_batch": "sluice.models.filter._normalize",
-    "cache_keys": "sluice.models.filter._normalize",
-    "template_of_key": "sluice.models.filter._normalize",
-    "Assessment": "sluice.models.filter._runtime",
-    "Filter": "sluice.models.filter._runtime",
-    "KeywordFilter": "sluice.models.filter._runtime",
-    "OnnxFilter": "sluice.models.filter._runtime",
-    "default_model": "sluice.models.filter._runtime",
-    "Example": "sluice.models.filter._train",
-    "TrainingError": "sluice.models.filter._train",
-    "choose_threshold": "sluice.models.filter._train",
-    "train": "sluice.models.filter._train",
-    "read_examples": "sluice.models.filter._train",
-    "weighted_metrics": "sluice.models.filter._train",
+    "sluice.stream.errors": ["FilterError", "FilterModelError", "TrainingError"],
+    "sluice.models.filter._features": ["FeatureSpec", "template_features"],
+    "sluice.models.filter._model": ["FilterModel", "ModelMetadata", "ValidationMetrics"],
+    "sluice.models.filter._normalize": [
+        "MAX_LINE_CHARS",
+        "NORMALIZER_VERSION",
+        "decode_line",
+        "normalize",
+        "normalize_batch",
+        "cache_keys",
+        "template_of_key",
+    ],
+    "sluice.models.filter._runtime": [
+        "Assessment",
+        "Filter",
+        "KeywordFilter",
+        "OnnxFilter",
+        "default_model",
+    ],
+    "sluice.models.filter._train": [
+        "Example",
+        "choose_threshold",
+        "train",
+        "read_examples",
+        "weighted_metrics",
+    ],
 }
 
 

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sluice.models.filter._features import FeatureSpec, featurize
 from sluice.models.filter._normalize import NORMALIZER_VERSION, cache_keys, template_of_key
 from sluice.models.filter._types import Source
+from sluice.stream.errors import FilterError, FilterModelError
 
 __all__ = ["FilterError", "FilterModel", "FilterModelError", "ModelMetadata", "ValidationMetrics"]
 
@@ -28,18 +29,6 @@ _META_KEY = "sluice.filter"
 _OPSET = 17
 #: Entries per score cache before it is cleared (bounded memory: ~25 MB each at full size).
 CACHE_MAX = 100_000
-
-
-class FilterError(Exception):
-    """Root of the filter's errors."""
-
-
-class FilterModelError(FilterError):
-    """A model file or byte string that cannot be used; names where it came from."""
-
-    def __init__(self, source: str, reason: str) -> None:
-        super().__init__(f"{source}: {reason}")
-        self.source = source
 
 
 class ValidationMetrics(BaseModel):

@@ -43,7 +43,7 @@ class Filter(Protocol):
 
 
 def default_model() -> FilterModel:
-    """The model that ships in the package (trained by models.filter.train_default)."""
+    """The model that ships in the package (trained by models.training.train_default)."""
     ref = resources.files("sluice.models.filter").joinpath("default.onnx")
     return FilterModel(ref.read_bytes(), source="models/filter/default.onnx")
 

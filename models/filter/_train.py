@@ -23,7 +23,6 @@ from sklearn.linear_model import LogisticRegression
 
 from sluice.models.filter._features import FeatureSpec, template_features
 from sluice.models.filter._model import (
-    FilterError,
     FilterModel,
     ModelMetadata,
     ValidationMetrics,
@@ -32,6 +31,7 @@ from sluice.models.filter._model import (
 )
 from sluice.models.filter._normalize import normalize_batch
 from sluice.models.filter._types import Source
+from sluice.stream.errors import TrainingError
 
 __all__ = [
     "Example",
@@ -43,10 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class TrainingError(FilterError):
-    """Training cannot produce a model from these examples."""
 
 
 @dataclass(frozen=True, slots=True)

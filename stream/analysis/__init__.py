@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sluice.stream.analysis._core import (
+from sluice.stream.analysis.machine import (
     AnalysisCounters,
     AnalysisState,
     ChunkCache,
@@ -22,7 +22,7 @@ from sluice.stream.analysis._core import (
 )
 
 if TYPE_CHECKING:
-    from sluice.stream.analysis._app import create_app, open_windows
+    from sluice.stream.analysis.app import create_app, open_windows
 
 __all__ = [
     "AnalysisCounters",

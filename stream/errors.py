@@ -1,0 +1,165 @@
+"""Every error Sluice raises, in one tree, so that `except SluiceError` catches all of them:
+
+    SluiceError
+    ├── SettingsError          the environment names a setting that does not exist
+    ├── SluiceKafkaError       a Kafka operation failed (names the topic)
+    ├── ParseError             a record is not an event (its message is the dead letter's reason)
+    ├── FormatError            a text-line pattern in the settings cannot be used (also ValueError)
+    ├── FilterStageError       the filter stage cannot go on
+    ├── StateError             stored analysis state cannot be read (names the key)
+    │   └── StateVersionError  ... it was written by a newer release (names both versions)
+    ├── ControlError           an ack or silence could not be written
+    ├── SinkError              an alert could not be delivered (says whether to retry)
+    ├── RegistryError          a `models` record is unusable, or the registry failed
+    ├── RetrainError           the retrainer cannot build a challenger
+    ├── FilterError            the small model
+    │   ├── FilterModelError   a model file or byte string that cannot be used (names it)
+    │   └── TrainingError      no model can be trained from these examples
+    └── AnalystError           the large model (carries the bundle's scope)
+        ├── LLMCallError       the endpoint could not be reached, or kept failing
+        └── LLMOutputError     the answer was not JSON or broke the schema, after the repair
+
+Errors carry where they happened (topic, key, scope, sink) when there is one. The modules that
+raise them import them from here; the packages re-export the ones their callers catch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sluice.models.analyst._schema import ErrorCategory
+
+__all__ = [
+    "AnalystError",
+    "ControlError",
+    "FilterError",
+    "FilterModelError",
+    "FilterStageError",
+    "FormatError",
+    "LLMCallError",
+    "LLMOutputError",
+    "ParseError",
+    "RegistryError",
+    "RetrainError",
+    "SettingsError",
+    "SinkError",
+    "SluiceError",
+    "SluiceKafkaError",
+    "StateError",
+    "StateVersionError",
+    "TrainingError",
+]
+
+
+class SluiceError(Exception):
+    """Root of every error Sluice raises."""
+
+
+class SettingsError(SluiceError):
+    """The environment names a setting that does not exist (a typo would be ignored otherwise)."""
+
+
+class SluiceKafkaError(SluiceError):
+    """A Kafka operation Sluice needs failed; carries the topic when one is involved."""
+
+    def __init__(self, message: str, *, topic: str | None = None) -> None:
+        super().__init__(f"{message} (topic {topic})" if topic else message)
+        self.topic = topic
+
+
+class ParseError(SluiceError):
+    """Why a record is not an event; its message becomes the dead-letter reason."""
+
+
+class FormatError(SluiceError, ValueError):
+    """A pattern in the settings that cannot be used."""
+
+
+class FilterStageError(SluiceError):
+    """The filter stage cannot go on (Kafka unreachable, a batch that cannot be delivered)."""
+
+
+class StateError(SluiceError):
+    """A stored value of the analysis state cannot be read; names its key."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"state {key!r}: {message}")
+        self.key = key
+
+
+class StateVersionError(StateError):
+    """A stored value was written by a newer release: this one refuses it rather than guess."""
+
+    def __init__(self, key: str, found: int, known: int) -> None:
+        super().__init__(
+            key, f"state version {found} is newer than this release reads ({known}); upgrade"
+        )
+        self.found = found
+        self.known = known
+
+
+class ControlError(SluiceError):
+    """A control record could not be written."""
+
+
+class SinkError(SluiceError):
+    """A delivery failed. `retryable`: a later attempt may succeed (timeouts, 5xx, 429);
+    otherwise the receiver refused the alert as it is (4xx) and it goes to the dead letters."""
+
+    def __init__(
+        self, sink: str, message: str, *, retryable: bool, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"sink {sink}: {message}")
+        self.sink = sink
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class RegistryError(SluiceError):
+    """A registry operation failed or a `models` record is unusable; names the record."""
+
+
+class RetrainError(SluiceError):
+    """The retrainer cannot build a challenger from what it has."""
+
+
+class FilterError(SluiceError):
+    """Root of the filter's errors."""
+
+
+class FilterModelError(FilterError):
+    """A model file or byte string that cannot be used; names where it came from."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+
+
+class TrainingError(FilterError):
+    """Training cannot produce a model from these examples."""
+
+
+class AnalystError(SluiceError):
+    """Root of the analyst's errors; carries the scope of the bundle.
+
+    `category` and `summary` are what may leave the process in a report's provenance: both are
+    made of Sluice's own words and numbers only (status codes, attempt counts, exception class
+    names), never of log text, the LLM's answer, a URL or the scope (which comes from events).
+    """
+
+    def __init__(
+        self, summary: str, *, category: ErrorCategory = "internal", scope: str | None = None
+    ) -> None:
+        super().__init__(f"{summary} (scope {scope})" if scope else summary)
+        self.summary = summary[:200]
+        self.category: ErrorCategory = category
+        self.scope = scope
+
+
+class LLMCallError(AnalystError):
+    """The endpoint could not be reached or kept failing after the retries."""
+
+
+class LLMOutputError(AnalystError):
+    """The answer was not JSON or violated the schema, also after the repair attempt."""

@@ -1,0 +1,218 @@
+"""The filter stage's logic on one batch, shared by `sluice scan` and the worker.
+
+`screen_batch`: parse into columns, score with the filter, draw the audit sample, and build
+records only for what is forwarded: one `SuspectBatch` message per scope, each suspect
+serialized once (orjson). Per-template verdicts overrule the model (`filtering.verdicts`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from sluice.models.filter import Filter, FilterModel, OnnxFilter, default_model, normalize_batch
+from sluice.stream.filtering.verdicts import FirstSight, VerdictCache, decide
+from sluice.stream.ingest.parsing import ParsedBatch, parse_batch
+from sluice.stream.records import SCHEMA_VERSION, DeadLetter
+from sluice.stream.settings import PipelineSettings
+
+if TYPE_CHECKING:
+    from sluice.stream.ingest.textformats import TextFormats
+    from sluice.stream.signals.counter import SignalCounter
+
+__all__ = ["MAX_SUSPECTS_MESSAGE_BYTES", "Screened", "audit_draws", "build_filter", "screen_batch"]
+
+_UINT32 = float(2**32)
+
+
+def _source_text(where: tuple[str, int | None, int | None]) -> str:
+    name, partition, offset = where
+    return name if partition is None else f"{name}:{partition}:{offset}"
+
+
+#: A `suspects` message is split above this size (Kafka's default record limit is 1 MiB).
+MAX_SUSPECTS_MESSAGE_BYTES = 900_000
+
+
+_MAX_SUSPECT_BYTES = MAX_SUSPECTS_MESSAGE_BYTES - 1000  # room for the batch's head
+
+
+def build_filter(cfg: PipelineSettings) -> OnnxFilter:
+    """The filter the settings name: `model_path`, or the model that ships with Sluice."""
+    return OnnxFilter(FilterModel.from_path(cfg.model_path) if cfg.model_path else default_model())
+
+
+def audit_draws(values: Sequence[bytes]) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A uniform draw in [0, 1) per record, fixed by its bytes: scan and worker sample alike."""
+    crc = zlib.crc32
+    return np.fromiter(map(crc, values), dtype=np.float64, count=len(values)) / _UINT32
+
+
+@dataclass
+class Screened:
+    """What one batch became: suspect messages per scope, dead letters, and counts."""
+
+    messages: dict[str, list[bytes]] = field(default_factory=dict)  # scope -> SuspectBatch JSON
+    counts: dict[str, bytes] = field(default_factory=dict)  # scope -> SignalCounts JSON
+    dead: list[DeadLetter] = field(default_factory=list)
+    events: int = 0
+    flagged: int = 0
+    audited: int = 0
+    first_sight: int = 0  # forwarded on a template's first sightings (counted among audited)
+    by_verdict: int = 0  # forwarded by a relevant verdict the model did not flag
+    held_back: int = 0  # flagged by the model, held back by a not-relevant verdict
+
+
+def _encode(scope: str, parts: list[bytes]) -> list[bytes]:
+    """SuspectBatch messages for one scope from serialized suspects, each under the size limit."""
+    head = b'{"schema_version":%d,"kind":"suspects","scope":%s,"suspects":[' % (
+        SCHEMA_VERSION,
+        orjson.dumps(scope),
+    )
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = len(head)
+    for p in parts:
+        if chunk and size + len(p) + 3 > MAX_SUSPECTS_MESSAGE_BYTES:
+            out.append(head + b",".join(chunk) + b"]}")
+            chunk, size = [], len(head)
+        chunk.append(p)
+        size += len(p) + 1
+    if chunk:
+        out.append(head + b",".join(chunk) + b"]}")
+    return out
+
+
+def screen_batch(
+    values: Sequence[bytes],
+    keys: Sequence[bytes | None],
+    source: Callable[[int], tuple[str, int | None, int | None]],
+    filt: Filter,
+    cfg: PipelineSettings,
+    record_times: Sequence[float] | None = None,
+    counter: SignalCounter | None = None,
+    verdicts: VerdictCache | None = None,
+    first: FirstSight | None = None,
+    text: TextFormats | None = None,
+) -> Screened:
+    """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
+
+    `source(i)` names where record i came from: (topic or file:line, partition, offset);
+    `record_times[i]` its timestamp (epoch seconds), the time of an event that has none. With
+    signals enabled, every event is also counted per scope (`Screened.counts`) by `counter`
+    (the stage's own, which follows traces across batches; without one, the batch alone).
+    `verdicts` and `first` overrule and extend the model's flags (`stream.verdicts.decide`).
+    Unflagged events cost the parse of their message, one cache lookup in the filter and one
+    CRC of their bytes; only forwarded events get their other fields parsed and serialized.
+    """
+    out = Screened()
+    # a text line's format is per topic or file (no colon in a topic name; `TextFormats.keyed`)
+    stream = source(0)[0].rsplit(":", 1)[0] if text is not None and values else ""
+    parsed = parse_batch(values, cfg.max_event_bytes, text, keys=keys, stream=stream)
+    parsed.record_times = record_times
+    if text is not None and (record_times is None or cfg.signals.enabled):
+        parsed.text_times(record_times)  # every line's: `scan` carries a time to the next
+    for i, reason in parsed.dead:
+        out.dead.append(DeadLetter.of(values[i], *source(i), reason))
+    if not parsed.messages:
+        return out
+    out.events = len(parsed.messages)
+    a = filt.assess(parsed.messages)
+    if cfg.signals.enabled:
+        from sluice.stream.signals.counter import SignalCounter
+
+        if counter is None:
+            counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)
+        templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
+        out.counts = _signal_counts(parsed, keys, record_times, cfg, templates, counter)
+    if cfg.audit_rate > 0 or verdicts is not None or first is not None:
+        draws = audit_draws([values[i] for i in parsed.index])
+    else:
+        draws = np.ones(len(parsed.messages))
+    if verdicts is None and first is None:
+        d = decide((), a.flagged, draws, cfg.audit_rate, None, None)
+    else:
+        templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
+        d = decide(templates, a.flagged, draws, cfg.audit_rate, verdicts, first)
+    out.first_sight, out.by_verdict, out.held_back = d.first_sight, d.by_verdict, d.held_back
+    forward, audit, probability = d.forward, d.audit, d.probability
+    chosen = np.flatnonzero(forward)
+    if chosen.size == 0:
+        return out
+    by_scope: dict[str, list[bytes]] = {}
+    scores = a.scores
+    for j in chosen.tolist():
+        i = parsed.index[j]
+        where = source(i)
+        try:
+            ev = parsed.event(j, keys[i], cfg.default_service)
+            is_audit = bool(audit[j])
+            why = d.reason.get(j, "audit" if is_audit else "model")
+            scope = ev["attributes"].get("scope") or cfg.scope
+            ev["schema_version"] = SCHEMA_VERSION
+            ev["source"] = _source_text(where)
+            part = orjson.dumps(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "event": ev,
+                    "score": float(scores[j]),
+                    "model_version": a.model_version,
+                    "audit": is_audit,
+                    "sampling_probability": float(probability[j]) if is_audit else 1.0,
+                    "scope": scope,
+                    "reason": why,
+                    "verdict": d.verdict.get(j),
+                },
+                option=orjson.OPT_UTC_Z,
+            )
+        except Exception as exc:  # a field no rule foresaw: a dead letter, never a crash
+            out.dead.append(DeadLetter.of(values[i], *where, f"unusable event: {exc!r}"[:500]))
+            out.events -= 1  # a dead letter, not an event: consumed = events + dead
+            continue
+        if len(part) > _MAX_SUSPECT_BYTES:  # it could never be delivered: say so, don't retry
+            reason = f"forwarded event of {len(part)} bytes exceeds a suspects record"
+            out.dead.append(DeadLetter.of(values[i], *where, reason))
+            out.events -= 1
+            continue
+        by_scope.setdefault(scope, []).append(part)
+        if is_audit:
+            out.audited += 1
+        else:
+            out.flagged += 1
+    out.messages = {scope: _encode(scope, parts) for scope, parts in by_scope.items()}
+    return out
+
+
+def _signal_counts(
+    parsed: ParsedBatch,
+    keys: Sequence[bytes | None],
+    record_times: Sequence[float] | None,
+    cfg: PipelineSettings,
+    templates: Sequence[str],
+    counter: SignalCounter,
+) -> dict[str, bytes]:
+    """Every event's time, service, trace and line shape, counted per scope for the signals."""
+    ts, services, traces, scopes = parsed.signal_columns(
+        keys, record_times, cfg.default_service, cfg.scope
+    )
+    rows: dict[str, list[int]] = {}
+    for j, scope in enumerate(scopes):
+        rows.setdefault(scope, []).append(j)
+    if len(rows) == 1:
+        (scope,) = rows
+        return {scope: counter.count(scope, ts, services, traces, templates).to_bytes()}
+    return {
+        scope: counter.count(
+            scope,
+            [ts[j] for j in js],
+            [services[j] for j in js],
+            [traces[j] for j in js],
+            [templates[j] for j in js],
+        ).to_bytes()
+        for scope, js in rows.items()
+    }

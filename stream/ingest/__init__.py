@@ -1,0 +1,55 @@
+"""Ingest: records from files (`sources`) -> events, from JSON (`parsing`) or plain-text
+lines in a known format (`textformats`), or dead letters with the reason.
+
+Importing the package loads none of its modules (`stream._lazy`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sluice.stream._lazy import lazy_names
+
+if TYPE_CHECKING:
+    from sluice.stream.ingest.parsing import ParsedBatch, ParseError, parse_batch, parse_event
+    from sluice.stream.ingest.sources import Format, Record, read_records
+    from sluice.stream.ingest.textformats import (
+        BUILTIN_FORMATS,
+        LineFormat,
+        TextFormats,
+        TextHeader,
+        grok,
+        normalize_level,
+    )
+
+__all__ = [
+    "BUILTIN_FORMATS",
+    "Format",
+    "LineFormat",
+    "ParseError",
+    "ParsedBatch",
+    "Record",
+    "TextFormats",
+    "TextHeader",
+    "grok",
+    "normalize_level",
+    "parse_batch",
+    "parse_event",
+    "read_records",
+]
+
+__getattr__, __dir__ = lazy_names(
+    globals(),
+    {
+        "sluice.stream.ingest.sources": ["Format", "Record", "read_records"],
+        "sluice.stream.ingest.parsing": ["ParseError", "ParsedBatch", "parse_batch", "parse_event"],
+        "sluice.stream.ingest.textformats": [
+            "BUILTIN_FORMATS",
+            "LineFormat",
+            "TextFormats",
+            "TextHeader",
+            "grok",
+            "normalize_level",
+        ],
+    },
+)

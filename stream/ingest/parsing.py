@@ -1,0 +1,491 @@
+"""Parsing `events`: a JSON object or a plain text line -> an event, or a reason it cannot be one.
+
+Two entry points over one set of rules:
+
+- `parse_batch` is the filter stage's hot path. It works on a whole fetched batch and extracts
+  only what the filter needs from every record (the message text); the other fields (time,
+  service, level, trace, attributes) are worked out by `ParsedBatch.event` only for the few events
+  that are forwarded. No pydantic model is built per record.
+- `parse_event` parses one record into a validated `Event` (tests, tools).
+
+Text is text unless it parses as a JSON object: a line that starts with `[` (Apache error logs,
+Proxifier) or is any other JSON value is a text line. A line that starts with `{` but is not valid
+JSON is a dead letter ("invalid JSON"): it is a structured producer's broken record, and saying so
+helps more than scoring its braces. Bytes that are not UTF-8 (mixed encodings in one file) are
+decoded with U+FFFD in their place: the rest of the line is still evidence. Event times are kept
+only within 1970..2262 (the range of nanosecond epochs); others are no time at all, so that no
+window arithmetic downstream can overflow.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from sluice.stream.errors import ParseError
+from sluice.stream.ingest.textformats import Read, TextFormats, TextHeader
+from sluice.stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
+
+__all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]
+
+_TS_KEYS = ("ts", "timestamp", "@timestamp", "time", "Timestamp")
+_SERVICE_KEYS = ("service", "app", "application", "logger", "service_name", "PodName")
+_HOST_KEYS = ("host", "hostname", "Node", "node")
+_LEVEL_KEYS = ("level", "severity", "lvl", "loglevel")
+_MESSAGE_KEYS = ("message", "msg", "log", "Log", "text")
+_TRACE_KEYS = ("trace_id", "traceId", "TraceID", "trace")
+_SPAN_KEYS = ("span_id", "spanId", "SpanID", "span")
+_USED_KEYS = frozenset(
+    _TS_KEYS + _SERVICE_KEYS + _HOST_KEYS + _LEVEL_KEYS + _MESSAGE_KEYS + _TRACE_KEYS + _SPAN_KEYS
+)
+_LEVELS = (
+    "FATAL",
+    "CRITICAL",
+    "ERROR",
+    "SEVERE",
+    "WARNING",
+    "WARN",
+    "NOTICE",
+    "INFO",
+    "DEBUG",
+    "TRACE",
+)
+_LEVEL_RE = re.compile(r"\b(" + "|".join(_LEVELS) + r")\b", re.IGNORECASE)
+_ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_FRACTION = re.compile(r"\d+")
+_POD_HASH = re.compile(r"-[0-9a-f]{8,10}-[0-9a-z]{5}$")
+#: Epoch values above this are taken as milliseconds, microseconds or nanoseconds.
+_EPOCH_SECONDS_MAX = 1e11
+
+
+def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    for k in keys:
+        v = obj.get(k)
+        if v is not None and v != "":
+            return v
+    return None
+
+
+def _parse_ts(value: object) -> datetime | None:
+    """A time in 1970..2262 from epoch numbers or ISO-8601 text; else None (never raises)."""
+    ts = _any_ts(value)
+    return ts if ts is not None and EARLIEST_EVENT_TIME <= ts < LATEST_EVENT_TIME else None
+
+
+def _any_ts(value: object) -> datetime | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        if isinstance(value, int | float):  # epoch seconds, millis, micros or nanos
+            v = float(value)
+            if not math.isfinite(v) or v < 0:
+                return None
+            for _ in range(3):  # bounded: a huge number is not a time, not a loop
+                if v <= _EPOCH_SECONDS_MAX:
+                    break
+                v /= 1000
+            return datetime.fromtimestamp(v, tz=UTC) if v <= _EPOCH_SECONDS_MAX else None
+        if isinstance(value, str):
+            m = _ISO_RE.search(value)
+            if m:
+                s = m.group(0).replace(",", ".").replace(" ", "T")
+                if "." in s:  # Python parses at most microseconds
+                    head, _, frac = s.partition(".")
+                    digits = _FRACTION.match(frac)
+                    n = digits.group(0) if digits else ""
+                    s = f"{head}.{n[:6].ljust(6, '0')}{frac[len(n) :]}"
+                dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+                return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):  # 2023-13-45, year 0, out of the platform's range
+        return None
+    return None
+
+
+_DIGITS = re.compile(r"\d*")
+#: An event time further than this from its batch's median is not used by the counters.
+_MAX_CLOCK_SKEW_S = 86_400.0
+
+
+def _epoch(value: object, seconds: dict[object, float | None]) -> float | None:
+    """`_parse_ts(value)` as epoch seconds, memoized per second: the events of a batch share a
+    few seconds, so `2023-01-29T08:42:22.383150913Z` costs a dictionary lookup and the parse of
+    its fraction (the zone stays in the key)."""
+    if isinstance(value, str) and len(value) > 21 and value[19] == "." and value[4] == "-":
+        if value[-1] == "Z" and value[20:-1].isdigit():  # the usual shape: no regex
+            key: object = value[:19] + "Z"
+            frac = float("0." + value[20:-1])
+        else:
+            end = _DIGITS.match(value, 20).end()  # type: ignore[union-attr]  # \d* matches
+            key = value[:19] + value[end:]
+            frac = float("0." + value[20:end]) if end > 20 else 0.0
+    else:
+        key, frac = value if isinstance(value, str | int | float) else None, 0.0
+        if key is None:
+            return None
+    if key in seconds:
+        base = seconds[key]
+    else:
+        t = _parse_ts(key)
+        base = seconds[key] = t.timestamp() if t is not None else None
+    return None if base is None else base + frac
+
+
+def _level_of(text: str) -> str:
+    m = _LEVEL_RE.search(text[:200])
+    if not m:
+        return ""
+    level = m.group(1).upper()
+    return "WARN" if level == "WARNING" else level
+
+
+def _loads(raw: bytes) -> Any:
+    """JSON with orjson (fast); what orjson refuses goes to the standard library, which decides.
+
+    The standard library accepts more (NaN, Infinity, integers beyond 64 bits), and a user's
+    producer may well be Python's `json`: such records are events, not dead letters.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return _without_surrogates(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ParseError(
+            f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except RecursionError:
+        raise ParseError("invalid JSON: nested too deeply") from None
+
+
+def _without_surrogates(value: Any) -> Any:
+    """The standard library accepts lone surrogates (`"\\ud800"`), which no UTF-8 writer can
+    encode: each becomes U+FFFD, so the event can still be forwarded."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, list):
+        return [_without_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    return value
+
+
+def _message_of(obj: dict[str, Any]) -> str:
+    message = _first(obj, _MESSAGE_KEYS)
+    if isinstance(message, str) and message.lstrip().startswith("{"):
+        try:  # container runtimes wrap the line: {"log": "...", "stream": ...}
+            inner = orjson.loads(message)
+            if isinstance(inner, dict) and isinstance(inner.get("log"), str):
+                message = inner["log"]
+        except orjson.JSONDecodeError:
+            pass
+    if message is None:
+        raise ParseError("JSON object without a message field (message, msg, log, text)")
+    if not isinstance(message, str):
+        message = json.dumps(message) if isinstance(message, dict | list) else str(message)
+    return message.rstrip("\n")
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _json_fields(obj: dict[str, Any], message: str, fallback_service: str) -> dict[str, Any]:
+    service = _first(obj, _SERVICE_KEYS)
+    level = _first(obj, _LEVEL_KEYS)
+    level_s = str(level).upper() if level is not None else _level_of(message)
+    return {
+        "ts": _parse_ts(_first(obj, _TS_KEYS)) or _parse_ts(message[:64]),
+        "service": _POD_HASH.sub("", _text(service) or "") or fallback_service,
+        "host": _text(_first(obj, _HOST_KEYS)),
+        "level": "WARN" if level_s == "WARNING" else level_s,
+        "message": message,
+        "trace_id": _text(_first(obj, _TRACE_KEYS)),
+        "span_id": _text(_first(obj, _SPAN_KEYS)),
+        "attributes": {k: _text(v) or "" for k, v in obj.items() if k not in _USED_KEYS},
+    }
+
+
+def _line_fields(line: str, service: str) -> dict[str, Any]:
+    return {
+        "ts": _parse_ts(line[:64]),
+        "service": service,
+        "host": None,
+        "level": _level_of(line),
+        "message": line,
+        "trace_id": None,
+        "span_id": None,
+        "attributes": {},
+    }
+
+
+def _key_service(key: bytes | None) -> str | None:
+    return key.decode("utf-8", errors="replace") if key else None
+
+
+_FIRST_S, _LAST_S = EARLIEST_EVENT_TIME.timestamp(), LATEST_EVENT_TIME.timestamp()
+
+
+def _in_range(t: float | None) -> float | None:
+    """Epoch seconds within 1970..2262, else None (a written year 9999 is no time at all)."""
+    return t if t is not None and _FIRST_S <= t < _LAST_S else None
+
+
+def _header_fields(h: TextHeader, service: str) -> dict[str, Any]:
+    attributes = dict(h.attributes)
+    if h.pid is not None:
+        attributes["pid"] = h.pid
+    attributes["format"] = h.format
+    return {
+        "ts": None,
+        "service": h.service or service,
+        "host": h.host,
+        "level": h.level,
+        "message": h.message,
+        "trace_id": None,
+        "span_id": None,
+        "attributes": attributes,
+    }
+
+
+@dataclass
+class ParsedBatch:
+    """Columns of one parsed batch: `messages[j]` is the text of input record `index[j]`;
+    `headers[j]` a text line matched in its format (None: JSON, or plain text), `sources[j]` the
+    source its format was detected for."""
+
+    messages: list[str] = field(default_factory=list)
+    index: list[int] = field(default_factory=list)
+    objects: list[dict[str, Any] | None] = field(default_factory=list)
+    dead: list[tuple[int, str]] = field(default_factory=list)  # input position, reason
+    headers: list[Read | None] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    text: TextFormats | None = None
+    record_times: Sequence[float] | None = None  # each input record's timestamp (the worker)
+    _times: list[float] | None = None
+    _time_from: dict[int, str] = field(default_factory=dict)
+
+    def event(self, j: int, key: bytes | None, default_service: str) -> dict[str, Any]:
+        """Every field of the j-th parsed event (an `Event`'s fields, less schema and source)."""
+        service = _key_service(key)
+        obj = self.objects[j]
+        if obj is not None:
+            return _json_fields(obj, self.messages[j], service or default_service)
+        fallback = self.text.fallback_service if self.text is not None else None
+        service = service or fallback or default_service
+        read = self.headers[j] if self.headers else None
+        if read is not None and self.text is not None:
+            fields = _header_fields(self.text.full(read), service)
+        else:
+            fields = _line_fields(self.messages[j], service)
+        if self._times is not None:  # every line's, with what a line without one inherits
+            t = self._times[j]
+        elif read is not None and self.text is not None:  # this line's alone: its header's, or
+            own = _in_range(self.text.time_of(read, self._record_time(j)))
+            t = own if own is not None else self._record_time(j)
+            if own is None and not math.isnan(t):
+                self._time_from[j] = "record"
+        else:
+            t = math.nan if fields["ts"] is None else fields["ts"].timestamp()
+            if fields["ts"] is None and not math.isnan(self._record_time(j)):
+                t, self._time_from[j] = self._record_time(j), "record"
+        fields["ts"] = datetime.fromtimestamp(t, UTC) if _in_range(t) is not None else None
+        if j in self._time_from and fields["ts"] is not None:
+            fields["attributes"]["time_from"] = self._time_from[j]
+        return fields
+
+    def _record_time(self, j: int) -> float:
+        rt = self.record_times
+        return rt[self.index[j]] if rt is not None else math.nan
+
+    def text_times(self, record_times: Sequence[float] | None) -> list[float]:
+        """Each text line's time (epoch seconds; NaN for JSON rows, which have their own): its
+        header's, else one written at its start, else the record's timestamp (the worker),
+        else its predecessor's in the same source (`scan`), said in `time_from`. Computed once."""
+        if self._times is not None:
+            return self._times
+        nan = math.nan
+        text = self.text
+        last = text.last_time if text is not None else {}
+        times: list[float] = []
+        for j, obj in enumerate(self.objects):
+            if obj is not None:
+                times.append(nan)
+                continue
+            i = self.index[j]
+            rec = record_times[i] if record_times is not None else None
+            read = self.headers[j] if self.headers else None
+            t: float | None
+            if read is not None and text is not None:
+                t = _in_range(text.time_of(read, rec))
+            else:
+                at = _parse_ts(self.messages[j][:64])
+                t = at.timestamp() if at is not None else None
+            src = self.sources[j] if self.sources else ""
+            if t is None:
+                if rec is not None and not math.isnan(rec):
+                    t, self._time_from[j] = rec, "record"
+                elif src in last:
+                    t, self._time_from[j] = last[src], "previous line"
+            if t is None:
+                times.append(nan)
+                continue
+            if j not in self._time_from:
+                last[src] = t
+            times.append(t)
+        self._times = times
+        return times
+
+    def signal_columns(
+        self,
+        keys: Sequence[bytes | None],
+        record_times: Sequence[float] | None,
+        default_service: str,
+        default_scope: str,
+    ) -> tuple[list[float], list[str], list[str | None], list[str]]:
+        """What the signal counters need of every event, not only the forwarded ones: its time
+        (epoch seconds; the record's timestamp for a text line or a JSON event without one, NaN
+        without either; the batch's median for a time more than a day from it, so replayed old
+        logs keep their own times and one hostile time cannot move a scope's clock), service,
+        trace id and scope. Text lines: `text_times`, and their header's service."""
+        nan = math.nan
+        text_ts = self.text_times(record_times) if self.text is not None else None
+        fallback_service = self.text.fallback_service if self.text is not None else None
+        seconds: dict[object, float | None] = {}  # times of one batch share their second
+        pods: dict[str, str] = {}  # and their services (a pod name's hash costs a regex)
+        ts: list[float] = []
+        services: list[str] = []
+        traces: list[str | None] = []
+        scopes: list[str] = []
+        for j, obj in enumerate(self.objects):
+            i = self.index[j]
+            fallback = record_times[i] if record_times is not None else nan
+            if obj is None:
+                read = self.headers[j] if self.headers else None
+                ts.append(text_ts[j] if text_ts is not None else fallback)
+                services.append(
+                    (self.text.service(read) if read is not None and self.text else None)
+                    or _key_service(keys[i])
+                    or fallback_service
+                    or default_service
+                )
+                traces.append(None)
+                scopes.append(default_scope)
+                continue
+            # the usual key first (a call less per event), then the others in order
+            when = obj.get("ts")
+            t = _epoch(when if when is not None and when != "" else _first(obj, _TS_KEYS), seconds)
+            ts.append(t if t is not None else fallback)
+            service = obj.get("service")
+            if type(service) is not str or not service:
+                service = _text(_first(obj, _SERVICE_KEYS))
+            if service:
+                name = pods.get(service)
+                if name is None:
+                    name = pods[service] = _POD_HASH.sub("", service) or default_service
+                services.append(name)
+            else:
+                services.append(_key_service(keys[i]) or default_service)
+            trace = obj.get("trace_id")
+            if type(trace) is not str or not trace:
+                trace = _text(_first(obj, _TRACE_KEYS))
+            traces.append(trace)
+            scope = obj.get("scope")
+            scopes.append((scope if type(scope) is str else _text(scope)) or default_scope)
+        known = sorted(t for t in ts if not math.isnan(t))
+        if known:  # one hostile time must not move a scope's clock: a day off the batch's median
+            mid = known[len(known) // 2]
+            ts = [mid if abs(t - mid) > _MAX_CLOCK_SKEW_S else t for t in ts]  # NaN stays NaN
+        return ts, services, traces, scopes
+
+
+def parse_batch(
+    values: Sequence[bytes],
+    max_bytes: int,
+    formats: TextFormats | None = None,
+    sources: Sequence[str] | None = None,
+    keys: Sequence[bytes | None] | None = None,
+    stream: str = "",
+) -> ParsedBatch:
+    """Parse a batch; a record that is not an event is listed in `dead` with the reason.
+
+    With `formats`, a text line's header is read in the format of its source (`sources[i]`;
+    else `stream`, the topic or file, or the record's key where the settings give it a pattern),
+    and its message is the header-less one."""
+    out = ParsedBatch(text=formats)
+    messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
+    headers, srcs = out.headers, out.sources
+    for i, raw in enumerate(values):
+        if len(raw) > max_bytes:
+            dead.append((i, f"event of {len(raw)} bytes exceeds the maximum of {max_bytes}"))
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")  # mixed encodings: still a log line
+            raw = text.encode()
+        if text.startswith("\ufeff"):  # a byte order mark is not part of the line
+            text = text[1:]
+            raw = text.encode()
+        head = text[:1]
+        if head.isspace() or not head:
+            head = text.lstrip()[:1]
+            if not head:
+                dead.append((i, "empty event"))
+                continue
+        obj: dict[str, Any] | None = None
+        if head == "{":  # (a JSON array is a text line: `[` opens Apache's and Proxifier's)
+            try:
+                value = _loads(raw)
+                if isinstance(value, dict):
+                    obj = value
+                    messages.append(_message_of(obj))
+            except ParseError as exc:  # a structured producer's broken record
+                dead.append((i, str(exc)))
+                continue
+            except Exception as exc:  # a value no rule foresaw: a dead letter, never a crash
+                dead.append((i, f"unparseable event: {type(exc).__name__}"))
+                continue
+        header: Read | None = None
+        src = ""
+        if obj is None:  # text, or JSON that is not an object (`[Sun Dec 04 ...] [error] ...`)
+            line = text.rstrip("\r\n")
+            if formats is not None:
+                if sources is not None:
+                    src = sources[i]
+                else:  # the stream (topic or file), or a key with a pattern of its own
+                    k = keys[i] if keys is not None else None
+                    src = stream
+                    if k and formats.keyed(key := k.decode("utf-8", "replace")):
+                        src = key
+                header, line = formats.read(src, line)
+            messages.append(line)
+        if formats is not None:
+            headers.append(header)
+            srcs.append(src)
+        objects.append(obj)
+        index.append(i)
+    return out
+
+
+def parse_event(
+    raw: bytes, key: bytes | None, default_service: str, max_bytes: int, source: str | None = None
+) -> Event:
+    """One record of `events` to an Event; raises ParseError with the reason otherwise."""
+    batch = parse_batch([raw], max_bytes)
+    if batch.dead:
+        raise ParseError(batch.dead[0][1])
+    try:
+        return Event(**batch.event(0, key, default_service), source=source)
+    except Exception as exc:
+        raise ParseError(f"invalid event fields: {type(exc).__name__}") from None
