@@ -1,8 +1,9 @@
 """`sluice scan`: the pipeline in-process on a file, with no broker.
 
 The same two stages as the worker, with the same code: `screen_batch` (the filter stage) turns
-each batch into the same `suspects` messages the worker produces, and `AnalysisState` (the
-analysis stage) over a dict instead of a Faust table. Windows are analysed as they close, and
+each batch into the same `suspects` messages the worker produces, and `AnalysisState.apply`
+(the analysis stage) takes those very bytes, as the worker's agent does, over a dict instead of
+a Faust table. Windows are analysed as they close, and
 at the end of the input every open window closes. The verdicts of each analysed window apply to
 the batches after it, as a worker's verdict follower applies them from `feedback`; so do the
 triage verdicts on the first sightings of new templates (`stream.analysis._triage`).
@@ -40,9 +41,7 @@ from sluice.stream.records import (
     DeadLetter,
     Feedback,
     Outcome,
-    SignalCounts,
     SuspectBatch,
-    parse_suspects_record,
 )
 from sluice.stream.settings import PipelineSettings
 from sluice.stream.signals.counter import SignalCounter
@@ -88,9 +87,10 @@ async def scan(
     each scan starts with none, as the settings say. `text` reads the headers of text lines
     (by default as the settings say, the year of times without one taken from now: the CLI
     gives the file's modification time, and the file's name as the service of last resort)."""
-    state = AnalysisState(cfg, MemoryStore(), wall, suspects_topic="scan")
-    result = ScanResult(StageCounters(model_version=filt.version), state.counters)
-    triage = NewTemplates(cfg, counters=state.counters.triage)
+    counters = AnalysisCounters()
+    triage = NewTemplates(cfg, counters=counters.triage)
+    state = AnalysisState(cfg, MemoryStore(), wall, "scan", triage=triage, counters=counters)
+    result = ScanResult(StageCounters(model_version=filt.version), counters)
 
     if text is None:
         text = cfg.text.formats()
@@ -130,8 +130,7 @@ async def scan(
                 w = state.window(scope, seq)
                 analysis = await analyst.analyze(bundle_of(w))
                 offline_if_down()
-                state.on_analysed(w.analysed(analysis, now()))
-                take(state.publish(scope))
+                take(state.apply(0, None, w.analysed(analysis, now()).to_bytes()))
             if not final:
                 break
 
@@ -157,16 +156,14 @@ async def scan(
         result.suspects += screened.flagged + screened.audited
         result.deadletters += screened.dead
         for counts in screened.counts.values():  # signals: every event counted, as a worker does
-            rec_counts = parse_suspects_record(counts)
-            assert isinstance(rec_counts, SignalCounts)
-            result.deadletters += state.on_counts(0, None, rec_counts)
+            take(state.apply(0, None, counts))
         for messages in screened.messages.values():
             for m in messages:  # the very bytes a worker would put on the suspects topic
-                rec = parse_suspects_record(m)
+                effects = state.apply(0, None, m)
+                take(effects)
+                rec = effects.record
                 assert isinstance(rec, SuspectBatch)
                 result.forwarded += [(s.event.source or "", s.reason) for s in rec.suspects]
-                result.deadletters += state.on_suspects(0, None, rec)
-                triage.offer(rec)
                 judged = await triage.judge(analyst, now)  # a worker's triage runs concurrently
                 offline_if_down()
                 result.feedback += judged

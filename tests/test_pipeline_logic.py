@@ -456,7 +456,9 @@ def test_chunk_cache_is_bounded_and_answers_by_content() -> None:
     raw = TypeAdapter(list[Suspect]).dump_json(one)
     cache = ChunkCache(max_bytes=len(raw) * 2)
     cache.put(raw, one)
-    assert cache.get(bytes(raw)) is one  # equal bytes, another object: the same entry
+    assert cache.get("chunk/s/0", bytes(raw)) is one  # equal bytes, another object: the same entry
     for i in range(5):
         cache.put(TypeAdapter(list[Suspect]).dump_json([suspect(10 + i)]), [suspect(10 + i)])
-    assert cache.get(raw) == one and cache.get(raw) is not one  # evicted, parsed again
+    assert (
+        cache.get("chunk/s/0", raw) == one and cache.get("chunk/s/0", raw) is not one
+    )  # evicted, parsed again

@@ -1,36 +1,40 @@
 """The analysis stage: suspects -> event-time windows per scope -> analysis -> alerts, feedback.
 
-`AnalysisState` is the stage's logic over a key-value store (a dict in `scan`, a Faust table with
-a changelog topic in the worker); `create_app` builds the worker's Faust app around it. Importing
-this package does not import Faust: `create_app` loads it when called.
+`AnalysisState` (`machine`) is the stage as one state machine over a key-value store: a dict in
+`scan`, a Faust table with a changelog topic in the worker, whose app `create_app` (`app`) builds
+around it. Its parts: `windows`, `alerts`, `labels`, `state` (stored, versioned), `store`,
+`triage` (new templates judged on first sight), `redaction` (what leaves for the LLM).
+Importing this package loads none of its modules (Faust only with `create_app`).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from sluice.stream.analysis.machine import (
-    AnalysisCounters,
-    AnalysisState,
-    ChunkCache,
-    ClosedWindow,
-    MemoryStore,
-    Published,
-    StagedStore,
-    StateStore,
-    bundle_of,
-)
+from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
     from sluice.stream.analysis.app import create_app, open_windows
+    from sluice.stream.analysis.effects import AnalysisCounters, Effects, Published
+    from sluice.stream.analysis.machine import AnalysisState
+    from sluice.stream.analysis.redaction import Redactor
+    from sluice.stream.analysis.state import STATE_VERSION, ScopeState
+    from sluice.stream.analysis.store import ChunkCache, MemoryStore, StagedStore, StateStore
+    from sluice.stream.analysis.triage import NewTemplates
+    from sluice.stream.analysis.windows import ClosedWindow, bundle_of
 
 __all__ = [
+    "STATE_VERSION",
     "AnalysisCounters",
     "AnalysisState",
     "ChunkCache",
     "ClosedWindow",
+    "Effects",
     "MemoryStore",
+    "NewTemplates",
     "Published",
+    "Redactor",
+    "ScopeState",
     "StagedStore",
     "StateStore",
     "bundle_of",
@@ -38,10 +42,16 @@ __all__ = [
     "open_windows",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in ("create_app", "open_windows"):
-        from sluice.stream.analysis import _app
-
-        return getattr(_app, name)
-    raise AttributeError(name)
+__getattr__, __dir__ = lazy_names(
+    globals(),
+    {
+        "sluice.stream.analysis.app": ["create_app", "open_windows"],
+        "sluice.stream.analysis.effects": ["AnalysisCounters", "Effects", "Published"],
+        "sluice.stream.analysis.machine": ["AnalysisState"],
+        "sluice.stream.analysis.redaction": ["Redactor"],
+        "sluice.stream.analysis.state": ["STATE_VERSION", "ScopeState"],
+        "sluice.stream.analysis.store": ["ChunkCache", "MemoryStore", "StagedStore", "StateStore"],
+        "sluice.stream.analysis.triage": ["NewTemplates"],
+        "sluice.stream.analysis.windows": ["ClosedWindow", "bundle_of"],
+    },
+)

@@ -25,27 +25,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
-from pydantic import ValidationError
 
 from sluice.models.analyst import Analyst, create_analyst
-from sluice.stream.analysis.machine import (
-    AnalysisCounters,
-    AnalysisState,
-    ChunkCache,
-    ClosedWindow,
-    Published,
-    StagedStore,
-    bundle_of,
-)
+from sluice.stream.analysis.effects import AnalysisCounters, Published
+from sluice.stream.analysis.machine import AnalysisState
+from sluice.stream.analysis.store import ChunkCache, StagedStore
 from sluice.stream.analysis.triage import NewTemplates
+from sluice.stream.analysis.windows import ClosedWindow, bundle_of
 from sluice.stream.delivery.controls import Controls
+from sluice.stream.errors import StateVersionError
 from sluice.stream.kafka.clients import ssl_context
 from sluice.stream.records import (
     DeadLetter,
-    SignalCounts,
-    SuspectBatch,
     Tick,
-    parse_suspects_record,
 )
 from sluice.stream.settings import Settings
 
@@ -157,39 +149,16 @@ def create_app(
 
     async def handle(partition: int, offset: int, value: bytes) -> None:
         staged = StagedStore(_TableStore(table))
-        state = AnalysisState(cfg, staged, time.time, t.suspects, chunks, controls)
-        if state.applied(partition, offset):
-            return  # replayed after a crash: its effects are in the restored state
-        out = Published()
-        scopes: list[str] = []
-        try:
-            rec = parse_suspects_record(value)
-        except ValidationError as exc:
-            reason = f"not a suspects record: {exc.errors()[0]['msg']}"
-            out.dead.append(DeadLetter.of(value, t.suspects, partition, offset, reason))
-        else:
-            if isinstance(rec, SuspectBatch):
-                out.dead += state.on_suspects(partition, offset, rec)
-                scopes = [rec.scope]
-                triage.offer(rec)
-            elif isinstance(rec, SignalCounts):
-                out.dead += state.on_counts(partition, offset, rec)
-            elif isinstance(rec, Tick):
-                state.on_tick(partition)
-                scopes = state.scopes(partition)
-            else:
-                state.on_analysed(rec)
-                scopes = [rec.scope]
-            for scope in scopes:
-                out.extend(state.publish(scope))
-        await publish(out)
-        state.mark_applied(partition, offset)
-        staged.apply()
+        state = AnalysisState(cfg, staged, time.time, t.suspects, chunks, controls, triage)
+        effects = state.apply(partition, offset, value)
+        if effects.replayed:
+            return
+        await publish(effects)
+        staged.commit()  # the state moves on only once its effects are acknowledged
         if counters is not None:
             counters.merge(state.counters)
-        for scope in scopes:
-            for seq, attempt in state.due(scope):
-                runner.launch(partition, scope, seq, attempt, state)
+        for scope, seq, attempt in effects.due:
+            runner.launch(partition, scope, seq, attempt, state)
 
     async def until_delivered(what: str, where: str, attempt: Any) -> None:
         """Retry a delivery to the broker until it is acknowledged: the record stays unacked
@@ -219,7 +188,7 @@ def create_app(
                 )
             except Exception as exc:  # Faust would ack it silently: say why, as a dead letter
                 log.exception("analysis of %s failed", where)
-                reason = f"analysis stage failed: {type(exc).__name__}"
+                reason = _failure(exc)
                 letter = DeadLetter.of(value, m.topic, m.partition, m.offset, reason).to_bytes()
 
                 async def send_letter(letter: bytes = letter) -> None:
@@ -246,6 +215,17 @@ def create_app(
                 await suspects_t.send(value=Tick().to_bytes(), partition=tp.partition)
 
     return app
+
+
+def _failure(exc: Exception) -> str:
+    """A dead letter's reason for a record the stage could not apply: Sluice's own words (the
+    exception's text may quote a scope, which comes from log text)."""
+    if isinstance(exc, StateVersionError):
+        return (
+            f"analysis state written by a newer release (state version {exc.found}; this "
+            f"release reads up to {exc.known}): upgrade this worker"
+        )
+    return f"analysis stage failed: {type(exc).__name__}"
 
 
 def open_windows(app: faust.App, settings: Settings) -> int:
