@@ -185,8 +185,8 @@ def local_llm() -> Iterator[str]:
 
 @pytest.fixture
 def llm() -> Iterator[Any]:
-    """The OpenAI-compatible test server (tests/llm_server.py), started and stopped per test."""
-    from tests.llm_server import FakeLLM
+    """The OpenAI-compatible test server (`sluice.stream.testing.FakeLLM`), per test."""
+    from sluice.stream.testing import FakeLLM
 
     server = FakeLLM().start()
     yield server

@@ -23,7 +23,7 @@ from sluice.models.analyst import (
     strict_json_schema,
 )
 from sluice.stream.records import Alert
-from tests.llm_server import FakeLLM
+from sluice.stream.testing import FakeLLM
 
 SECRET = "sk-test-never-print-7d1c"
 T0 = datetime(2023, 1, 29, 8, 52, 6, tzinfo=UTC)
@@ -65,11 +65,11 @@ def bundle(extra: list[str] | None = None) -> Bundle:
 def _no_mode_from_an_earlier_test() -> Iterator[None]:
     """The negotiated structured-output mode is kept per (URL, model) for the process: a test
     server on a port an earlier test's server had must start from no mode, not inherit one."""
-    from sluice.models.analyst import _openai
+    from sluice.models.analyst import _negotiate
 
-    _openai._NEGOTIATED.clear()
+    _negotiate._NEGOTIATED.clear()
     yield
-    _openai._NEGOTIATED.clear()
+    _negotiate._NEGOTIATED.clear()
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import pytest
 from sluice.models.filter import Example, FilterModel, normalize, train
 from sluice.stream.learning.registry import publish_model
 from sluice.stream.records import Feedback, Suspect, SuspectBatch, parse_suspects_record
+from sluice.stream.testing import FakeLLM
 from tests.kafka_helpers import (
     produce_keyed,
     read_until,
@@ -33,7 +34,6 @@ from tests.kafka_helpers import (
     sluice,
     worker_env,
 )
-from tests.llm_server import FakeLLM
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ import pytest
 from sluice.models.analyst import Bundle, BundleEvent, LLMSettings, OpenAIAnalyst
 from sluice.models.analyst._check import EndpointCheck, check_endpoint
 from sluice.stream.records import Alert
-from tests.llm_server import FakeLLM
+from sluice.stream.testing import FakeLLM
 
 pytestmark = pytest.mark.local_llm
 

@@ -25,6 +25,7 @@ from kafka import KafkaProducer
 from sluice.models.filter import Example, FeatureSpec, FilterModel, train
 from sluice.stream.learning.registry import Activation, ModelWatcher, publish_model, read_registry
 from sluice.stream.records import Feedback, SuspectBatch, parse_suspects_record
+from sluice.stream.testing import FakeLLM
 from tests.kafka_helpers import (
     free_port,
     http_get,
@@ -35,7 +36,6 @@ from tests.kafka_helpers import (
     sluice,
     worker_env,
 )
-from tests.llm_server import FakeLLM
 
 pytestmark = pytest.mark.integration
 

@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 
 from sluice.stream.records import Alert, DeadLetter, Feedback, Outcome
+from sluice.stream.testing import FakeLLM
 from tests.kafka_helpers import (
     LocalBroker,
     committed_offsets,
@@ -32,7 +33,6 @@ from tests.kafka_helpers import (
     suspect_messages_until,
     worker_env,
 )
-from tests.llm_server import FakeLLM
 
 pytestmark = pytest.mark.integration
 

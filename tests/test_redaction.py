@@ -19,8 +19,8 @@ from sluice.stream.analysis import AnalysisState, MemoryStore, bundle_of
 from sluice.stream.analysis.redaction import Redactor
 from sluice.stream.records import Alert, Feedback, Suspect
 from sluice.stream.scan import scan
+from sluice.stream.testing import FakeLLM
 from tests.kafka_helpers import produce, read_until, running_worker, sluice, worker_env
-from tests.llm_server import FakeLLM
 
 #: Seeded into log lines; none of them may reach the LLM or `feedback`.
 SEEDS = {

@@ -420,7 +420,9 @@ def test_a_counts_record_whose_handling_failed_is_not_counted_twice() -> None:
     AnalysisState(cfg, store, lambda: 0.0, cache=cache).on_counts(0, 0, recs[0])
     held = store.get("signals/shop")
     assert held is not None
-    failed = cache.detector("signals/shop", held, cfg.signals, take=True)  # a handling that dies midway
+    failed = cache.detector(
+        "signals/shop", held, cfg.signals, take=True
+    )  # a handling that dies midway
     failed.add_counts(recs[1])
     AnalysisState(cfg, store, lambda: 0.0, cache=cache).on_counts(0, 1, recs[1])  # the retry
     AnalysisState(cfg, store, lambda: 0.0, cache=cache).on_counts(0, 2, recs[2])

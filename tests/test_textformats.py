@@ -17,9 +17,10 @@ from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.training.datasets import shared_data_dir
 from sluice.stream import PipelineSettings
 from sluice.stream.filtering.screen import build_filter
+from sluice.stream.ingest.formats import BUILTIN_FORMATS, grok
 from sluice.stream.ingest.parsing import parse_batch
 from sluice.stream.ingest.sources import read_records
-from sluice.stream.ingest.textformats import BUILTIN_FORMATS, TextFormats, grok
+from sluice.stream.ingest.textformats import TextFormats
 from sluice.stream.scan import ScanResult, scan
 from sluice.stream.settings import TextSettings
 

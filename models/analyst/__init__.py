@@ -25,11 +25,7 @@ if TYPE_CHECKING:
     from sluice.models.analyst._heuristic import (
         HeuristicAnalyst,
     )
-    from sluice.models.analyst._openai import (
-        SYSTEM_PROMPT,
-        OpenAIAnalyst,
-        UsageTotals,
-    )
+    from sluice.models.analyst._openai import SYSTEM_PROMPT, OpenAIAnalyst
     from sluice.models.analyst._protocol import (
         Analyst,
         Remote,
@@ -72,6 +68,7 @@ if TYPE_CHECKING:
         parse_triage,
         render_triage,
     )
+    from sluice.models.analyst._usage import UsageTotals
     from sluice.stream.errors import AnalystError, LLMCallError, LLMOutputError
 
 __all__ = [
@@ -133,7 +130,8 @@ _WHERE = {
     ],
     "sluice.models.analyst._config": ["LLMSettings"],
     "sluice.models.analyst._heuristic": ["HeuristicAnalyst"],
-    "sluice.models.analyst._openai": ["OpenAIAnalyst", "SYSTEM_PROMPT", "UsageTotals"],
+    "sluice.models.analyst._openai": ["OpenAIAnalyst", "SYSTEM_PROMPT"],
+    "sluice.models.analyst._usage": ["UsageTotals"],
     "sluice.models.analyst._protocol": ["Analyst", "Remote", "create_analyst"],
     "sluice.models.analyst._resilience": ["CircuitBreaker", "backoff_delay"],
     "sluice.models.analyst._schema": [

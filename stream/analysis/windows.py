@@ -211,11 +211,6 @@ class Windows:
         for w in sorted(st.open, key=lambda w: w.start):
             self._close(scope, st, w, "end", {})
 
-    def open_events(self, scope: str) -> int:
-        return sum(w.n for w in self.scope_state(scope).open)
-
-    # -- analysis and publication ----------------------------------------------------------------
-
     def window(self, scope: str, p: PendingWindow) -> ClosedWindow:
         """A pending window with its suspects in order, redacted as the settings say."""
         suspects: list[Suspect] = []

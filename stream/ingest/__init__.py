@@ -1,5 +1,6 @@
 """Ingest: records from files (`sources`) -> events, from JSON (`parsing`) or plain-text
-lines in a known format (`textformats`), or dead letters with the reason.
+lines in a known format (`formats`, detected and read by `textformats`), or dead letters with
+the reason.
 
 Importing the package loads none of its modules (`stream._lazy`).
 """
@@ -11,16 +12,17 @@ from typing import TYPE_CHECKING
 from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from sluice.stream.ingest.parsing import ParsedBatch, ParseError, parse_batch, parse_event
-    from sluice.stream.ingest.sources import Format, Record, read_records
-    from sluice.stream.ingest.textformats import (
+    from sluice.stream.ingest.formats import (
         BUILTIN_FORMATS,
         LineFormat,
-        TextFormats,
         TextHeader,
+        TimeKind,
         grok,
         normalize_level,
     )
+    from sluice.stream.ingest.parsing import ParsedBatch, ParseError, parse_batch, parse_event
+    from sluice.stream.ingest.sources import Format, Record, read_records
+    from sluice.stream.ingest.textformats import TextFormats
 
 __all__ = [
     "BUILTIN_FORMATS",
@@ -31,6 +33,7 @@ __all__ = [
     "Record",
     "TextFormats",
     "TextHeader",
+    "TimeKind",
     "grok",
     "normalize_level",
     "parse_batch",
@@ -43,13 +46,14 @@ __getattr__, __dir__ = lazy_names(
     {
         "sluice.stream.ingest.sources": ["Format", "Record", "read_records"],
         "sluice.stream.ingest.parsing": ["ParseError", "ParsedBatch", "parse_batch", "parse_event"],
-        "sluice.stream.ingest.textformats": [
+        "sluice.stream.ingest.formats": [
             "BUILTIN_FORMATS",
             "LineFormat",
-            "TextFormats",
             "TextHeader",
+            "TimeKind",
             "grok",
             "normalize_level",
         ],
+        "sluice.stream.ingest.textformats": ["TextFormats"],
     },
 )

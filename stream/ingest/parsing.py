@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 
 from sluice.stream.errors import ParseError
-from sluice.stream.ingest.textformats import Read, TextFormats, TextHeader
+from sluice.stream.ingest.formats import TextHeader
+from sluice.stream.ingest.textformats import Read, TextFormats
 from sluice.stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
 
 __all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]

@@ -1,4 +1,5 @@
-"""An OpenAI-compatible chat-completions server on 127.0.0.1 for tests, with scriptable failures.
+"""`FakeLLM`: an OpenAI-compatible chat-completions server on 127.0.0.1 for tests, with
+scriptable failures (the real `openai` client talks to it over HTTP, as to any endpoint).
 
 Each request consumes the next behaviour from `script` (``ok`` when empty):
 ``ok`` | ``429:<retry-after s>`` | ``500`` | ``slow:<s>`` | ``invalid_json`` | ``schema_violation``
@@ -21,6 +22,8 @@ import time
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+__all__ = ["FakeLLM", "compute_answer"]
 
 _BLOCK = re.compile(r"^\[(T\d+)\] count=(\d+) .*?services=(\S+)", re.MULTILINE)
 _TEMPLATE = re.compile(r"^  template: (.*)$", re.MULTILINE)
