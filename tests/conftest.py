@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.kafka import KafkaEnv, SettingsFor, settings_of, sluice, worker_env
+
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 # Every name `unique_name` handed out this session, the broker the tests used (if any) and the
@@ -191,3 +193,24 @@ def llm() -> Iterator[Any]:
     server = FakeLLM().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def kafka_env(kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Any) -> KafkaEnv:
+    """A factory: the environment of a Sluice process (`sluice ...` in a subprocess) on a
+    topology of its own (every topic and the group named for this test, on the local broker),
+    its topics created with `sluice topics create` unless `create=False`."""
+
+    def make(create: bool = True, **settings: str) -> dict[str, str]:
+        env = worker_env(kafka_bootstrap, unique_name, tmp_path, **settings)
+        if create:
+            sluice(env, "topics", "create")
+        return env
+
+    return make
+
+
+@pytest.fixture
+def settings_for(monkeypatch: pytest.MonkeyPatch) -> SettingsFor:
+    """A factory: the Settings a process with `env` would build (set through monkeypatch)."""
+    return lambda env: settings_of(env, monkeypatch)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,8 +17,15 @@ from sluice.stream.ingest.sources import read_records
 from sluice.stream.records import Alert, DeadLetter, Feedback
 from sluice.stream.scan import scan
 from sluice.stream.settings import FirstSightSettings
-from tests.hostile import check_event, corpus
-from tests.kafka_helpers import produce, read_until, running_worker, sluice, suspects_in, worker_env
+from tests.support.hostile import check_event, corpus
+from tests.support.kafka import (
+    KafkaEnv,
+    produce,
+    read_until,
+    running_worker,
+    sluice,
+    suspects_in,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,11 +35,11 @@ NEZHA = shared_data_dir() / "nezha-trainticket"
 
 
 def test_hostile_corpus_through_the_worker(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, kafka_env: KafkaEnv
 ) -> None:
     """Every record of tests/corpus/ ends as a forwarded event or a dead letter with its reason,
     and the events after them are processed (no stuck partition)."""
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path, SLUICE_PIPELINE__AUDIT_RATE="1")
+    env = kafka_env(create=False, SLUICE_PIPELINE__AUDIT_RATE="1")
     hostile = corpus()  # audit rate 1: every event is forwarded, flagged or not
     good = [
         json.dumps(
@@ -89,11 +95,11 @@ def _alerts(values: list[bytes]) -> list[Alert]:
 
 
 def test_nezha_replay_raises_alerts_naming_the_injected_service(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, kafka_env: KafkaEnv
 ) -> None:
     """Normal window 08:50, then the `return` fault on ts-contacts-service at 08:52:06 and the
     one on ts-basic-service at 09:12:56, replayed in time order with `sluice produce`."""
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path, SLUICE_PIPELINE__IDLE_CLOSE_S="4")
+    env = kafka_env(create=False, SLUICE_PIPELINE__IDLE_CLOSE_S="4")
     files = [NEZHA / "normal-2023-01-29" / "08_50_log.csv.gz"] + [
         NEZHA / "2023-01-29" / f"{m}_log.csv.gz" for m in ("08_52", "08_53", "09_12", "09_13")
     ]
@@ -140,7 +146,7 @@ def _comparable(a: Alert) -> tuple[str, int, str, str]:
 
 
 def test_scan_and_worker_produce_the_same_alerts(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, kafka_env: KafkaEnv
 ) -> None:
     """Same filter, same analyst, alert time fixed to event time; windows close when idle.
 
@@ -170,7 +176,7 @@ def test_scan_and_worker_produce_the_same_alerts(
         )
     )
     assert offline.alerts
-    env = worker_env(kafka_bootstrap, unique_name, tmp_path, **pipeline)
+    env = kafka_env(create=False, **pipeline)
     with running_worker(env, tmp_path / "worker.log"):
         out = sluice(env, "produce", str(DEMO))
         assert "produced 6306 records" in out
@@ -187,14 +193,12 @@ def test_scan_and_worker_produce_the_same_alerts(
 
 
 def test_plain_text_syslog_through_the_worker_gets_its_program_and_its_own_time(
-    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+    kafka_bootstrap: str, tmp_path: Path, kafka_env: KafkaEnv
 ) -> None:
     """sshd's syslog lines with no key: the worker finds the format from the topic's first
     lines; each suspect names the program as its service and carries the line's own time (its
     year from the record's timestamp), and its message has no date, host or pid."""
-    env = worker_env(
-        kafka_bootstrap, unique_name, tmp_path,
-        SLUICE_PIPELINE__AUDIT_RATE="1", SLUICE_KAFKA__PARTITIONS="1",
+    env = kafka_env(create=False, SLUICE_PIPELINE__AUDIT_RATE="1", SLUICE_KAFKA__PARTITIONS="1",
     )  # fmt: skip
     hosts = ("LabSZ", "gw-2")
     lines = [
