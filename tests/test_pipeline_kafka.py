@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from sluice.models.analyst import HeuristicAnalyst
-from sluice.models.filter import OnnxFilter
 from sluice.models.training.datasets import shared_data_dir
 from sluice.stream import PipelineSettings
-from sluice.stream.ingest.sources import read_records
 from sluice.stream.records import Alert, DeadLetter, Feedback
-from sluice.stream.scan import scan
 from sluice.stream.settings import FirstSightSettings
 from tests.support.hostile import check_event, corpus
 from tests.support.kafka import (
@@ -26,6 +21,7 @@ from tests.support.kafka import (
     sluice,
     suspects_in,
 )
+from tests.support.pipeline import scan_demo
 
 pytestmark = pytest.mark.integration
 
@@ -166,15 +162,7 @@ def test_scan_and_worker_produce_the_same_alerts(
         idle_close_s=5,
         first_sight=FirstSightSettings(budget_per_min=1e9),
     )
-    offline = asyncio.run(
-        scan(
-            read_records(str(DEMO)),
-            cfg,
-            OnnxFilter(),
-            HeuristicAnalyst(),
-            lambda: datetime.now(UTC),
-        )
-    )
+    offline = scan_demo(cfg)
     assert offline.alerts
     env = kafka_env(create=False, **pipeline)
     with running_worker(env, tmp_path / "worker.log"):

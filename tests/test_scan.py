@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime
-
 import numpy as np
 
-from sluice.models.analyst import HeuristicAnalyst
-from sluice.models.filter import OnnxFilter, normalize_batch
+from sluice.models.filter import normalize_batch
 from sluice.stream import PipelineSettings
 from sluice.stream.ingest.parsing import parse_batch
 from sluice.stream.ingest.sources import read_records
 from sluice.stream.records import (
     Alert,
 )
-from sluice.stream.scan import scan
-from tests.support.pipeline import DEMO
+from tests.support.pipeline import DEMO, scan_demo
 
 
 def test_scan_of_the_demo_names_the_faulty_service() -> None:
     cfg = PipelineSettings(alert_time="event")
-    result = asyncio.run(
-        scan(
-            read_records(str(DEMO)),
-            cfg,
-            OnnxFilter(),
-            HeuristicAnalyst(),
-            lambda: datetime.now(UTC),
-        )
-    )
+    result = scan_demo(cfg)
     assert result.events == 6306 and not result.deadletters
     c = result.counters
     assert 0 < c.flagged < result.events * 0.05  # the model forwards few ...

@@ -32,7 +32,6 @@ T0 = datetime(2024, 6, 1, 8, 0, tzinfo=UTC)
 def test_a_fault_replay_fires_one_alert_resolves_it_and_every_sink_gets_each_revision(
     kafka_bootstrap: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:

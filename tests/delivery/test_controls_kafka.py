@@ -36,7 +36,6 @@ def _alerts(values: list[bytes]) -> list[Alert]:
 def test_ack_and_silence_reach_the_worker_and_the_sink(
     kafka_bootstrap: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:
@@ -98,7 +97,6 @@ def test_ack_and_silence_reach_the_worker_and_the_sink(
 
 def test_a_sink_honours_a_silence_it_reads_from_the_controls_topic(
     kafka_bootstrap: str,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:

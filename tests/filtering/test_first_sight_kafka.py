@@ -93,7 +93,6 @@ def test_an_unseen_system_is_learnt_by_first_sight_verdicts_and_a_retrain(
     kafka_bootstrap: str,
     tmp_path: Path,
     llm: FakeLLM,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:

@@ -113,7 +113,6 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
     kafka_bootstrap: str,
     tmp_path: Path,
     llm: FakeLLM,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:
@@ -243,7 +242,6 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
 
 def test_a_model_over_1_mib_travels_and_bad_records_are_rejected(
     kafka_bootstrap: str,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:
@@ -292,7 +290,6 @@ def test_a_model_over_1_mib_travels_and_bad_records_are_rejected(
 def test_retrain_watch_retrains_when_enough_new_labels_arrive(
     kafka_bootstrap: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:

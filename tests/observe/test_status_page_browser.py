@@ -68,7 +68,6 @@ def test_the_status_page_shows_the_latest_alert_and_its_graph_in_chromium(
     kafka_bootstrap: str,
     chromium: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:

@@ -91,7 +91,6 @@ def _baseline_in_changelog(settings: Settings) -> dict[str, tuple[float, int]] |
 def test_signal_baselines_survive_a_restart_and_name_the_silent_service(
     kafka_bootstrap: str,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     kafka_env: KafkaEnv,
     settings_for: SettingsFor,
 ) -> None:

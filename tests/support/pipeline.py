@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sluice.models.analyst import HeuristicAnalyst
-from sluice.models.filter import KeywordFilter
+from sluice.models.filter import KeywordFilter, OnnxFilter
 from sluice.stream import PipelineSettings
 from sluice.stream.analysis import AnalysisState, ClosedWindow, bundle_of
 from sluice.stream.filtering.screen import screen_batch
+from sluice.stream.ingest.sources import read_records
 from sluice.stream.records import (
     Alert,
     Event,
@@ -18,6 +20,7 @@ from sluice.stream.records import (
     SuspectBatch,
     parse_suspects_record,
 )
+from sluice.stream.scan import ScanResult, scan
 
 T0 = datetime(2023, 1, 29, 8, 52, tzinfo=UTC)
 
@@ -86,3 +89,16 @@ async def analyse_all(state: AnalysisState, scope: str) -> tuple[list[Alert], li
         state.on_analysed(w.analysed(analysis, datetime.now(UTC)))
     out = state.publish(scope)
     return out.alerts, out.feedback
+
+
+def scan_demo(cfg: PipelineSettings) -> ScanResult:
+    """`sluice scan --demo` as a function: the shipped filter, the offline analyst."""
+    return asyncio.run(
+        scan(
+            read_records(str(DEMO)),
+            cfg,
+            OnnxFilter(),
+            HeuristicAnalyst(),
+            lambda: datetime.now(UTC),
+        )
+    )
