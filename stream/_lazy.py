@@ -5,6 +5,12 @@ its `__all__` and a `TYPE_CHECKING` import block for type checkers; `lazy_names`
 import when `__all__` and the table disagree, so the three cannot drift apart. Importing the
 package then loads none of its modules (PEP 562): the CLI and the settings do not pay for Faust,
 ONNX Runtime, scikit-learn or openai until a name that needs them is used.
+
+Below the packages, modules import what they use at the top, with two exceptions, each for the
+same reason: the composition roots (`cli/`, `worker`) import a command's stages inside the
+command, and the thin wrappers of heavy libraries (kafka-python, aiokafka, rich, networkx,
+prometheus-client) import them inside the functions that use them, so that `sluice --help`, the
+settings and `scan` start without them (`tests/test_startup.py` holds every package to that).
 """
 
 from __future__ import annotations

@@ -21,10 +21,12 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from sluice.models.analyst import Analyst, create_analyst
 from sluice.stream.analysis.effects import AnalysisCounters, Published
@@ -97,8 +99,40 @@ def create_app(
 
     `counters`, when given, receives what each suspects record did once its effects are
     committed (the worker's metrics); `controls`, the acks and silences alerts are marked with."""
-    k, t, cfg = settings.kafka, settings.topics, settings.pipeline
-    app = faust.App(
+    t, cfg = settings.topics, settings.pipeline
+    app = _faust_app(settings)
+    stage = _Stage(app, settings, analyst or create_analyst(settings.llm), counters, controls)
+
+    @app.agent(stage.suspects, concurrency=1)
+    async def analyse_suspects(stream: Any) -> None:
+        async for ev in stream.events():
+            m = ev.message
+            value = ev.value if isinstance(ev.value, bytes) else b""
+            await stage.on_record(m.topic, m.partition, m.offset, value)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def triage_new_templates() -> None:
+        """New templates' verdicts to `feedback` within a second or two of their first
+        sighting (`triage`); a failure leaves them to their windows' analyses."""
+        try:
+            judged = await stage.triage.judge(stage.analyst, lambda: datetime.now(UTC))
+            await stage.outputs.publish(Published(feedback=judged))
+        except Exception:
+            log.exception("triage of new templates failed; their windows will judge them")
+
+    @app.timer(interval=max(0.5, min(cfg.idle_close_s / 2, 5.0)))  # type: ignore[untyped-decorator]
+    async def tick() -> None:
+        for tp in app.consumer.assignment():
+            if tp.topic == t.suspects:
+                await stage.suspects.send(value=Tick().to_bytes(), partition=tp.partition)
+
+    return app
+
+
+def _faust_app(settings: Settings) -> faust.App:
+    """The Faust app's configuration: the broker, the group, the table's home, raw bytes."""
+    k = settings.kafka
+    return faust.App(
         _app_id(settings),
         broker=[f"kafka://{b}" for b in k.bootstrap_servers.split(",")],
         broker_credentials=_broker_credentials(settings),
@@ -120,101 +154,167 @@ def create_app(
         value_serializer="raw",
     )
 
-    def raw(name: str) -> Any:
-        return app.topic(
-            name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
-        )
 
-    suspects_t, alerts_t = raw(t.suspects), raw(t.alerts)
-    feedback_t, outcomes_t, dead_t = raw(t.feedback), raw(t.outcomes), raw(t.deadletter)
-    table = app.Table(_TABLE, key_type=bytes, value_type=bytes, partitions=k.partitions)
-    the_analyst = analyst or create_analyst(settings.llm)
-    runner = _Runner(settings, the_analyst, suspects_t)
-    triage = NewTemplates(cfg, counters=counters.triage) if counters else NewTemplates(cfg)
-    chunks = ChunkCache()  # parsed suspects of open windows, shared by every record's handling
+def _raw_topic(app: faust.App, name: str) -> Any:
+    return app.topic(
+        name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw"
+    )
 
-    async def publish(out: Published) -> None:
+
+class _Outputs:
+    """The stage's output topics: what a record produced, sent and acknowledged in order."""
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        t = settings.topics
+        self._alerts, self._feedback = _raw_topic(app, t.alerts), _raw_topic(app, t.feedback)
+        self._outcomes, self._dead = _raw_topic(app, t.outcomes), _raw_topic(app, t.deadletter)
+
+    async def publish(self, out: Published) -> None:
         sent = []
         for a in out.alerts:
-            sent.append(await alerts_t.send(key=a.fingerprint.encode(), value=a.to_bytes()))
+            sent.append(await self._alerts.send(key=a.fingerprint.encode(), value=a.to_bytes()))
         for f in out.feedback:
-            sent.append(await feedback_t.send(key=f.key().encode(), value=f.to_bytes()))
+            sent.append(await self._feedback.send(key=f.key().encode(), value=f.to_bytes()))
         for o in out.outcomes:
-            sent.append(await outcomes_t.send(key=o.key().encode(), value=o.to_bytes()))
+            sent.append(await self._outcomes.send(key=o.key().encode(), value=o.to_bytes()))
         for d in out.dead:
             log.warning("dead letter (analysis): %s", d.reason)
-            sent.append(await dead_t.send(value=d.to_bytes()))
+            sent.append(await self._dead.send(value=d.to_bytes()))
         for fut in sent:
             await fut  # acknowledged by the broker before the state moves on
 
-    async def handle(partition: int, offset: int, value: bytes) -> None:
-        staged = StagedStore(_TableStore(table))
-        state = AnalysisState(cfg, staged, time.time, t.suspects, chunks, controls, triage)
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        await (await self._dead.send(value=letter.to_bytes()))
+
+
+async def _until_delivered(what: str, where: str, attempt: Callable[[], Awaitable[None]]) -> None:
+    """Retry a delivery to the broker until it is acknowledged: the record stays unacked (the
+    partition waits) rather than be dropped. Errors other than the broker's propagate."""
+    from aiokafka.errors import KafkaError
+
+    for n in itertools.count():
+        try:
+            await attempt()
+            return
+        except (KafkaError, TimeoutError) as exc:
+            delay = min(30.0, 0.5 * 2**n)
+            log.warning("%s for %s failed (%r); retrying in %.1f s", what, where, exc, delay)
+            await asyncio.sleep(delay)
+
+
+class _Gaps:
+    """Records the stream dropped, read again.
+
+    Faust clears its stream buffers when it resumes after a rebalance or a table's recovery
+    (`FlowControlEvent.resume`), and the consumer reads on after what it had fetched: a record
+    fetched but not yet handed to the agent (one waiting while the agent awaited the broker) is
+    never applied, and the partition's commit stops below it. The suspects topic has no gaps of
+    its own (no compaction, no transactions), so a record past the next expected offset means
+    such a loss: the partition is read again from the gap, and the records after it wait for
+    their turn. A gap the topic no longer holds (retention) is given up after a minute, said.
+    """
+
+    GIVE_UP_S = 60.0
+    SEEK_AGAIN_S = 2.0
+
+    def __init__(self, app: faust.App) -> None:
+        self._app = app
+        self._next: dict[int, int] = {}  # partition -> the offset expected next
+        self._rewinding: dict[int, tuple[int, float, float]] = {}  # -> (gap, since, sought)
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def forget(_app: Any, revoked: Any, **_: Any) -> None:
+            for tp in revoked:  # its next owner reads from the committed offset
+                self._next.pop(tp.partition, None)
+                self._rewinding.pop(tp.partition, None)
+
+    async def in_order(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether to apply the record at `offset` now (else it comes again after the gap)."""
+        now = time.monotonic()
+        rewinding = self._rewinding.get(partition)
+        if rewinding is not None:
+            gap, since, sought = rewinding
+            if offset > gap and now - since < self.GIVE_UP_S:
+                if now - sought >= self.SEEK_AGAIN_S:  # what was in flight ran past the seek
+                    await self._seek(topic, partition, gap, since)
+                return False
+            del self._rewinding[partition]
+            if offset > gap:
+                log.error(
+                    "%s:%s: offsets %d-%d are gone; going on", topic, partition, gap, offset - 1
+                )
+        else:
+            expected = self._next.get(partition)
+            if expected is not None and offset > expected:
+                log.warning(
+                    "%s:%s: the stream skipped offsets %d-%d (a rebalance or a recovery); "
+                    "reading them again", topic, partition, expected, offset - 1,
+                )  # fmt: skip
+                await self._seek(topic, partition, expected, now)
+                return False
+        self._next[partition] = offset + 1
+        return True
+
+    async def _seek(self, topic: str, partition: int, gap: int, since: float) -> None:
+        self._rewinding[partition] = (gap, since, time.monotonic())
+        await self._app.consumer.seek_wait({TP(topic, partition): gap})
+
+
+class _Stage:
+    """The analysis stage in the worker: each record of `suspects` applied to the state machine
+    over the Faust table, its effects published, then the state committed."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        analyst: Analyst,
+        counters: AnalysisCounters | None,
+        controls: Controls | None,
+    ) -> None:
+        k, t, cfg = settings.kafka, settings.topics, settings.pipeline
+        self._cfg, self._topic = cfg, t.suspects
+        self.suspects = _raw_topic(app, t.suspects)
+        self.outputs = _Outputs(app, settings)
+        self._table = app.Table(_TABLE, key_type=bytes, value_type=bytes, partitions=k.partitions)
+        self.analyst = analyst
+        self._runner = _Runner(settings, analyst, self.suspects)
+        self.triage = NewTemplates(cfg, counters=counters.triage) if counters else NewTemplates(cfg)
+        self._chunks = ChunkCache()  # parsed suspects of open windows, shared by every record
+        self._counters, self._controls = counters, controls
+        self._gaps = _Gaps(app)
+
+    async def on_record(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        """Apply a record until its effects are delivered; one the stage cannot apply becomes a
+        dead letter saying why (Faust would acknowledge it silently)."""
+        if not await self._gaps.in_order(topic, partition, offset):
+            return
+        where = f"{topic}:{partition}:{offset}"
+        try:
+            await _until_delivered(
+                "publishing", where, lambda: self._apply(partition, offset, value)
+            )
+        except Exception as exc:
+            log.exception("analysis of %s failed", where)
+            letter = DeadLetter.of(value, topic, partition, offset, _failure(exc))
+            await _until_delivered(
+                "the dead letter", where, lambda: self.outputs.dead_letter(letter)
+            )
+
+    async def _apply(self, partition: int, offset: int, value: bytes) -> None:
+        staged = StagedStore(_TableStore(self._table))
+        state = AnalysisState(
+            self._cfg, staged, time.time, self._topic, self._chunks, self._controls, self.triage
+        )
         effects = state.apply(partition, offset, value)
         if effects.replayed:
             return
-        await publish(effects)
+        await self.outputs.publish(effects)
         staged.commit()  # the state moves on only once its effects are acknowledged
-        if counters is not None:
-            counters.merge(state.counters)
+        if self._counters is not None:
+            self._counters.merge(state.counters)
         for scope, seq, attempt in effects.due:
-            runner.launch(partition, scope, seq, attempt, state)
-
-    async def until_delivered(what: str, where: str, attempt: Any) -> None:
-        """Retry a delivery to the broker until it is acknowledged: the record stays unacked
-        (the partition waits) rather than be dropped. Errors other than the broker's propagate."""
-        from aiokafka.errors import KafkaError
-
-        for n in itertools.count():
-            try:
-                await attempt()
-                return
-            except (KafkaError, TimeoutError) as exc:
-                delay = min(30.0, 0.5 * 2**n)
-                log.warning("%s for %s failed (%r); retrying in %.1f s", what, where, exc, delay)
-                await asyncio.sleep(delay)
-
-    @app.agent(suspects_t, concurrency=1)
-    async def analyse_suspects(stream: Any) -> None:
-        async for ev in stream.events():
-            m = ev.message
-            where = f"{m.topic}:{m.partition}:{m.offset}"
-            value = ev.value if isinstance(ev.value, bytes) else b""
-            try:
-                await until_delivered(
-                    "publishing",
-                    where,
-                    lambda p=m.partition, o=m.offset, v=value: handle(p, o, v),
-                )
-            except Exception as exc:  # Faust would ack it silently: say why, as a dead letter
-                log.exception("analysis of %s failed", where)
-                reason = _failure(exc)
-                letter = DeadLetter.of(value, m.topic, m.partition, m.offset, reason).to_bytes()
-
-                async def send_letter(letter: bytes = letter) -> None:
-                    await (await dead_t.send(value=letter))
-
-                await until_delivered("the dead letter", where, send_letter)
-
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-    async def triage_new_templates() -> None:
-        """New templates' verdicts to `feedback` within a second or two of their first
-        sighting (`_triage`); a failure leaves them to their windows' analyses."""
-        try:
-            judged = await triage.judge(the_analyst, lambda: datetime.now(UTC))
-            await publish(Published(feedback=judged))
-        except Exception:
-            log.exception("triage of new templates failed; their windows will judge them")
-
-    tick_s = max(0.5, min(cfg.idle_close_s / 2, 5.0))
-
-    @app.timer(interval=tick_s)  # type: ignore[untyped-decorator]
-    async def tick() -> None:
-        for tp in app.consumer.assignment():
-            if tp.topic == t.suspects:
-                await suspects_t.send(value=Tick().to_bytes(), partition=tp.partition)
-
-    return app
+            self._runner.launch(partition, scope, seq, attempt, state)
 
 
 def _failure(exc: Exception) -> str:

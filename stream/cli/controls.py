@@ -24,7 +24,8 @@ def _who(by: str | None) -> str:
 
 
 def _send(settings: Settings, rec: Ack | Silence) -> None:
-    from sluice.stream.delivery.controls import ControlError, send_control
+    from sluice.stream.delivery.controls import send_control
+    from sluice.stream.errors import ControlError
 
     try:
         send_control(settings, rec)
@@ -92,7 +93,8 @@ def controls(settings: Settings) -> None:
 
     from aiokafka.errors import KafkaError
 
-    from sluice.stream.kafka.clients import SluiceKafkaError, unreachable
+    from sluice.stream.errors import SluiceKafkaError
+    from sluice.stream.kafka.clients import unreachable
 
     try:
         watcher = asyncio.run(read())

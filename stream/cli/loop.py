@@ -67,7 +67,7 @@ def retrain(
     dry_run: bool,
 ) -> None:
     """Train a challenger on the feedback topic; publish it if it beats the active model."""
-    from sluice.models.filter import FilterError, read_examples
+    from sluice.models.filter import read_examples
     from sluice.stream.kafka.topics import records_written
 
     cfg = settings.retrain
@@ -87,7 +87,7 @@ def retrain(
                 click.echo(f"{now - last} new labels")
                 last = now
                 _retrain_once(settings, examples, report, dry_run)
-    except (SluiceError, FilterError) as exc:
+    except SluiceError as exc:  # filter and registry errors included (one tree)
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         pass
@@ -264,7 +264,7 @@ def model_list(settings: Settings) -> None:
 @click.pass_obj
 def model_show(settings: Settings, version: str) -> None:
     """A published model's metadata, registry notes and recall estimate, as JSON."""
-    from sluice.stream.learning.registry import RegistryError
+    from sluice.stream.errors import RegistryError
 
     reg = _registry(settings)
     try:

@@ -27,12 +27,13 @@ from sluice.stream.cli.loop import (
 )
 from sluice.stream.cli.model import model as model_group
 from sluice.stream.cli.sinks import sink_group_cli
+from sluice.stream.errors import SettingsError, SluiceError, SluiceKafkaError
 from sluice.stream.ingest.sources import Record
-from sluice.stream.kafka.clients import SluiceKafkaError, client_config, unreachable
+from sluice.stream.kafka.clients import client_config, unreachable
 from sluice.stream.kafka.topics import describe_topics, ensure_topics
 from sluice.stream.observe.logs import install_repeat_filter
 from sluice.stream.records import RecordName
-from sluice.stream.settings import Settings, SettingsError, check_environment, describe_settings
+from sluice.stream.settings import Settings, check_environment, describe_settings
 
 __all__ = ["DEMO_FILE", "cli", "main"]
 
@@ -102,13 +103,12 @@ def config(settings: Settings, as_json: bool) -> None:
 @click.pass_obj
 def worker(settings: Settings) -> None:
     """Run a stream worker (joins the consumer group; scale out by starting more)."""
-    from sluice.models.filter import FilterError
     from sluice.stream.worker import run_worker
 
     try:
         ensure_topics(settings)
         run_worker(settings)
-    except (SluiceKafkaError, FilterError) as exc:
+    except SluiceError as exc:  # Kafka, the filter model, the settings: one tree
         raise _fail(exc) from None
 
 

@@ -20,8 +20,9 @@ _BATCH = 4096
 
 
 def _load(path: str | None) -> FilterModel:
-    from sluice.models.filter._model import FilterError, FilterModel
+    from sluice.models.filter._model import FilterModel
     from sluice.models.filter._runtime import default_model
+    from sluice.stream.errors import FilterError
 
     try:
         return FilterModel.from_path(path) if path else default_model()
@@ -74,8 +75,8 @@ def score(path: str | None, flag_only: bool) -> None:
 @click.option("--seed", default=0, show_default=True)
 def train_cmd(data: str, out: str, target_recall: float, seed: int) -> None:
     """Train a model from labeled lines and write the .onnx file."""
-    from sluice.models.filter._model import FilterError
     from sluice.models.filter._train import read_examples, train
+    from sluice.stream.errors import FilterError
 
     try:
         examples = read_examples(data)

@@ -12,12 +12,12 @@ from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
     from sluice.stream.delivery.controls import (
-        ControlError,
         Controls,
         ControlsWatcher,
         parse_duration,
         send_control,
     )
+    from sluice.stream.errors import ControlError
 
 __all__ = ["ControlError", "Controls", "ControlsWatcher", "parse_duration", "send_control"]
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from sluice.stream.errors import FilterStageError
     from sluice.stream.filtering.screen import (
         MAX_SUSPECTS_MESSAGE_BYTES,
         Screened,
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
         build_filter,
         screen_batch,
     )
-    from sluice.stream.filtering.stage import FilterStage, FilterStageError, StageCounters
+    from sluice.stream.filtering.stage import FilterStage, StageCounters
     from sluice.stream.filtering.verdicts import Decision, FirstSight, Verdict, VerdictCache, decide
 
 __all__ = [

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from sluice.stream.errors import ParseError
     from sluice.stream.ingest.formats import (
         BUILTIN_FORMATS,
         LineFormat,
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
         grok,
         normalize_level,
     )
-    from sluice.stream.ingest.parsing import ParsedBatch, ParseError, parse_batch, parse_event
+    from sluice.stream.ingest.parsing import ParsedBatch, parse_batch, parse_event
     from sluice.stream.ingest.sources import Format, Record, read_records
     from sluice.stream.ingest.textformats import TextFormats
 

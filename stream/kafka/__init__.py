@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from sluice.stream.kafka.clients import SluiceKafkaError, aiokafka_config, client_config
+    from sluice.stream.errors import SluiceKafkaError
+    from sluice.stream.kafka.clients import aiokafka_config, client_config
     from sluice.stream.kafka.followers import TopicFollower, open_assigned
     from sluice.stream.kafka.topics import (
         MAX_RECORD_BYTES,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from sluice.stream.errors import RegistryError, RetrainError
     from sluice.stream.learning.recall import (
         RecallEstimate,
         RecallTally,
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
         ModelWatcher,
         Registry,
         RegistryEntry,
-        RegistryError,
         activate,
         publish_model,
         read_registry,
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from sluice.stream.learning.retrain import (
         Comparison,
         Label,
-        RetrainError,
         RetrainResult,
         compare,
         evaluate,

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import KeywordFilter
 from sluice.stream import PipelineSettings
+from sluice.stream.errors import ParseError
 from sluice.stream.filtering.screen import screen_batch
-from sluice.stream.ingest.parsing import ParseError, parse_batch, parse_event
+from sluice.stream.ingest.parsing import parse_batch, parse_event
 from sluice.stream.records import DeadLetter, Event, SuspectBatch, parse_suspects_record
 from sluice.stream.scan import scan
 from tests.support.hostile import Hostile, check_event, corpus

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from sluice.models.filter import KeywordFilter
 from sluice.stream import PipelineSettings
+from sluice.stream.errors import ParseError
 from sluice.stream.filtering.screen import screen_batch
-from sluice.stream.ingest.parsing import ParseError, parse_event
+from sluice.stream.ingest.parsing import parse_event
 from sluice.stream.records import (
     DeadLetter,
     Event,

@@ -15,7 +15,7 @@ from sluice.stream.delivery.sinks._payloads import (
     slack_message,
     verify_signature,
 )
-from sluice.stream.delivery.sinks._protocol import Sink, SinkError
+from sluice.stream.delivery.sinks._protocol import Sink
 from sluice.stream.delivery.sinks._runner import SinkRunner, sink_group
 from sluice.stream.delivery.sinks._sinks import (
     AlertmanagerSink,
@@ -25,6 +25,7 @@ from sluice.stream.delivery.sinks._sinks import (
     WebhookSink,
     create_sink,
 )
+from sluice.stream.errors import SinkError
 
 __all__ = [
     "PAGERDUTY_SEVERITY",

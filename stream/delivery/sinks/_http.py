@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.stream.delivery.sinks._protocol import SinkError
+from sluice.stream.errors import SinkError
 
 __all__ = ["post_json"]
 

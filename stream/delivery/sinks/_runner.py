@@ -23,7 +23,8 @@ from pydantic import ValidationError
 
 from sluice.models.analyst import backoff_delay
 from sluice.stream.delivery.controls import Controls, ControlsWatcher
-from sluice.stream.delivery.sinks._protocol import Sink, SinkError
+from sluice.stream.delivery.sinks._protocol import Sink
+from sluice.stream.errors import SinkError
 from sluice.stream.kafka.clients import aiokafka_config, unreachable
 from sluice.stream.records import Alert, DeadLetter
 from sluice.stream.settings import Settings

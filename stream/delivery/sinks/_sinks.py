@@ -16,7 +16,8 @@ from sluice.stream.delivery.sinks._payloads import (
     sign,
     slack_message,
 )
-from sluice.stream.delivery.sinks._protocol import Sink, SinkError
+from sluice.stream.delivery.sinks._protocol import Sink
+from sluice.stream.errors import SinkError
 from sluice.stream.records import Alert
 from sluice.stream.settings import SinkName, SinkSettings
 
