@@ -9,7 +9,7 @@ fault type: how often the bundle holds evidence (any event) from the injected se
 the heuristic analyst names it among its top-3 affected services, and the token ratio between
 raw lines and the compressed prompt (counted with cl100k_base).
 
-Signals (issue 10): a `SignalDetector` reads every line of the day in time order (the filter
+Signals: a `SignalDetector` reads every line of the day in time order (the filter
 stage's view: all events, not only flagged ones) and gives each fault span its signals (silences,
 drops, spikes, new templates, slow edges). The same bundles are analysed without and with them,
 side by side: top-1 and top-3 per fault type, tokens per bundle, and what the fault-free window

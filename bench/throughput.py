@@ -7,7 +7,7 @@ every window, replicated), in one run and on the same topic:
   (a) a raw aiokafka `getmany` drain with no processing, pinned to one core;
   (b) one `sluice worker` pinned to one core (rate from the filter stage's committed offsets,
       first commit to last, so start-up is not counted);
-  (b') the same with signals on (SLUICE_PIPELINE__SIGNALS__ENABLED, issue 10): their cost;
+  (b') the same with signals on (SLUICE_PIPELINE__SIGNALS__ENABLED): their cost;
   (c) two workers, each pinned to its own core, on a two-partition copy of the topic (total).
 Then p50/p99 latency from produce to suspect at half of (b)'s rate (HDFS), and the worker's peak
 RSS. Figures are printed and written to bench/results/throughput.json. The broker runs on the same
@@ -255,7 +255,7 @@ def run_dataset(name: str, values: list[bytes]) -> dict[str, Any]:
     _produce(one["SLUICE_TOPICS__EVENTS"], values)
     drain = _drain(one["SLUICE_TOPICS__EVENTS"], n)
     single = _measure(one, n, [0])
-    # (b') the same worker with signals on (issue 10): every event also counted per service,
+    # (b') the same worker with signals on: every event also counted per service,
     # bucket and trace hop; its own group on the same topic
     sig = {**one, "SLUICE_KAFKA__GROUP_ID": one["SLUICE_KAFKA__GROUP_ID"] + "-signals",
            "SLUICE_PIPELINE__SIGNALS__ENABLED": "true"}  # fmt: skip

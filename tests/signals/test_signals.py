@@ -1,4 +1,4 @@
-"""Signals from a synthetic stream (issue 10): one service goes silent, one edge slows, one
+"""Signals from a synthetic stream: one service goes silent, one edge slows, one
 template spikes; the quiet stream around them raises nothing. And the analyst's use of them:
 the silent service ranks as the origin of its callers' errors, known noise stays `info`, and the
 prompt carries them inside the data fence."""
