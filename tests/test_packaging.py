@@ -23,6 +23,9 @@ def test_every_package_folder_is_in_the_wheel_under_sluice() -> None:
             found.add(".".join((name, *rel)))
     data_only = {"sluice.stream.demo"}
     assert set(SETUPTOOLS["packages"]) == found | data_only
+    # the default model's recipe reads our data folder: a developer's tool, never installed
+    assert not (ROOT / "models" / "training" / "__init__.py").exists()
+    assert not any(p.startswith("sluice.models.training") for p in SETUPTOOLS["packages"])
 
 
 def test_the_editable_install_maps_sluice_to_the_checkouts_folders() -> None:

@@ -44,6 +44,7 @@ from sluice.stream.analysis.store import ChunkCache, StateStore
 from sluice.stream.analysis.triage import NewTemplates
 from sluice.stream.analysis.windows import ClosedWindow, Windows
 from sluice.stream.delivery.controls import Controls
+from sluice.stream.errors import StateError
 from sluice.stream.records import (
     Analysed,
     DeadLetter,
@@ -113,8 +114,7 @@ class AnalysisState:
             elif isinstance(rec, SignalCounts):
                 out.dead += self.on_counts(partition, offset, rec)
             elif isinstance(rec, Tick):
-                self.on_tick(partition)
-                scopes = self.scopes(partition)
+                scopes = self.on_tick(partition)
             else:
                 self.on_analysed(rec)
                 scopes = [rec.scope]
@@ -202,14 +202,22 @@ class AnalysisState:
         key = f"signals/{scope}"
         return self._cache.detector(key, self.store.get(key), self.cfg.signals)
 
-    def on_tick(self, partition: int) -> None:
-        """Close idle windows and forget scopes with nothing left to do."""
+    def on_tick(self, partition: int) -> list[str]:
+        """Close idle windows and forget scopes with nothing left to do; the scopes to publish.
+
+        A scope whose state this release cannot read (`StateError`) is passed over and kept:
+        its own records are refused with a dead letter, the partition's other scopes go on."""
         part = self._partition(partition)
         now = self._wall()
-        kept = []
+        kept, unreadable = [], []
         for scope in part.scopes:
-            self.close_idle(scope)
-            st = self.scope_state(scope)
+            try:
+                self.close_idle(scope)
+                st = self.scope_state(scope)
+            except StateError:
+                kept.append(scope)
+                unreadable.append(scope)
+                continue
             quiet = not (st.open or st.pending or st.firing)
             if quiet and now - st.touched >= self.cfg.scope_evict_s:
                 # Windows, alerts and signal baselines go; revision counters stay (small), so an
@@ -221,6 +229,7 @@ class AnalysisState:
         if kept != part.scopes:
             part.scopes = kept
             self._save_partition(partition, part)
+        return [scope for scope in kept if scope not in unreadable]
 
     def on_analysed(self, rec: Analysed) -> None:
         """Record a finished analysis (the first result for an attempt wins)."""

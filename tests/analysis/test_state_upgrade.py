@@ -19,8 +19,9 @@ from sluice.stream import PipelineSettings
 from sluice.stream.analysis import STATE_VERSION, AnalysisState, MemoryStore, bundle_of
 from sluice.stream.analysis.state import load_scope
 from sluice.stream.errors import StateVersionError
-from sluice.stream.records import Alert, SuspectBatch, parse_suspects_record
+from sluice.stream.records import Alert, SuspectBatch, Tick, parse_suspects_record
 from sluice.stream.signals.codec import DETECTOR_STATE_VERSION, dump_detector, load_detector
+from tests.support.pipeline import suspect
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "changelog-v1.json"
 
@@ -113,3 +114,20 @@ def test_a_newer_releases_state_is_refused_naming_both_versions(v1: dict[str, An
     detector = orjson.loads(store.data["signals/default"])
     with pytest.raises(StateVersionError):
         load_detector(orjson.dumps({**detector, "v": DETECTOR_STATE_VERSION + 1}), key="signals/x")
+
+
+def test_a_tick_passes_over_a_scope_it_cannot_read_and_serves_the_others(
+    v1: dict[str, Any],
+) -> None:
+    cfg = PipelineSettings.model_validate(v1["settings"])
+    wall = [float(v1["wall"])]
+    store = _store(v1)
+    state = AnalysisState(cfg, store, lambda: wall[0])
+    other = SuspectBatch(scope="other", suspects=[suspect(1, "other"), suspect(2, "other")])
+    state.apply(0, v1["next_offset"], other.to_bytes())
+    scope = orjson.loads(store.data["scope/default"])
+    store.data["scope/default"] = orjson.dumps({**scope, "v": STATE_VERSION + 1})
+    wall[0] += cfg.idle_close_s
+    effects = state.apply(0, v1["next_offset"] + 1, Tick().to_bytes())
+    assert [scope for scope, _seq, _attempt in effects.due] == ["other"]  # its window closed
+    assert state.scopes(0) == ["default", "other"]  # the unreadable one is kept, not evicted
