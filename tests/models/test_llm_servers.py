@@ -90,11 +90,15 @@ def silent_scan() -> Iterator[Background]:
 
 @pytest.mark.usefixtures("silent_scan")
 def test_scan_demo_gets_schema_valid_reports_from_a_real_model(local_llm: str) -> None:
-    """No setting but the endpoint, model and key: the mode is negotiated (json_schema refused,
-    llama.cpp's schema form taken), the context learnt from the server, and at least one
-    window's report comes from the model, valid against the schema."""
+    """No setting but the endpoint, model and key, and the timeout the README gives for models
+    served on CPU: the mode is negotiated (json_schema refused, llama.cpp's schema form taken),
+    the context learnt from the server, and at least one window's report comes from the model,
+    valid against the schema. (The default 30 s is for hosted endpoints: each prompt names its
+    fence at random, so the model's answer and its length vary; here the first window's call
+    took 10-30 s, and 2 runs in 7 passed 30 s and went offline, as a timed-out scan should.)"""
     started = time.monotonic()
-    run = sluice(endpoint(local_llm), "--log-level", "info", "scan", "--demo", "--json")
+    env = {**endpoint(local_llm), "SLUICE_LLM__TIMEOUT_S": "120"}
+    run = sluice(env, "--log-level", "info", "scan", "--demo", "--json")
     took = time.monotonic() - started
     assert run.returncode == 0, run.stderr[-3000:]
     alerts = [Alert.model_validate_json(line) for line in run.stdout.splitlines()]
