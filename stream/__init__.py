@@ -29,6 +29,7 @@ if __name__ != "sluice.stream":  # the repository root on sys.path: a second cop
 from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
+    from sluice.stream._version import __version__
     from sluice.stream.errors import SettingsError, SluiceError, SluiceKafkaError
     from sluice.stream.kafka.clients import client_config
     from sluice.stream.kafka.topics import ensure_topics
@@ -68,21 +69,10 @@ __all__ = [
     "setting_names",
 ]
 
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("sluice")
-    except PackageNotFoundError:  # a tree that was never installed
-        return "0+unknown"
-
-
-__version__ = _version()
-
 __getattr__, __dir__ = lazy_names(
     globals(),
     {
+        "sluice.stream._version": ["__version__"],
         "sluice.stream.errors": ["SettingsError", "SluiceError", "SluiceKafkaError"],
         "sluice.stream.kafka.clients": ["client_config"],
         "sluice.stream.kafka.topics": ["ensure_topics"],

@@ -55,3 +55,17 @@ def test_sluice_version_says_the_installed_version() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"sluice {version('sluice')}"
+
+
+def test_the_version_is_read_only_when_asked_for() -> None:
+    """importlib.metadata costs about 30 ms: `import sluice.stream` does not pay it."""
+    probe = (
+        "import sys, sluice.stream as s\n"
+        "print('importlib.metadata' in sys.modules, s.__version__)"  # before, then after
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded_before, version = out.stdout.split()
+    assert loaded_before == "False"
+    from importlib.metadata import version as installed
+
+    assert version == installed("sluice")

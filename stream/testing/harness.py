@@ -4,13 +4,11 @@ one's own formats, patterns, filters and settings: the same code as `sluice scan
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sluice.models.analyst import Analyst, HeuristicAnalyst
 from sluice.models.filter import Filter, KeywordFilter
-from sluice.stream.ingest.textformats import TextFormats
 from sluice.stream.scan import ScanResult, scan
 from sluice.stream.settings import PipelineSettings
 
@@ -35,15 +33,7 @@ def scan_lines(
         (line.encode() if isinstance(line, str) else line, None, f"{source}:{i + 1}")
         for i, line in enumerate(lines)
     ]
-    text: TextFormats = cfg.text.formats()
+    analyst = analyst or HeuristicAnalyst()
     return asyncio.run(
-        scan(
-            records,
-            cfg,
-            filt or KeywordFilter(),
-            analyst or HeuristicAnalyst(),
-            lambda: datetime.now(UTC),
-            wall=time.time,
-            text=text,
-        )
+        scan(records, cfg, filt or KeywordFilter(), analyst, lambda: datetime.now(UTC))
     )
