@@ -92,6 +92,16 @@ def _scrape(port: int, version: str) -> str:
     return text
 
 
+def _until_swapped(logs: tuple[Path, ...], swap: str, timeout: float = 60.0) -> None:
+    """Wait until every worker logged the swap (`old -> new`; a worker swaps between fetches,
+    also idle ones): events produced after it are scored by the new model on every partition,
+    not only on the partition of the first worker to swap."""
+    deadline = time.monotonic() + timeout
+    while not all(swap in p.read_text(errors="replace") for p in logs):
+        assert time.monotonic() < deadline, f"not every worker logged {swap!r}"
+        time.sleep(0.3)
+
+
 def _scored(values: list[bytes]) -> dict[tuple[int, int], set[str]]:
     """(partition, offset) of each event in the suspects -> the model versions that scored it.
 
@@ -167,11 +177,13 @@ def test_retrain_publishes_v2_workers_swap_and_rollback_returns_v1(
         assert (tmp_path / "report" / f"retrain-{v2}.png").stat().st_size > 10_000
         assert m.group(2) == v1.version and v2 != v1.version
 
+        _until_swapped((log_path, log2), f"-> {v2}")  # both workers, each on its own
         produce_keyed(kafka_bootstrap, events_t, phases[1])
         total += len(phases[1])
         wait_for(total, v2)  # the running worker took v2: no restart
 
         assert "rolled back to " + v1.version in sluice(env, "model", "rollback")
+        _until_swapped((log_path, log2), f"{v2} -> {v1.version}")
         produce_keyed(kafka_bootstrap, events_t, phases[2])
         total += len(phases[2])
 
