@@ -4,6 +4,8 @@
     ├── SettingsError          the environment names a setting that does not exist
     ├── SluiceKafkaError       a Kafka operation failed (names the topic)
     ├── ParseError             a record is not an event (its message is the dead letter's reason)
+    ├── RecordError            a wire record between workers cannot be read (names its kind)
+    │   └── RecordVersionError ... it is of a newer major schema version (names both versions)
     ├── FormatError            a text-line pattern in the settings cannot be used (also ValueError)
     ├── FilterStageError       the filter stage cannot go on
     ├── StateError             stored analysis state cannot be read (names the key)
@@ -40,6 +42,8 @@ __all__ = [
     "LLMCallError",
     "LLMOutputError",
     "ParseError",
+    "RecordError",
+    "RecordVersionError",
     "RegistryError",
     "RetrainError",
     "SettingsError",
@@ -70,6 +74,33 @@ class SluiceKafkaError(SluiceError):
 
 class ParseError(SluiceError):
     """Why a record is not an event; its message becomes the dead-letter reason."""
+
+
+class RecordError(SluiceError, ValueError):
+    """A record of a topic Sluice writes (suspects, alerts, feedback ...) that this release
+    cannot read; names the record kind, and its message is the dead letter's reason. A
+    ValueError too: the followers of a topic count and skip those."""
+
+    def __init__(self, record: str, message: str) -> None:
+        article = "an" if record[:1] in ("a", "e", "i", "o", "u") else "a"
+        super().__init__(f"not {article} {record} record: {message}")
+        self.record = record
+
+
+class RecordVersionError(RecordError):
+    """A record of a newer major schema version: its fields may mean something else, so this
+    release refuses it rather than guess (minor changes, added fields, are read)."""
+
+    def __init__(self, record: str, found: int, known: int) -> None:
+        SluiceError.__init__(
+            self,
+            f"schema version {found} of {record} records is newer than this release reads "
+            f"({known}): written by a newer release; upgrade this worker, or have the new ones "
+            f"write version {known} until all are upgraded (SLUICE_WIRE__WRITE_VERSION)",
+        )
+        self.record = record
+        self.found = found
+        self.known = known
 
 
 class FormatError(SluiceError, ValueError):

@@ -1,21 +1,36 @@
-"""Wire records: pydantic models, JSON on the wire, each with a schema version."""
+"""Wire records: pydantic models, JSON on the wire, each with a schema version.
+
+Writers are strict (a field the model does not declare is a bug: `extra="forbid"`); readers
+are tolerant of what a newer release of the same major version may add. `read_record` (and the
+topic readers `parse_suspects_record`, `parse_control_record`) read a record with the fields
+this release knows, drop and count the ones it does not (`WIRE`, a metric per record kind), and
+refuse a newer major version (`RecordVersionError`). The rules are in docs/architecture.md,
+"Wire compatibility".
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import logging
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar, cast
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from sluice.models.analyst import IncidentReport, Provenance
+from sluice.models.analyst import Analysis, IncidentReport, Provenance
+from sluice.stream.errors import RecordError, RecordVersionError
 
 __all__ = [
     "DEAD_LETTER_KEEP_BYTES",
     "EARLIEST_EVENT_TIME",
     "LATEST_EVENT_TIME",
+    "RECORDS",
     "SCHEMA_VERSION",
+    "WIRE",
     "Ack",
     "Acknowledgement",
     "Alert",
@@ -31,12 +46,19 @@ __all__ = [
     "SuspectBatch",
     "SuspectsRecord",
     "Tick",
+    "WireCounters",
     "dead_letter_kind",
     "parse_control_record",
     "parse_suspects_record",
+    "read_record",
     "record_schema",
 ]
 
+log = logging.getLogger(__name__)
+
+#: The major version of every wire record: what `schema_version` says and readers check. Added
+#: optional fields keep it (a minor change); removing, renaming, retyping a field or changing its
+#: meaning raise it (docs/architecture.md, "Wire compatibility").
 SCHEMA_VERSION = 1
 #: Event times outside [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME) are no time at all: the range of
 #: nanosecond epochs, far enough from datetime's limits that window arithmetic cannot overflow.
@@ -164,8 +186,8 @@ _SUSPECTS_ADAPTER: TypeAdapter[SuspectBatch | Tick | Analysed | SignalCounts] = 
 
 
 def parse_suspects_record(raw: bytes) -> SuspectBatch | Tick | Analysed | SignalCounts:
-    """A record of the suspects topic; raises pydantic's ValidationError otherwise."""
-    return _SUSPECTS_ADAPTER.validate_json(raw)
+    """A record of the suspects topic (`read_record`'s tolerance); raises RecordError otherwise."""
+    return _read_union(_SUSPECTS_ADAPTER, _SUSPECTS_KINDS, raw, "suspects")
 
 
 class Acknowledgement(BaseModel):
@@ -237,8 +259,8 @@ _CONTROL_ADAPTER: TypeAdapter[Ack | Silence] = TypeAdapter(ControlRecord)
 
 
 def parse_control_record(raw: bytes) -> Ack | Silence:
-    """A record of the controls topic; raises pydantic's ValidationError otherwise."""
-    return _CONTROL_ADAPTER.validate_json(raw)
+    """A record of the controls topic (`read_record`'s tolerance); raises RecordError otherwise."""
+    return _read_union(_CONTROL_ADAPTER, _CONTROL_KINDS, raw, "control")
 
 
 class Feedback(_Record):
@@ -376,6 +398,7 @@ _DEAD_LETTER_KINDS = (
     ("invalid event fields", "unusable"),
     ("filter failed", "filter_failed"),
     ("not a suspects record", "not_suspects"),
+    ("schema version ", "newer_schema"),
     ("scope ", "scope_limit"),
     ("sink ", "sink_failed"),
     ("analysis failed", "analysis_failed"),
@@ -389,21 +412,189 @@ def dead_letter_kind(reason: str) -> str:
 
 
 RecordName = Literal[
-    "event", "suspect", "suspects", "alert", "feedback", "outcome", "deadletter", "ack", "silence"
+    "event",
+    "suspect",
+    "suspects",
+    "tick",
+    "analysed",
+    "counts",
+    "alert",
+    "feedback",
+    "outcome",
+    "deadletter",
+    "ack",
+    "silence",
 ]
+#: Every wire record by the name `sluice schema` and the metrics know it by.
+RECORDS: Mapping[str, type[BaseModel]] = {
+    "event": Event,
+    "suspect": Suspect,
+    "suspects": SuspectBatch,
+    "tick": Tick,
+    "analysed": Analysed,
+    "counts": SignalCounts,
+    "alert": Alert,
+    "feedback": Feedback,
+    "outcome": Outcome,
+    "deadletter": DeadLetter,
+    "ack": Ack,
+    "silence": Silence,
+}
+_NAMES = {model: name for name, model in RECORDS.items()} | {Analysis: "analysis"}
+_SUSPECTS_KINDS: Mapping[str, type[_Record]] = {
+    "suspects": SuspectBatch, "tick": Tick, "analysed": Analysed, "counts": SignalCounts
+}  # fmt: skip
+_CONTROL_KINDS: Mapping[str, type[_Record]] = {"ack": Ack, "silence": Silence}
+
+_COMPATIBILITY = (
+    "Schema version {v}. Readers of version {v} ignore fields they do not know: a later release "
+    "may add optional fields to any object of this record without changing the version. "
+    "Removing, renaming or retyping a field, or changing what one means, makes version {n}, "
+    "which readers of version {v} refuse (a dead letter naming both versions)."
+)
 
 
 def record_schema(name: RecordName) -> dict[str, Any]:
-    """The JSON Schema of a wire record (`sluice schema NAME`)."""
-    models: dict[str, type[BaseModel]] = {
-        "event": Event,
-        "suspect": Suspect,
-        "suspects": SuspectBatch,
-        "alert": Alert,
-        "feedback": Feedback,
-        "outcome": Outcome,
-        "deadletter": DeadLetter,
-        "ack": Ack,
-        "silence": Silence,
+    """The JSON Schema of a wire record as readers take it (`sluice schema NAME`): its version,
+    and open to the fields a later release of the same version may add."""
+    schema: dict[str, Any] = _open(RECORDS[name].model_json_schema())
+    head = {
+        "x-sluice-schema-version": SCHEMA_VERSION,
+        "$comment": _COMPATIBILITY.format(v=SCHEMA_VERSION, n=SCHEMA_VERSION + 1),
     }
-    return models[name].model_json_schema()
+    return head | schema
+
+
+def _open(node: Any) -> Any:
+    """The schema without `additionalProperties: false`: writers add none, readers accept them."""
+    if isinstance(node, dict):
+        return {k: _open(v) for k, v in node.items() if (k, v) != ("additionalProperties", False)}
+    if isinstance(node, list):
+        return [_open(v) for v in node]
+    return node
+
+
+# -- reading: strict about what this release knows, tolerant of what a newer one added ----------
+
+
+class WireCounters:
+    """Fields of records that this release does not know, per record kind: added by a newer
+    release of the same major version, dropped when read (never kept in typed state) and
+    counted here (the metric `sluice_wire_unknown_fields_total`). Each field is logged once."""
+
+    def __init__(self) -> None:
+        self.unknown_fields: Counter[str] = Counter()
+        self._logged: set[tuple[str, str]] = set()
+
+    def count(self, record: str, fields: Sequence[str]) -> None:
+        self.unknown_fields[record] += len(fields)
+        for f in sorted(set(fields)):
+            if (record, f) not in self._logged and len(self._logged) < 1000:
+                self._logged.add((record, f))
+                log.warning(  # the name as a bounded repr: it is a reader's input
+                    "%s records carry a field this release does not know (%s): written by a "
+                    "newer release? ignored (counted in sluice_wire_unknown_fields_total)",
+                    record,
+                    repr(f[:100]),
+                )
+
+
+#: The process's counts (a record read anywhere in the process is counted once, here).
+WIRE = WireCounters()
+
+_M = TypeVar("_M", bound=BaseModel)
+_U = TypeVar("_U")
+
+
+def read_record(model: type[_M], raw: bytes | str, name: str | None = None) -> _M:
+    """A record of `model` from JSON written by this release or another of the same major
+    version: fields this release does not know are dropped and counted (`WIRE`), a newer major
+    version raises RecordVersionError, anything else unreadable RecordError (its message a dead
+    letter's reason). `name` is the record kind in errors and metrics (default: its RECORDS name).
+    """
+    return _read_model(model, raw, name or _NAMES.get(model, model.__name__.lower()))
+
+
+def _read_model(model: type[_M], raw: bytes | str, name: str, errors_as: str | None = None) -> _M:
+    try:
+        rec = model.model_validate_json(raw)
+    except ValidationError as exc:
+        rec = _read_dropping_unknown(model, raw, name, errors_as or name, exc)
+    _check_version(getattr(rec, "schema_version", SCHEMA_VERSION), errors_as or name)
+    return rec
+
+
+def _read_union(
+    adapter: TypeAdapter[_U], kinds: Mapping[str, type[_Record]], raw: bytes, topic: str
+) -> _U:
+    """A record of a topic that carries several kinds (told apart by `kind`)."""
+    try:
+        rec = adapter.validate_json(raw)
+    except ValidationError as exc:
+        data = _loads(raw, topic)
+        kind = data.get("kind") if isinstance(data, dict) else None
+        model = kinds.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            _check_version(data.get("schema_version") if isinstance(data, dict) else None, topic)
+            raise RecordError(topic, _first_error(exc)) from None
+        return cast(_U, _read_model(model, raw, str(kind), topic))
+    _check_version(getattr(rec, "schema_version", SCHEMA_VERSION), topic)
+    return rec
+
+
+def _read_dropping_unknown(
+    model: type[_M], raw: bytes | str, name: str, errors_as: str, exc: ValidationError
+) -> _M:
+    """The slow path, taken only when the strict read failed: drop what the errors call an
+    unknown field, then read again (strictly; a field of the wrong type is still an error)."""
+    data = _loads(raw, errors_as)
+    if isinstance(data, dict):
+        _check_version(data.get("schema_version"), errors_as)
+    dropped = [
+        ".".join(str(step) for step in e["loc"] if isinstance(step, str))
+        for e in exc.errors()
+        if e["type"] == "extra_forbidden" and _drop(data, e["loc"])
+    ]
+    if not dropped:
+        raise RecordError(errors_as, _first_error(exc)) from None
+    try:
+        rec = model.model_validate_json(json.dumps(data))
+    except ValidationError as again:
+        raise RecordError(errors_as, _first_error(again)) from None
+    WIRE.count(name, dropped)
+    return rec
+
+
+def _drop(data: Any, loc: Sequence[int | str]) -> bool:
+    """Delete the key at `loc` (a pydantic error location) from parsed JSON; steps that name no
+    key or index (a union member's tag) are passed over. False if there is no such key."""
+    node = data
+    for step in loc[:-1]:
+        in_object = isinstance(node, dict) and isinstance(step, str) and step in node
+        in_list = isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)
+        if in_object or in_list:
+            node = node[step]
+    if isinstance(node, dict) and loc and loc[-1] in node:
+        del node[loc[-1]]
+        return True
+    return False
+
+
+def _check_version(found: Any, name: str) -> None:
+    if isinstance(found, int) and not isinstance(found, bool) and found > SCHEMA_VERSION:
+        raise RecordVersionError(name, found, SCHEMA_VERSION)
+
+
+def _loads(raw: bytes | str, name: str) -> Any:
+    """The standard library's parser: the slow path only, and integers of any size (a field
+    orjson refuses is still a field pydantic reads)."""
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise RecordError(name, f"invalid JSON ({exc})") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    where = ".".join(str(step) for step in e["loc"])
+    return f"{e['msg']} ({where})" if where else str(e["msg"])

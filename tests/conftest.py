@@ -104,6 +104,20 @@ def chromium() -> str:
     return found
 
 
+@pytest.fixture(scope="session")
+def landed_release(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PYTHONPATH entry that runs the landed release (`tests.support.releases.LANDED`, from
+    this clone's history). Missing from a shallow clone: skip locally, fail under CI=true."""
+    from tests.support.releases import unpack_landed
+
+    try:
+        return str(unpack_landed(tmp_path_factory.mktemp("landed")))
+    except LookupError as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
 @pytest.fixture
 def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Names that no other test (or earlier run) uses: topics, groups, app ids."""

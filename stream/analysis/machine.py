@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
 from sluice.models.analyst import LLM_DOWN, Analysis
 from sluice.stream.analysis.alerts import AlertBook
@@ -44,7 +44,7 @@ from sluice.stream.analysis.store import ChunkCache, StateStore
 from sluice.stream.analysis.triage import NewTemplates
 from sluice.stream.analysis.windows import ClosedWindow, Windows
 from sluice.stream.delivery.controls import Controls
-from sluice.stream.errors import StateError
+from sluice.stream.errors import RecordError, StateError
 from sluice.stream.records import (
     Analysed,
     DeadLetter,
@@ -53,6 +53,7 @@ from sluice.stream.records import (
     SuspectBatch,
     Tick,
     parse_suspects_record,
+    read_record,
 )
 from sluice.stream.settings import PipelineSettings
 from sluice.stream.signals.codec import dump_detector
@@ -101,9 +102,8 @@ class AnalysisState:
         scopes: list[str] = []
         try:
             rec = parse_suspects_record(value)
-        except ValidationError as exc:
-            reason = f"not a suspects record: {exc.errors()[0]['msg']}"
-            out.dead.append(DeadLetter.of(value, self._topic, partition, offset, reason))
+        except RecordError as exc:  # a newer major version too (RecordVersionError)
+            out.dead.append(DeadLetter.of(value, self._topic, partition, offset, str(exc)))
         else:
             out.record = rec
             if isinstance(rec, SuspectBatch):
@@ -238,7 +238,7 @@ class AnalysisState:
         if p is None or p.result is not None or p.given_up:
             return  # a duplicate, or a window already published
         if rec.analysis is not None:
-            p.result, p.done_at = Analysis.model_validate_json(rec.analysis), rec.done_at
+            p.result, p.done_at = read_record(Analysis, rec.analysis), rec.done_at
         else:
             p.failures += 1
             p.not_before = self._wall() + self._retry_delay(p.failures - 1)

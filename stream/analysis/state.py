@@ -10,6 +10,8 @@ Version 1 is what releases before the version was written stored: no `"v"`, aler
 as JSON strings inside the JSON, chunks as bare lists. This release reads version 1 and 2 and
 writes 2; a value of a newer version raises `StateVersionError` (the worker dead-letters the
 record that needed it and goes on), so a rolled-back worker never misreads a newer one's state.
+Optional fields a later release added within this version are dropped when read and counted, as
+for wire records (`records.read_record`): added fields need no new version, retyped ones do.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from sluice.models.analyst import Analysis, EdgeLatency, Signal
-from sluice.stream.errors import StateError, StateVersionError
-from sluice.stream.records import Alert, Suspect
+from sluice.stream.errors import RecordError, StateError, StateVersionError
+from sluice.stream.records import Alert, Suspect, read_record
 
 __all__ = [
     "STATE_VERSION",
@@ -116,11 +118,11 @@ def dump_state(value: _Stored) -> bytes:
 
 
 def _load(model: type[_M], key: str, raw: bytes, upgrade: Any = None) -> _M:
-    if raw.startswith(_CURRENT):  # what this release wrote: parsed straight into the model
+    if raw.startswith(_CURRENT):  # this version: fields a later release added are dropped
         try:
-            return model.model_validate_json(raw)
-        except ValidationError as exc:
-            raise StateError(key, f"unreadable: {exc.errors()[0]['msg']}") from exc
+            return read_record(model, raw, "analysis-state")
+        except RecordError as exc:
+            raise StateError(key, f"unreadable: {exc}") from exc
     try:
         x = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

@@ -158,19 +158,19 @@ def label(
     """Label an alert's evidence templates; a person's label overrides the LLM's for them."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
-    from pydantic import ValidationError
 
+    from sluice.stream.errors import RecordError
     from sluice.stream.kafka.clients import client_config
     from sluice.stream.kafka.topics import read_topic
-    from sluice.stream.records import Alert, Feedback
+    from sluice.stream.records import Alert, Feedback, read_record
 
     latest: Alert | None = None
     matched: set[str] = set()
     try:
         for r in read_topic(settings, settings.topics.alerts):
             try:
-                a = Alert.model_validate_json(r.value or b"")
-            except ValidationError:
+                a = read_record(Alert, r.value or b"")
+            except RecordError:
                 continue
             if a.fingerprint.startswith(fingerprint):
                 matched.add(a.fingerprint)

@@ -27,12 +27,12 @@ from sluice.stream.cli.loop import (
 )
 from sluice.stream.cli.model import model as model_group
 from sluice.stream.cli.sinks import sink_group_cli
-from sluice.stream.errors import SettingsError, SluiceError, SluiceKafkaError
+from sluice.stream.errors import RecordError, SettingsError, SluiceError, SluiceKafkaError
 from sluice.stream.ingest.sources import Record
 from sluice.stream.kafka.clients import client_config, unreachable
 from sluice.stream.kafka.topics import describe_topics, ensure_topics
 from sluice.stream.observe.logs import install_repeat_filter
-from sluice.stream.records import RecordName
+from sluice.stream.records import RecordName, read_record
 from sluice.stream.settings import Settings, check_environment, describe_settings
 
 __all__ = ["DEMO_FILE", "cli", "main"]
@@ -375,13 +375,9 @@ def alerts(
     try:
         for msg in consumer:
             try:
-                alert = Alert.model_validate_json(msg.value)
-            except ValidationError as exc:
-                click.echo(
-                    f"skipping offset {msg.partition}:{msg.offset}: not an alert "
-                    f"({exc.errors()[0]['msg']})",
-                    err=True,
-                )
+                alert = read_record(Alert, msg.value)
+            except RecordError as exc:
+                click.echo(f"skipping offset {msg.partition}:{msg.offset}: {exc}", err=True)
                 continue
             if as_json:
                 click.echo(alert.model_dump_json())

@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from sluice.stream.records import Feedback
+from sluice.stream.records import Feedback, read_record
 from sluice.stream.settings import FirstSightSettings
 
 __all__ = ["Decision", "FirstSight", "Verdict", "VerdictCache", "decide"]
@@ -91,9 +91,9 @@ class VerdictCache:
 
     def apply_bytes(self, raw: bytes) -> None:
         """A record of the `feedback` topic (for a TopicFollower); a record that is not one
-        raises pydantic's ValidationError, a ValueError, which the follower counts and skips."""
+        raises RecordError, a ValueError, which the follower counts and skips."""
         if raw:  # else a tombstone
-            self.apply(Feedback.model_validate_json(raw))
+            self.apply(read_record(Feedback, raw))
 
 
 class FirstSight:

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from sluice.stream.errors import RegistryError
+from sluice.stream.errors import RecordError, RegistryError
 from sluice.stream.kafka.clients import client_config, unreachable
 from sluice.stream.kafka.followers import open_assigned
 from sluice.stream.kafka.topics import MAX_RECORD_BYTES, read_topic
+from sluice.stream.records import read_record
 from sluice.stream.settings import Settings
 
 if TYPE_CHECKING:
@@ -160,9 +161,9 @@ def activation_of(headers: Iterable[Any], where: str) -> Activation:
     if raw is None:
         raise RegistryError(f"{where}: activation without a {_ACTIVATION} header")
     try:
-        return Activation.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RegistryError(f"{where}: invalid activation: {exc.errors()[0]['msg']}") from None
+        return read_record(Activation, raw, "activation")
+    except RecordError as exc:
+        raise RegistryError(f"{where}: {exc}") from None
 
 
 def activated_model(

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 
-from sluice.stream.errors import RetrainError
+from sluice.stream.errors import RecordError, RetrainError
 from sluice.stream.kafka.topics import read_topic
-from sluice.stream.records import Feedback, Outcome
+from sluice.stream.records import Feedback, Outcome, read_record
 from sluice.stream.settings import RetrainSettings, Settings
 
 if TYPE_CHECKING:
@@ -87,23 +87,14 @@ _R = TypeVar("_R", Feedback, Outcome)
 
 
 def _read(settings: Settings, topic: str, kind: type[_R]) -> list[_R]:
-    from pydantic import ValidationError
-
     out: list[_R] = []
     for r in read_topic(settings, topic):
         if r.value is None:
             continue  # a tombstone
         try:
-            out.append(kind.model_validate_json(r.value))
-        except ValidationError as exc:
-            log.warning(
-                "%s:%d:%d is not a %s record (%s); skipped",
-                topic,
-                r.partition,
-                r.offset,
-                kind.__name__,
-                exc.errors()[0]["msg"],
-            )
+            out.append(read_record(kind, r.value))
+        except RecordError as exc:
+            log.warning("%s:%d:%d skipped: %s", topic, r.partition, r.offset, exc)
     return out
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from sluice.stream.kafka.followers import TopicFollower
 from sluice.stream.learning.recall import RecallTally
-from sluice.stream.records import Outcome
+from sluice.stream.records import Outcome, read_record
 from sluice.stream.settings import Settings
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class OutcomeWatcher:
             settings,
             settings.topics.outcomes,
             "sluice-outcomes",
-            lambda raw: tally.add(Outcome.model_validate_json(raw)),
+            lambda raw: tally.add(read_record(Outcome, raw)),
         )
 
     async def run(self) -> None:

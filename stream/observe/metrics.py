@@ -67,8 +67,24 @@ class PipelineMetrics:
         yield from self._filter_stage()
         yield from self._analysis_stage()
         yield from self._llm()
+        yield from self._wire()
         if self._worker is not None:
             yield from self._worker_only(self._worker)
+
+    def _wire(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        from sluice.stream.records import RECORDS, WIRE
+
+        fam = CounterMetricFamily(
+            "sluice_wire_unknown_fields",
+            "fields of records read that this release does not know (a newer release added "
+            "them), dropped, by record kind",
+            labels=["record"],
+        )
+        for record in sorted({*RECORDS, "analysis", "analysis-state", *WIRE.unknown_fields}):
+            fam.add_metric([record], WIRE.unknown_fields[record])
+        yield fam
 
     def _filter_stage(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily

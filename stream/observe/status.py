@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sluice.stream.records import Alert
+from sluice.stream.records import Alert, read_record
 
 if TYPE_CHECKING:
     from sluice.stream.observe.metrics import PipelineMetrics
@@ -48,7 +48,7 @@ class AlertBoard:
         self._latest: dict[str, Alert] = {}
 
     def add(self, raw: bytes) -> None:
-        a = Alert.model_validate_json(raw)
+        a = read_record(Alert, raw)
         seen = self._latest.get(a.fingerprint)
         if seen is not None and seen.revision > a.revision:
             return  # an older revision, from another partition's replay

@@ -32,6 +32,7 @@ from tests.support.kafka import (
     KafkaEnv,
     committed_offsets,
     read_until,
+    scopes_on_partitions,
     suspects_in,
 )
 
@@ -40,21 +41,8 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-def _one_scope_per_partition(n: int) -> list[str]:
-    """Scope names whose suspects land on n distinct partitions (murmur2, as producers hash),
-    so that every worker, the killed one included, holds open windows at the kill."""
-    from kafka.partitioner.default import murmur2
-
-    by_partition: dict[int, str] = {}
-    i = 0
-    while len(by_partition) < n:
-        name = f"cell-{i}"
-        by_partition.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % n, name)
-        i += 1
-    return [by_partition[p] for p in range(n)]
-
-
-SCOPES = _one_scope_per_partition(6)
+#: Every worker, the killed one included, holds open windows at the kill.
+SCOPES = scopes_on_partitions(6)
 PIPELINE = {
     "SLUICE_PIPELINE__ALERT_TIME": "event",
     "SLUICE_PIPELINE__ALLOWED_LATENESS_S": "3600",

@@ -32,6 +32,20 @@ KafkaEnv = Callable[..., dict[str, str]]
 SettingsFor = Callable[[dict[str, str]], Any]
 
 
+def scopes_on_partitions(n: int) -> list[str]:
+    """Scope names whose suspects land on n distinct partitions of n (murmur2, as producers
+    hash keys), the scope of partition p at index p."""
+    from kafka.partitioner.default import murmur2
+
+    by_partition: dict[int, str] = {}
+    i = 0
+    while len(by_partition) < n:
+        name = f"cell-{i}"
+        by_partition.setdefault((murmur2(name.encode()) & 0x7FFFFFFF) % n, name)
+        i += 1
+    return [by_partition[p] for p in range(n)]
+
+
 def worker_env(
     bootstrap: str, unique_name: Callable[[str], str], tmp: Path, **settings: str
 ) -> dict[str, str]:

@@ -19,14 +19,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
-
 from sluice.models.analyst import backoff_delay
 from sluice.stream.delivery.controls import Controls, ControlsWatcher
 from sluice.stream.delivery.sinks._protocol import Sink
-from sluice.stream.errors import SinkError
+from sluice.stream.errors import RecordError, SinkError
 from sluice.stream.kafka.clients import aiokafka_config, unreachable
-from sluice.stream.records import Alert, DeadLetter
+from sluice.stream.records import Alert, DeadLetter, read_record
 from sluice.stream.settings import Settings
 
 __all__ = ["SinkRunner", "sink_group"]
@@ -123,9 +121,9 @@ class SinkRunner:
         where = f"{m.topic}:{m.partition}:{m.offset}"
         value = m.value or b""
         try:
-            alert = Alert.model_validate_json(value)
-        except ValidationError as exc:
-            await self._dead(producer, m, f"sink {name}: not an alert: {exc.errors()[0]['msg']}")
+            alert = read_record(Alert, value)
+        except RecordError as exc:  # a newer major version too: the sink cannot know its fields
+            await self._dead(producer, m, f"sink {name}: {exc}")
             return
         silence = self.controls.silence(alert, self._wall()) if alert.status == "firing" else None
         until = silence.until if silence else alert.silenced_until
