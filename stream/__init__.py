@@ -10,7 +10,8 @@
 - `observe`    metrics, the status page, the terminal view, logging
 - `cli`        every command of `sluice`
 - `worker`, `scan`   the composition roots: both stages on Kafka, or in-process on a file
-- `settings`, `records`, `errors`   what every stage shares: settings, wire records, errors
+- `settings`, `records`, `wire`, `errors`   what every stage shares: settings, wire records and
+  how another release's are read, errors
 - `testing`    test doubles for users' own tests (in-memory store, recording sink, fake LLM ...)
 
 Importing `sluice.stream` loads neither Faust nor a Kafka client (`stream._lazy`).

@@ -3,26 +3,22 @@
 Writers are strict (a field the model does not declare is a bug: `extra="forbid"`); readers
 are tolerant of what a newer release of the same major version may add. `read_record` (and the
 topic readers `parse_suspects_record`, `parse_control_record`) read a record with the fields
-this release knows, drop and count the ones it does not (`WIRE`, a metric per record kind), and
-refuse a newer major version (`RecordVersionError`). The rules are in docs/architecture.md,
-"Wire compatibility".
+this release knows, drop and count the ones it does not, and refuse a newer major version
+(`stream.wire`). The rules are in docs/architecture.md, "Wire compatibility".
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
-import logging
-from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar, cast
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from sluice.models.analyst import Analysis, IncidentReport, Provenance
-from sluice.stream.errors import RecordError, RecordVersionError
+from sluice.stream.wire import read_model, read_tagged
 
 __all__ = [
     "DEAD_LETTER_KEEP_BYTES",
@@ -30,7 +26,6 @@ __all__ = [
     "LATEST_EVENT_TIME",
     "RECORDS",
     "SCHEMA_VERSION",
-    "WIRE",
     "Ack",
     "Acknowledgement",
     "Alert",
@@ -46,15 +41,12 @@ __all__ = [
     "SuspectBatch",
     "SuspectsRecord",
     "Tick",
-    "WireCounters",
     "dead_letter_kind",
     "parse_control_record",
     "parse_suspects_record",
     "read_record",
     "record_schema",
 ]
-
-log = logging.getLogger(__name__)
 
 #: The major version of every wire record: what `schema_version` says and readers check. Added
 #: optional fields keep it (a minor change); removing, renaming, retyping a field or changing its
@@ -180,6 +172,7 @@ class SignalCounts(_Record):
 SuspectsRecord = Annotated[
     SuspectBatch | Tick | Analysed | SignalCounts, Field(discriminator="kind")
 ]
+_M = TypeVar("_M", bound=BaseModel)
 _SUSPECTS_ADAPTER: TypeAdapter[SuspectBatch | Tick | Analysed | SignalCounts] = TypeAdapter(
     SuspectsRecord
 )
@@ -187,7 +180,7 @@ _SUSPECTS_ADAPTER: TypeAdapter[SuspectBatch | Tick | Analysed | SignalCounts] = 
 
 def parse_suspects_record(raw: bytes) -> SuspectBatch | Tick | Analysed | SignalCounts:
     """A record of the suspects topic (`read_record`'s tolerance); raises RecordError otherwise."""
-    return _read_union(_SUSPECTS_ADAPTER, _SUSPECTS_KINDS, raw, "suspects")
+    return read_tagged(_SUSPECTS_ADAPTER, _SUSPECTS_KINDS, raw, "suspects", SCHEMA_VERSION)
 
 
 class Acknowledgement(BaseModel):
@@ -260,7 +253,7 @@ _CONTROL_ADAPTER: TypeAdapter[Ack | Silence] = TypeAdapter(ControlRecord)
 
 def parse_control_record(raw: bytes) -> Ack | Silence:
     """A record of the controls topic (`read_record`'s tolerance); raises RecordError otherwise."""
-    return _read_union(_CONTROL_ADAPTER, _CONTROL_KINDS, raw, "control")
+    return read_tagged(_CONTROL_ADAPTER, _CONTROL_KINDS, raw, "control", SCHEMA_VERSION)
 
 
 class Feedback(_Record):
@@ -474,127 +467,11 @@ def _open(node: Any) -> Any:
     return node
 
 
-# -- reading: strict about what this release knows, tolerant of what a newer one added ----------
-
-
-class WireCounters:
-    """Fields of records that this release does not know, per record kind: added by a newer
-    release of the same major version, dropped when read (never kept in typed state) and
-    counted here (the metric `sluice_wire_unknown_fields_total`). Each field is logged once."""
-
-    def __init__(self) -> None:
-        self.unknown_fields: Counter[str] = Counter()
-        self._logged: set[tuple[str, str]] = set()
-
-    def count(self, record: str, fields: Sequence[str]) -> None:
-        self.unknown_fields[record] += len(fields)
-        for f in sorted(set(fields)):
-            if (record, f) not in self._logged and len(self._logged) < 1000:
-                self._logged.add((record, f))
-                log.warning(  # the name as a bounded repr: it is a reader's input
-                    "%s records carry a field this release does not know (%s): written by a "
-                    "newer release? ignored (counted in sluice_wire_unknown_fields_total)",
-                    record,
-                    repr(f[:100]),
-                )
-
-
-#: The process's counts (a record read anywhere in the process is counted once, here).
-WIRE = WireCounters()
-
-_M = TypeVar("_M", bound=BaseModel)
-_U = TypeVar("_U")
-
-
 def read_record(model: type[_M], raw: bytes | str, name: str | None = None) -> _M:
     """A record of `model` from JSON written by this release or another of the same major
-    version: fields this release does not know are dropped and counted (`WIRE`), a newer major
-    version raises RecordVersionError, anything else unreadable RecordError (its message a dead
-    letter's reason). `name` is the record kind in errors and metrics (default: its RECORDS name).
-    """
-    return _read_model(model, raw, name or _NAMES.get(model, model.__name__.lower()))
-
-
-def _read_model(model: type[_M], raw: bytes | str, name: str, errors_as: str | None = None) -> _M:
-    try:
-        rec = model.model_validate_json(raw)
-    except ValidationError as exc:
-        rec = _read_dropping_unknown(model, raw, name, errors_as or name, exc)
-    _check_version(getattr(rec, "schema_version", SCHEMA_VERSION), errors_as or name)
-    return rec
-
-
-def _read_union(
-    adapter: TypeAdapter[_U], kinds: Mapping[str, type[_Record]], raw: bytes, topic: str
-) -> _U:
-    """A record of a topic that carries several kinds (told apart by `kind`)."""
-    try:
-        rec = adapter.validate_json(raw)
-    except ValidationError as exc:
-        data = _loads(raw, topic)
-        kind = data.get("kind") if isinstance(data, dict) else None
-        model = kinds.get(kind) if isinstance(kind, str) else None
-        if model is None:
-            _check_version(data.get("schema_version") if isinstance(data, dict) else None, topic)
-            raise RecordError(topic, _first_error(exc)) from None
-        return cast(_U, _read_model(model, raw, str(kind), topic))
-    _check_version(getattr(rec, "schema_version", SCHEMA_VERSION), topic)
-    return rec
-
-
-def _read_dropping_unknown(
-    model: type[_M], raw: bytes | str, name: str, errors_as: str, exc: ValidationError
-) -> _M:
-    """The slow path, taken only when the strict read failed: drop what the errors call an
-    unknown field, then read again (strictly; a field of the wrong type is still an error)."""
-    data = _loads(raw, errors_as)
-    if isinstance(data, dict):
-        _check_version(data.get("schema_version"), errors_as)
-    dropped = [
-        ".".join(str(step) for step in e["loc"] if isinstance(step, str))
-        for e in exc.errors()
-        if e["type"] == "extra_forbidden" and _drop(data, e["loc"])
-    ]
-    if not dropped:
-        raise RecordError(errors_as, _first_error(exc)) from None
-    try:
-        rec = model.model_validate_json(json.dumps(data))
-    except ValidationError as again:
-        raise RecordError(errors_as, _first_error(again)) from None
-    WIRE.count(name, dropped)
-    return rec
-
-
-def _drop(data: Any, loc: Sequence[int | str]) -> bool:
-    """Delete the key at `loc` (a pydantic error location) from parsed JSON; steps that name no
-    key or index (a union member's tag) are passed over. False if there is no such key."""
-    node = data
-    for step in loc[:-1]:
-        in_object = isinstance(node, dict) and isinstance(step, str) and step in node
-        in_list = isinstance(node, list) and isinstance(step, int) and 0 <= step < len(node)
-        if in_object or in_list:
-            node = node[step]
-    if isinstance(node, dict) and loc and loc[-1] in node:
-        del node[loc[-1]]
-        return True
-    return False
-
-
-def _check_version(found: Any, name: str) -> None:
-    if isinstance(found, int) and not isinstance(found, bool) and found > SCHEMA_VERSION:
-        raise RecordVersionError(name, found, SCHEMA_VERSION)
-
-
-def _loads(raw: bytes | str, name: str) -> Any:
-    """The standard library's parser: the slow path only, and integers of any size (a field
-    orjson refuses is still a field pydantic reads)."""
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise RecordError(name, f"invalid JSON ({exc})") from None
-
-
-def _first_error(exc: ValidationError) -> str:
-    e = exc.errors()[0]
-    where = ".".join(str(step) for step in e["loc"])
-    return f"{e['msg']} ({where})" if where else str(e["msg"])
+    version (`stream.wire`): fields this release does not know are dropped and counted, a newer
+    major version raises RecordVersionError, anything else unreadable RecordError (its message a
+    dead letter's reason). `name` is the record kind in errors and metrics (default: its RECORDS
+    name)."""
+    kind = name or _NAMES.get(model, model.__name__.lower())
+    return read_model(model, raw, name=kind, version=SCHEMA_VERSION)

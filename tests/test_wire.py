@@ -24,7 +24,6 @@ from sluice.stream.errors import RecordError, RecordVersionError
 from sluice.stream.records import (
     RECORDS,
     SCHEMA_VERSION,
-    WIRE,
     Ack,
     Acknowledgement,
     Analysed,
@@ -42,6 +41,7 @@ from sluice.stream.records import (
     record_schema,
 )
 from sluice.stream.records import SignalVerdict as _SignalVerdict
+from sluice.stream.wire import WIRE
 from tests.support.pipeline import ev, suspect
 from tests.support.sinks import alert, with_graph
 

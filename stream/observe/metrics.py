@@ -74,7 +74,8 @@ class PipelineMetrics:
     def _wire(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
 
-        from sluice.stream.records import RECORDS, WIRE
+        from sluice.stream.records import RECORDS
+        from sluice.stream.wire import WIRE
 
         fam = CounterMetricFamily(
             "sluice_wire_unknown_fields",
