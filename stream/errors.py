@@ -5,7 +5,8 @@
     ├── SluiceKafkaError       a Kafka operation failed (names the topic)
     ├── ParseError             a record is not an event (its message is the dead letter's reason)
     ├── RecordError            a wire record between workers cannot be read (names its kind)
-    │   └── RecordVersionError ... it is of a newer major schema version (names both versions)
+    │   ├── RecordVersionError ... it is of a newer major schema version (names both versions)
+    │   └── RecordKindError    ... it is of a kind this release does not know (skipped, counted)
     ├── FormatError            a text-line pattern in the settings cannot be used (also ValueError)
     ├── FilterStageError       the filter stage cannot go on
     ├── StateError             stored analysis state cannot be read (names the key)
@@ -43,6 +44,7 @@ __all__ = [
     "LLMOutputError",
     "ParseError",
     "RecordError",
+    "RecordKindError",
     "RecordVersionError",
     "RegistryError",
     "RetrainError",
@@ -101,6 +103,16 @@ class RecordVersionError(RecordError):
         self.record = record
         self.found = found
         self.known = known
+
+
+class RecordKindError(RecordError):
+    """A record of a kind this release does not know on a topic of several kinds (`suspects`,
+    `controls`): a newer release's evidence, a minor change. Readers skip it and count it (a dead
+    letter would fill with it during every upgrade); what it carries is not used here."""
+
+    def __init__(self, record: str, kind: str) -> None:
+        super().__init__(record, f"kind {kind[:100]!r} is unknown to this release (a newer one's?)")
+        self.kind = kind
 
 
 class FormatError(SluiceError, ValueError):

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from sluice.stream.errors import RecordError, RecordVersionError
+from sluice.stream.errors import RecordError, RecordKindError, RecordVersionError
 
 __all__ = ["WIRE", "WireCounters", "read_model", "read_tagged"]
 
@@ -34,19 +34,32 @@ class WireCounters:
 
     def __init__(self) -> None:
         self.unknown_fields: Counter[str] = Counter()
+        self.unknown_kinds: Counter[str] = Counter()  # by topic
         self._logged: set[tuple[str, str]] = set()
 
     def count(self, record: str, fields: Sequence[str]) -> None:
         self.unknown_fields[record] += len(fields)
         for f in sorted(set(fields)):
-            if (record, f) not in self._logged and len(self._logged) < 1000:
-                self._logged.add((record, f))
-                log.warning(  # the name as a bounded repr: it is a reader's input
-                    "%s records carry a field this release does not know (%s): written by a "
-                    "newer release? ignored (counted in sluice_wire_unknown_fields_total)",
-                    record,
-                    repr(f[:100]),
-                )
+            self._once(
+                record,
+                f,
+                "%s records carry a field this release does not know (%s): "
+                "written by a newer release? ignored (sluice_wire_unknown_fields_total)",
+            )
+
+    def count_kind(self, topic: str, kind: str) -> None:
+        self.unknown_kinds[topic] += 1
+        self._once(
+            topic,
+            f"kind:{kind}",
+            "%s records of a kind this release does not know (%s): "
+            "written by a newer release? skipped (sluice_wire_unknown_kinds_total)",
+        )
+
+    def _once(self, record: str, what: str, message: str) -> None:
+        if (record, what) not in self._logged and len(self._logged) < 1000:
+            self._logged.add((record, what))
+            log.warning(message, record, repr(what[:100]))  # a bounded repr: it is input
 
 
 #: The process's counts (a record read anywhere in the process is counted once, here).
@@ -76,7 +89,8 @@ def read_tagged(
     version: int,
 ) -> _U:
     """A record of a topic that carries several kinds, told apart by `kind` (`adapter` reads
-    their union): as `read_model`, counted under its kind, errors named after the topic."""
+    their union): as `read_model`, counted under its kind, errors named after the topic. A kind
+    not in `kinds` raises RecordKindError, counted per topic: a newer release's, to be skipped."""
     try:
         rec = adapter.validate_json(raw)
     except ValidationError as exc:
@@ -86,6 +100,9 @@ def read_tagged(
         if model is None:
             found = data.get("schema_version") if isinstance(data, dict) else None
             _check_version(found, topic, version)
+            if isinstance(kind, str):
+                WIRE.count_kind(topic, kind)
+                raise RecordKindError(topic, kind) from None
             raise RecordError(topic, _first_error(exc)) from None
         return cast(_U, read_model(model, raw, name=str(kind), version=version, errors_as=topic))
     _check_version(getattr(rec, "schema_version", None), topic, version)

@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from sluice.models.analyst import Analysis, TemplateVerdict
+from sluice.stream import PipelineSettings
+from sluice.stream.analysis import AnalysisState, MemoryStore
 from sluice.stream.analysis.state import ScopeState, dump_state, load_scope
-from sluice.stream.errors import RecordError, RecordVersionError
+from sluice.stream.errors import RecordError, RecordKindError, RecordVersionError
 from sluice.stream.records import (
     RECORDS,
     SCHEMA_VERSION,
@@ -227,15 +229,28 @@ def test_a_known_field_of_the_wrong_type_is_still_refused() -> None:
         read_record(RECORDS["alert"], orjson.dumps(data))
 
 
-def test_an_unknown_kind_on_a_topic_is_refused() -> None:
-    with pytest.raises(RecordError, match="not a suspects record"):
-        parse_suspects_record(b'{"schema_version": 1, "kind": "spans", "scope": "s"}')
-    with pytest.raises(RecordError, match="not a control record"):
+def test_a_kind_only_a_newer_release_knows_is_skipped_and_counted() -> None:
+    spans = b'{"schema_version": 1, "kind": "spans", "scope": "s", "spans": [1, 2]}'
+    before = WIRE.unknown_kinds["suspects"]
+    with pytest.raises(RecordKindError) as err:
+        parse_suspects_record(spans)
+    assert err.value.kind == "spans" and WIRE.unknown_kinds["suspects"] == before + 1
+    with pytest.raises(RecordKindError):
         parse_control_record(b'{"schema_version": 1, "kind": "mute", "target": "s"}')
-    with pytest.raises(RecordVersionError):  # a new kind of a newer major: says the version
+    # The analysis stage skips it: no dead letter, no state, the offset applied.
+    state = AnalysisState(PipelineSettings(), MemoryStore(), lambda: 0.0)
+    out = state.apply(0, 7, spans)
+    assert out.dead == [] and out.record is None and state.applied(0, 7)
+    batch = SAMPLES["suspects"].model_dump_json().encode()
+    assert isinstance(state.apply(0, 8, batch).record, SuspectBatch)  # and goes on
+    # A new kind of a newer major says the version; a record with no kind is no record.
+    with pytest.raises(RecordVersionError):
         parse_suspects_record(b'{"schema_version": 2, "kind": "spans", "scope": "s"}')
-    with pytest.raises(RecordError, match="invalid JSON"):
-        parse_suspects_record(b'{"kind": "suspects", ')
+    for raw in (b'{"schema_version": 1, "scope": "s"}', b'{"kind": 3}', b'{"kind": "suspects", '):
+        with pytest.raises(RecordError) as refused:
+            parse_suspects_record(raw)
+        assert not isinstance(refused.value, RecordKindError)
+        assert dead_letter_kind(str(refused.value)) == "not_suspects", refused.value
 
 
 def test_writers_stay_strict() -> None:

@@ -56,7 +56,8 @@ class Published:
 class Effects(Published):
     """What `AnalysisState.apply` did with one record: what to publish (in order, before the
     state is committed), the windows now due for analysis as (scope, seq, attempt), and the
-    record itself as parsed (None when it was not a suspects record: a dead letter says why)."""
+    record itself as parsed (None when it was not a suspects record: a dead letter says why; or
+    was of a kind only a newer release knows: skipped, counted in `stream.wire.WIRE`)."""
 
     record: SuspectsRecord | None = None
     due: list[tuple[str, int, int]] = field(default_factory=list)

@@ -44,7 +44,7 @@ from sluice.stream.analysis.store import ChunkCache, StateStore
 from sluice.stream.analysis.triage import NewTemplates
 from sluice.stream.analysis.windows import ClosedWindow, Windows
 from sluice.stream.delivery.controls import Controls
-from sluice.stream.errors import RecordError, StateError
+from sluice.stream.errors import RecordError, RecordKindError, StateError
 from sluice.stream.records import (
     Analysed,
     DeadLetter,
@@ -102,6 +102,8 @@ class AnalysisState:
         scopes: list[str] = []
         try:
             rec = parse_suspects_record(value)
+        except RecordKindError:
+            pass  # a newer release's kind of record: skipped and counted (`stream.wire`)
         except RecordError as exc:  # a newer major version too (RecordVersionError)
             out.dead.append(DeadLetter.of(value, self._topic, partition, offset, str(exc)))
         else:

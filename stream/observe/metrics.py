@@ -86,6 +86,15 @@ class PipelineMetrics:
         for record in sorted({*RECORDS, "analysis", "analysis-state", *WIRE.unknown_fields}):
             fam.add_metric([record], WIRE.unknown_fields[record])
         yield fam
+        kinds = CounterMetricFamily(
+            "sluice_wire_unknown_kinds",
+            "records of a kind this release does not know (a newer release added it), skipped, "
+            "by topic",
+            labels=["topic"],
+        )
+        for topic in sorted({"suspects", "control", *WIRE.unknown_kinds}):
+            kinds.add_metric([topic], WIRE.unknown_kinds[topic])
+        yield kinds
 
     def _filter_stage(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
