@@ -391,6 +391,8 @@ _DEAD_LETTER_KINDS = (
     ("invalid event fields", "unusable"),
     ("filter failed", "filter_failed"),
     ("not a suspects record", "not_suspects"),
+    ("OTLP ", "otlp"),
+    ("binary record", "binary"),
     ("schema version ", "newer_schema"),
     ("scope ", "scope_limit"),
     ("sink ", "sink_failed"),

@@ -80,6 +80,17 @@ class TopicNames(BaseModel):
     models: str = "models"
     deadletter: str = "deadletter"
     controls: str = "controls"
+    # The OpenTelemetry Collector's Kafka exporter's default topics, read by the filter stage:
+    # each record one OTLP request (protobuf or JSON, told apart per record).
+    otlp_logs: str = Field("otlp_logs", description="OTLP log requests (collector's default)")
+    otlp_spans: str = Field("otlp_spans", description="OTLP trace requests (collector's default)")
+    otlp_metrics: str = Field(
+        "otlp_metrics", description="OTLP metric requests (collector's default)"
+    )
+
+    def otlp_signals(self) -> dict[str, Literal["logs", "traces", "metrics"]]:
+        """Topic -> the OTLP signal its records carry."""
+        return {self.otlp_logs: "logs", self.otlp_spans: "traces", self.otlp_metrics: "metrics"}
 
 
 class SignalSettings(BaseModel):
@@ -219,6 +230,11 @@ class PipelineSettings(BaseModel):
     )
     default_service: str = "unknown"
     scope: str = Field("default", description="scope of events without a `scope` attribute")
+    scope_attribute: str | None = Field(
+        None,
+        description="an OTLP resource attribute whose value is the scope of its records "
+        "(k8s.namespace.name, deployment.environment.name)",
+    )
     model_path: Path | None = Field(None, description="filter model file; None: the shipped one")
     alert_time: Literal["wall", "event"] = Field(
         "wall", description="generated_at of alerts: the wall clock, or the window's end (fixed)"

@@ -106,6 +106,28 @@ def test_kubernetes_manifest_is_valid_for_its_schema(doc: dict[str, Any]) -> Non
     kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
+OTELCOL = DEPLOY / "k8s" / "otelcol"
+
+
+@pytest.mark.parametrize("name", ["daemonset.yaml"])
+def test_the_collectors_manifests_are_valid_and_its_config_is_the_one_compose_uses(
+    name: str,
+) -> None:
+    kustomization = _docs(OTELCOL / "kustomization.yaml")[0]
+    assert kustomization["resources"] == [name]
+    (generated,) = kustomization["configMapGenerator"]
+    assert generated["files"] == ["collector.yaml"]
+    for doc in _docs(OTELCOL / name):
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+    config = (OTELCOL / "collector.yaml").read_text()
+    assert config == (DEPLOY / "otelcol" / "collector.yaml").read_text()
+    exporter = yaml.safe_load(config)["exporters"]["kafka"]
+    topics = {exporter[s]["topic"] for s in ("logs", "traces", "metrics")}
+    assert topics == set(Settings().topics.otlp_signals())  # the topics the workers read
+    compose = _compose()["services"]["otelcol"]
+    assert "./otelcol/collector.yaml:/etc/otelcol/collector.yaml:ro" in compose["volumes"]
+
+
 def test_the_validator_rejects_a_broken_manifest() -> None:
     """The schemas are really consulted: an unknown field and a wrong type are refused."""
     broken = json.loads(json.dumps(_kind("StatefulSet")))

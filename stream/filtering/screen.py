@@ -17,6 +17,8 @@ import orjson
 
 from sluice.models.filter import Filter, FilterModel, OnnxFilter, default_model, normalize_batch
 from sluice.stream.filtering.verdicts import FirstSight, VerdictCache, decide
+from sluice.stream.ingest.envelopes import Ignored
+from sluice.stream.ingest.otlp import Signal
 from sluice.stream.ingest.parsing import ParsedBatch, parse_batch
 from sluice.stream.records import SCHEMA_VERSION, DeadLetter
 from sluice.stream.settings import PipelineSettings
@@ -61,6 +63,11 @@ class Screened:
     counts: dict[str, bytes] = field(default_factory=dict)  # scope -> SignalCounts JSON
     dead: list[DeadLetter] = field(default_factory=list)
     events: int = 0
+    otlp_records: int = 0  # records that were OTLP requests, holding these:
+    otlp_logs: int = 0  # log records that became events
+    spans: int = 0  # spans decoded (`stream.ingest.otlp`; the root-cause work reads them)
+    points: int = 0  # metric points decoded
+    ignored: Ignored = field(default_factory=Ignored)  # fields of the wrong type, by field, type
     flagged: int = 0
     audited: int = 0
     first_sight: int = 0  # forwarded on a template's first sightings (counted among audited)
@@ -99,6 +106,7 @@ def screen_batch(
     verdicts: VerdictCache | None = None,
     first: FirstSight | None = None,
     text: TextFormats | None = None,
+    signal: Signal | None = None,
 ) -> Screened:
     """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
 
@@ -113,7 +121,11 @@ def screen_batch(
     out = Screened()
     # a text line's format is per topic or file (no colon in a topic name; `TextFormats.keyed`)
     stream = source(0)[0].rsplit(":", 1)[0] if text is not None and values else ""
-    parsed = parse_batch(values, cfg.max_event_bytes, text, keys=keys, stream=stream)
+    parsed = parse_batch(values, cfg.max_event_bytes, text, keys=keys, stream=stream,
+                         signal=signal, scope_attribute=cfg.scope_attribute)  # fmt: skip
+    out.otlp_records, out.ignored = parsed.otlp_records, parsed.ignored
+    out.spans, out.points = len(parsed.spans), len(parsed.points)
+    out.otlp_logs = len(parsed.item_of)
     parsed.record_times = record_times
     if text is not None and (record_times is None or cfg.signals.enabled):
         parsed.text_times(record_times)  # every line's: `scan` carries a time to the next
@@ -131,7 +143,9 @@ def screen_batch(
         templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
         out.counts = _signal_counts(parsed, keys, record_times, cfg, templates, counter)
     if cfg.audit_rate > 0 or verdicts is not None or first is not None:
-        draws = audit_draws([values[i] for i in parsed.index])
+        items = parsed.item_of  # the log records of one OTLP request draw apart
+        draws = audit_draws([values[i] + b"#%d" % items[j] if j in items else values[i]
+                             for j, i in enumerate(parsed.index)])  # fmt: skip
     else:
         draws = np.ones(len(parsed.messages))
     if verdicts is None and first is None:
@@ -155,7 +169,9 @@ def screen_batch(
             why = d.reason.get(j, "audit" if is_audit else "model")
             scope = ev["attributes"].get("scope") or cfg.scope
             ev["schema_version"] = SCHEMA_VERSION
-            ev["source"] = _source_text(where)
+            ev["source"] = _source_text(where) + (
+                f"#{parsed.item_of[j]}" if j in parsed.item_of else ""
+            )
             part = orjson.dumps(
                 {
                     "schema_version": SCHEMA_VERSION,

@@ -57,7 +57,8 @@ BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 class StageCounters:
     """Running totals of the filter stage, read by `/metrics` and by `sluice scan`'s summary.
 
-    Every record read is counted once: `consumed` = `events` + `dead`, and `events` =
+    Every record read is counted once: `consumed` = `events` + `dead` where a record holds one
+    event (an OTLP request holds many: `otlp_records` of them held `otlp_items`), and `events` =
     `flagged` + unflagged, audit samples among the unflagged. A parsed event whose suspect
     record cannot be built is a dead letter, not an event.
     """
@@ -75,6 +76,9 @@ class StageCounters:
     verdicts_held: int = 0
     verdicts_evicted: int = 0
     dead_by_kind: Counter[str] = field(default_factory=Counter)
+    otlp_records: int = 0
+    otlp_items: Counter[str] = field(default_factory=Counter)  # by signal: logs, traces, metrics
+    ignored: Counter[tuple[str, str]] = field(default_factory=Counter)  # (field, its type)
     model_version: str = ""
     model_swaps: int = 0
     batch_seconds: Histogram = field(default_factory=lambda: _histogram(
@@ -92,6 +96,11 @@ class StageCounters:
         self.held_back += screened.held_back
         self.dead += len(screened.dead)
         self.dead_by_kind.update(d.kind for d in screened.dead)
+        self.otlp_records += screened.otlp_records
+        self.otlp_items.update(
+            {"logs": screened.otlp_logs, "traces": screened.spans, "metrics": screened.points}
+        )
+        self.ignored.update(screened.ignored)
         self.batch_seconds.observe(seconds)
 
     def note(self, verdicts: VerdictCache | None, first: FirstSight | None) -> None:
@@ -214,7 +223,8 @@ class FilterStage:
                 log.warning("filter stage: feedback not read in 60 s; starting with %d "
                             "verdicts", len(self.verdicts or ()))  # fmt: skip
         self.model_loaded = True
-        consumer.subscribe([self._settings.topics.events], listener=_Listener())
+        t = self._settings.topics  # events, and the OpenTelemetry Collector's topics
+        consumer.subscribe([t.events, *t.otlp_signals()], listener=_Listener())
         try:
             while not self._stopping.is_set():
                 # Not under the lock: aiokafka runs the revocation listener while a fetch waits.
@@ -285,6 +295,7 @@ class FilterStage:
     ) -> None:
         t = self._settings.topics
         cfg = self._settings.pipeline
+        signals = t.otlp_signals()
         pending: list[asyncio.Future[Any]] = []
         commits: dict[Any, int] = {}
         c = self.counters
@@ -301,7 +312,7 @@ class FilterStage:
             try:
                 screened = screen_batch(
                     values, keys, source, self._filter, cfg, times, self._signal_counter,
-                    self.verdicts, self.first_sight, self.text,
+                    self.verdicts, self.first_sight, self.text, signals.get(tp.topic),
                 )  # fmt: skip
             except Exception as exc:  # the filter itself failed: every record is a dead letter
                 log.exception("filter stage: screening %d records of %s failed", len(msgs), tp)

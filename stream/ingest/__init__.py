@@ -1,6 +1,8 @@
 """Ingest: records from files (`sources`) -> events, from JSON (`parsing`) or plain-text
 lines in a known format (`formats`, detected and read by `textformats`), or dead letters with
-the reason.
+the reason. Records that hold others are unpacked first (`unpack`): OTLP export requests from
+the OpenTelemetry Collector (`otlp`, a decoder per signal) and shippers' envelopes
+(`envelopes`: ECS, Fluent Bit, Vector, Docker, CRI).
 
 Importing the package loads none of its modules (`stream._lazy`).
 """

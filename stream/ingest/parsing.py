@@ -8,6 +8,14 @@ Two entry points over one set of rules:
   that are forwarded. No pydantic model is built per record.
 - `parse_event` parses one record into a validated `Event` (tests, tools).
 
+Records that hold other records are unpacked first: an OTLP logs request (the OpenTelemetry
+Collector's Kafka exporter, protobuf or JSON; its file exporter's lines) gives one event per log
+record (`stream.ingest.otlp`), and a shipper's envelope (Fluent Bit, Vector, ECS, Docker, CRI)
+gives the event inside it (`stream.ingest.envelopes`). The line such a record carries goes through
+the plain-text formats like any line; the names the record gives (service, host, level) come
+first. Spans and metric points are decoded and counted (`ParsedBatch.spans`, `.points`). Binary
+that is neither UTF-8 nor OTLP is a dead letter ("binary record"), never a text line.
+
 Text is text unless it parses as a JSON object: a line that starts with `[` (Apache error logs,
 Proxifier) or is any other JSON value is a text line. A line that starts with `{` but is not valid
 JSON is a dead letter ("invalid JSON"): it is a structured producer's broken record, and saying so
@@ -30,9 +38,13 @@ from typing import Any
 import orjson
 
 from sluice.stream.errors import ParseError
+from sluice.stream.ingest.envelopes import Ignored, name_or_count, unwrap, unwrap_cri
 from sluice.stream.ingest.formats import TextHeader
+from sluice.stream.ingest.otlp import LINE_KEY, Signal, is_otlp_json
 from sluice.stream.ingest.textformats import Read, TextFormats
-from sluice.stream.records import EARLIEST_EVENT_TIME, LATEST_EVENT_TIME, Event
+from sluice.stream.ingest.times import MAX_CLOCK_SKEW_S, epoch, in_range, parse_ts
+from sluice.stream.ingest.unpack import Unpacker, is_binary, looks_like_otlp_logs
+from sluice.stream.records import Event
 
 __all__ = ["ParseError", "ParsedBatch", "parse_batch", "parse_event"]
 
@@ -59,12 +71,8 @@ _LEVELS = (
     "TRACE",
 )
 _LEVEL_RE = re.compile(r"\b(" + "|".join(_LEVELS) + r")\b", re.IGNORECASE)
-_ISO_RE = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_FRACTION = re.compile(r"\d+")
 _POD_HASH = re.compile(r"-[0-9a-f]{8,10}-[0-9a-z]{5}$")
-#: Epoch values above this are taken as milliseconds, microseconds or nanoseconds.
-_EPOCH_SECONDS_MAX = 1e11
 
 
 def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -73,70 +81,6 @@ def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
         if v is not None and v != "":
             return v
     return None
-
-
-def _parse_ts(value: object) -> datetime | None:
-    """A time in 1970..2262 from epoch numbers or ISO-8601 text; else None (never raises)."""
-    ts = _any_ts(value)
-    return ts if ts is not None and EARLIEST_EVENT_TIME <= ts < LATEST_EVENT_TIME else None
-
-
-def _any_ts(value: object) -> datetime | None:
-    if isinstance(value, bool):
-        return None
-    try:
-        if isinstance(value, int | float):  # epoch seconds, millis, micros or nanos
-            v = float(value)
-            if not math.isfinite(v) or v < 0:
-                return None
-            for _ in range(3):  # bounded: a huge number is not a time, not a loop
-                if v <= _EPOCH_SECONDS_MAX:
-                    break
-                v /= 1000
-            return datetime.fromtimestamp(v, tz=UTC) if v <= _EPOCH_SECONDS_MAX else None
-        if isinstance(value, str):
-            m = _ISO_RE.search(value)
-            if m:
-                s = m.group(0).replace(",", ".").replace(" ", "T")
-                if "." in s:  # Python parses at most microseconds
-                    head, _, frac = s.partition(".")
-                    digits = _FRACTION.match(frac)
-                    n = digits.group(0) if digits else ""
-                    s = f"{head}.{n[:6].ljust(6, '0')}{frac[len(n) :]}"
-                dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-                return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
-    except (ValueError, OverflowError, OSError):  # 2023-13-45, year 0, out of the platform's range
-        return None
-    return None
-
-
-_DIGITS = re.compile(r"\d*")
-#: An event time further than this from its batch's median is not used by the counters.
-_MAX_CLOCK_SKEW_S = 86_400.0
-
-
-def _epoch(value: object, seconds: dict[object, float | None]) -> float | None:
-    """`_parse_ts(value)` as epoch seconds, memoized per second: the events of a batch share a
-    few seconds, so `2023-01-29T08:42:22.383150913Z` costs a dictionary lookup and the parse of
-    its fraction (the zone stays in the key)."""
-    if isinstance(value, str) and len(value) > 21 and value[19] == "." and value[4] == "-":
-        if value[-1] == "Z" and value[20:-1].isdigit():  # the usual shape: no regex
-            key: object = value[:19] + "Z"
-            frac = float("0." + value[20:-1])
-        else:
-            end = _DIGITS.match(value, 20).end()  # type: ignore[union-attr]  # \d* matches
-            key = value[:19] + value[end:]
-            frac = float("0." + value[20:end]) if end > 20 else 0.0
-    else:
-        key, frac = value if isinstance(value, str | int | float) else None, 0.0
-        if key is None:
-            return None
-    if key in seconds:
-        base = seconds[key]
-    else:
-        t = _parse_ts(key)
-        base = seconds[key] = t.timestamp() if t is not None else None
-    return None if base is None else base + frac
 
 
 def _level_of(text: str) -> str:
@@ -201,25 +145,49 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _json_fields(obj: dict[str, Any], message: str, fallback_service: str) -> dict[str, Any]:
-    service = _first(obj, _SERVICE_KEYS)
-    level = _first(obj, _LEVEL_KEYS)
-    level_s = str(level).upper() if level is not None else _level_of(message)
+def _named(obj: dict[str, Any], keys: tuple[str, ...], field: str, ignored: Ignored) -> str | None:
+    """The first value of `keys` as a name: a string, or ECS's `{"name": ...}`; a value of
+    another type is ignored and counted, never printed as a name."""
+    value = _first(obj, keys)
+    if isinstance(value, dict) and isinstance(value.get("name"), str):
+        value = value["name"]
+    return name_or_count(value, field, ignored)
+
+
+def _json_fields(
+    obj: dict[str, Any], message: str, fallback_service: str, ignored: Ignored
+) -> dict[str, Any]:
+    service = _named(obj, _SERVICE_KEYS, "service", ignored)
+    level = _named(obj, _LEVEL_KEYS, "level", ignored)
+    level_s = level.upper() if level is not None else _level_of(message)
     return {
-        "ts": _parse_ts(_first(obj, _TS_KEYS)) or _parse_ts(message[:64]),
-        "service": _POD_HASH.sub("", _text(service) or "") or fallback_service,
-        "host": _text(_first(obj, _HOST_KEYS)),
+        "ts": parse_ts(_first(obj, _TS_KEYS)) or parse_ts(message[:64]),
+        "service": _POD_HASH.sub("", service or "") or fallback_service,
+        "host": _named(obj, _HOST_KEYS, "host", ignored),
         "level": "WARN" if level_s == "WARNING" else level_s,
         "message": message,
         "trace_id": _text(_first(obj, _TRACE_KEYS)),
         "span_id": _text(_first(obj, _SPAN_KEYS)),
-        "attributes": {k: _text(v) or "" for k, v in obj.items() if k not in _USED_KEYS},
+        "attributes": {
+            k: _text(v) or "" for k, v in obj.items() if k not in _USED_KEYS and k != LINE_KEY
+        },
     }
+
+
+def _merge_header(fields: dict[str, Any], h: TextHeader) -> None:
+    """A wrapped line's header fills in what its envelope did not name (service, host, level)."""
+    if not fields["level"] or fields["level"] == _level_of(fields["message"]):
+        fields["level"] = h.level or fields["level"]
+    fields["host"] = fields["host"] or h.host
+    fields["attributes"].update({k: v for k, v in h.attributes.items() if v})
+    if h.pid is not None:
+        fields["attributes"]["pid"] = h.pid
+    fields["attributes"]["format"] = h.format
 
 
 def _line_fields(line: str, service: str) -> dict[str, Any]:
     return {
-        "ts": _parse_ts(line[:64]),
+        "ts": parse_ts(line[:64]),
         "service": service,
         "host": None,
         "level": _level_of(line),
@@ -232,14 +200,6 @@ def _line_fields(line: str, service: str) -> dict[str, Any]:
 
 def _key_service(key: bytes | None) -> str | None:
     return key.decode("utf-8", errors="replace") if key else None
-
-
-_FIRST_S, _LAST_S = EARLIEST_EVENT_TIME.timestamp(), LATEST_EVENT_TIME.timestamp()
-
-
-def _in_range(t: float | None) -> float | None:
-    """Epoch seconds within 1970..2262, else None (a written year 9999 is no time at all)."""
-    return t if t is not None and _FIRST_S <= t < _LAST_S else None
 
 
 def _header_fields(h: TextHeader, service: str) -> dict[str, Any]:
@@ -269,6 +229,11 @@ class ParsedBatch:
     index: list[int] = field(default_factory=list)
     objects: list[dict[str, Any] | None] = field(default_factory=list)
     dead: list[tuple[int, str]] = field(default_factory=list)  # input position, reason
+    spans: list[dict[str, Any]] = field(default_factory=list)  # OTLP spans, compact
+    points: list[dict[str, Any]] = field(default_factory=list)  # OTLP metric points, compact
+    otlp_records: int = 0  # records that were OTLP requests (each holds many items)
+    item_of: dict[int, int] = field(default_factory=dict)  # j -> its log record's position
+    ignored: Ignored = field(default_factory=Ignored)  # fields of the wrong type, not used
     headers: list[Read | None] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
     text: TextFormats | None = None
@@ -280,11 +245,22 @@ class ParsedBatch:
         """Every field of the j-th parsed event (an `Event`'s fields, less schema and source)."""
         service = _key_service(key)
         obj = self.objects[j]
+        read = self.headers[j] if self.headers else None
         if obj is not None:
-            return _json_fields(obj, self.messages[j], service or default_service)
+            text = self.text
+            if read is None or text is None:
+                return _json_fields(obj, self.messages[j], service or default_service, self.ignored)
+            header = text.full(read)  # a wrapped line: the envelope's names first, then its own
+            fields = _json_fields(
+                obj, self.messages[j], service or header.service or default_service, self.ignored
+            )
+            _merge_header(fields, header)
+            own = in_range(text.time_of(read, fields["ts"].timestamp() if fields["ts"] else None))
+            if own is not None:
+                fields["ts"] = datetime.fromtimestamp(own, UTC)
+            return fields
         fallback = self.text.fallback_service if self.text is not None else None
         service = service or fallback or default_service
-        read = self.headers[j] if self.headers else None
         if read is not None and self.text is not None:
             fields = _header_fields(self.text.full(read), service)
         else:
@@ -292,7 +268,7 @@ class ParsedBatch:
         if self._times is not None:  # every line's, with what a line without one inherits
             t = self._times[j]
         elif read is not None and self.text is not None:  # this line's alone: its header's, or
-            own = _in_range(self.text.time_of(read, self._record_time(j)))
+            own = in_range(self.text.time_of(read, self._record_time(j)))
             t = own if own is not None else self._record_time(j)
             if own is None and not math.isnan(t):
                 self._time_from[j] = "record"
@@ -300,7 +276,7 @@ class ParsedBatch:
             t = math.nan if fields["ts"] is None else fields["ts"].timestamp()
             if fields["ts"] is None and not math.isnan(self._record_time(j)):
                 t, self._time_from[j] = self._record_time(j), "record"
-        fields["ts"] = datetime.fromtimestamp(t, UTC) if _in_range(t) is not None else None
+        fields["ts"] = datetime.fromtimestamp(t, UTC) if in_range(t) is not None else None
         if j in self._time_from and fields["ts"] is not None:
             fields["attributes"]["time_from"] = self._time_from[j]
         return fields
@@ -328,9 +304,9 @@ class ParsedBatch:
             read = self.headers[j] if self.headers else None
             t: float | None
             if read is not None and text is not None:
-                t = _in_range(text.time_of(read, rec))
+                t = in_range(text.time_of(read, rec))
             else:
-                at = _parse_ts(self.messages[j][:64])
+                at = parse_ts(self.messages[j][:64])
                 t = at.timestamp() if at is not None else None
             src = self.sources[j] if self.sources else ""
             if t is None:
@@ -385,11 +361,11 @@ class ParsedBatch:
                 continue
             # the usual key first (a call less per event), then the others in order
             when = obj.get("ts")
-            t = _epoch(when if when is not None and when != "" else _first(obj, _TS_KEYS), seconds)
+            t = epoch(when if when is not None and when != "" else _first(obj, _TS_KEYS), seconds)
             ts.append(t if t is not None else fallback)
             service = obj.get("service")
             if type(service) is not str or not service:
-                service = _text(_first(obj, _SERVICE_KEYS))
+                service = _named(obj, _SERVICE_KEYS, "service", Ignored())  # counted once: event
             if service:
                 name = pods.get(service)
                 if name is None:
@@ -406,7 +382,7 @@ class ParsedBatch:
         known = sorted(t for t in ts if not math.isnan(t))
         if known:  # one hostile time must not move a scope's clock: a day off the batch's median
             mid = known[len(known) // 2]
-            ts = [mid if abs(t - mid) > _MAX_CLOCK_SKEW_S else t for t in ts]  # NaN stays NaN
+            ts = [mid if abs(t - mid) > MAX_CLOCK_SKEW_S else t for t in ts]  # NaN stays NaN
         return ts, services, traces, scopes
 
 
@@ -417,22 +393,36 @@ def parse_batch(
     sources: Sequence[str] | None = None,
     keys: Sequence[bytes | None] | None = None,
     stream: str = "",
+    signal: Signal | None = None,
+    scope_attribute: str | None = None,
 ) -> ParsedBatch:
     """Parse a batch; a record that is not an event is listed in `dead` with the reason.
 
     With `formats`, a text line's header is read in the format of its source (`sources[i]`;
     else `stream`, the topic or file, or the record's key where the settings give it a pattern),
-    and its message is the header-less one."""
+    and its message is the header-less one. `signal`: every record is an OTLP request of it (an
+    `otlp_*` topic); without, OTLP is recognised per record. `scope_attribute`: the resource
+    attribute that names an OTLP record's analysis scope."""
     out = ParsedBatch(text=formats)
     messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
     headers, srcs = out.headers, out.sources
+    unpack = Unpacker(out, max_bytes, formats, stream, scope_attribute)
     for i, raw in enumerate(values):
+        if signal is not None:  # an OTLP topic: protobuf or JSON, told apart by the first byte
+            unpack.otlp(i, raw, None, signal)
+            continue
+        if raw[:1] == b"\n" and is_binary(raw) and looks_like_otlp_logs(raw):
+            unpack.otlp(i, raw, None, "logs")  # protobuf's first field, and a request's shape
+            continue
         if len(raw) > max_bytes:
             dead.append((i, f"event of {len(raw)} bytes exceeds the maximum of {max_bytes}"))
             continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
+            if is_binary(raw):
+                dead.append((i, "binary record: not UTF-8 text, not an OTLP logs request"))
+                continue
             text = raw.decode("utf-8", errors="replace")  # mixed encodings: still a log line
             raw = text.encode()
         if text.startswith("\ufeff"):  # a byte order mark is not part of the line
@@ -449,6 +439,14 @@ def parse_batch(
             try:
                 value = _loads(raw)
                 if isinstance(value, dict):
+                    if (otlp := is_otlp_json(value)) is not None:
+                        unpack.otlp(i, None, value, otlp)
+                        continue
+                    if ("kubernetes" in value or "@timestamp" in value or "stream" in value) and (
+                        inner := unwrap(value, out.ignored)
+                    ) is not None:
+                        unpack.item(i, inner)
+                        continue
                     obj = value
                     messages.append(_message_of(obj))
             except ParseError as exc:  # a structured producer's broken record
@@ -461,6 +459,10 @@ def parse_batch(
         src = ""
         if obj is None:  # text, or JSON that is not an object (`[Sun Dec 04 ...] [error] ...`)
             line = text.rstrip("\r\n")
+            if line[:2] == "20" and (cri := unwrap_cri(line)) is not None:  # the kubelet's
+                when, std, wrapped = cri
+                unpack.item(i, {"message": wrapped, "ts": when, "stream": std, LINE_KEY: True})
+                continue
             if formats is not None:
                 if sources is not None:
                     src = sources[i]

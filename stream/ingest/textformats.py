@@ -298,13 +298,13 @@ class TextFormats:
         return None if base is None else base + frac
 
     def _read(self, kind: TimeKind, text: str, year: int, ref: float | None) -> float | None:
-        from sluice.stream.ingest.parsing import _any_ts
+        from sluice.stream.ingest.times import any_ts
 
         try:
             if kind == "epoch":
                 return float(text)
             if kind == "iso":
-                dt = _any_ts(text)
+                dt = any_ts(text)
                 if dt is not None and not _ISO_HAS_ZONE.search(text):
                     dt = dt.replace(tzinfo=self._zone)
                 return dt.timestamp() if dt is not None else None

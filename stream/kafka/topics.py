@@ -60,6 +60,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     }
     return [
         TopicSpec(t.events, k.partitions, retention),
+        # The OpenTelemetry Collector's Kafka exporter writes here (its default topic names).
+        *(TopicSpec(name, k.partitions, retention) for name in t.otlp_signals()),
         TopicSpec(t.suspects, k.partitions, retention),
         TopicSpec(t.alerts, k.partitions, retention),
         TopicSpec(t.deadletter, k.partitions, retention),

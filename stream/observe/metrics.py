@@ -124,6 +124,26 @@ class PipelineMetrics:
             ("sluice_filter_model_swaps", "models swapped in without a restart", c.model_swaps),
         ):  # fmt: skip
             yield CounterMetricFamily(name, doc, value=value)
+        otlp = CounterMetricFamily(
+            "sluice_otlp_items",
+            "OTLP items decoded: log records that became events, spans, metric points",
+            labels=["signal"],
+        )
+        for signal in ("logs", "traces", "metrics"):
+            otlp.add_metric([signal], c.otlp_items[signal])
+        yield otlp
+        yield CounterMetricFamily(
+            "sluice_otlp_records", "records that were OTLP export requests", value=c.otlp_records
+        )
+        ignored = CounterMetricFamily(
+            "sluice_event_fields_ignored",
+            "service, host or level values of the wrong type (an object, list or number), "
+            "never used as a name",
+            labels=["field", "type"],
+        )
+        for (name, kind), n in sorted(c.ignored.items()):
+            ignored.add_metric([name, kind], n)
+        yield ignored
         dead = CounterMetricFamily(
             "sluice_events_dead_lettered",
             "records sent to the dead letters by the filter stage, by kind of reason",

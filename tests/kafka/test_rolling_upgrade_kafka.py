@@ -100,6 +100,8 @@ class Group:
     env: dict[str, str]
     tmp: Path
     commands: dict[str, tuple[list[str], dict[str, str]]]
+    #: per release, the settings it knows (None: all); a pod of a release sets only its own
+    knows: dict[str, set[str] | None] = field(default_factory=dict)
     workers: dict[str, Worker] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)  # member ids of replaced workers
     ports: dict[str, int] = field(default_factory=dict)  # web port by instance id
@@ -110,8 +112,13 @@ class Group:
         # another web address (its assignor asserts the URL; the analysis consumer then stops).
         port = self.ports.setdefault(name, free_port())
         log = self.tmp / f"{name}-{release}.log"
+        known = self.knows.get(release)
         env = {
-            **self.env,
+            **{
+                k: v
+                for k, v in self.env.items()
+                if known is None or not k.startswith("SLUICE_") or k in known
+            },
             **extra,
             "SLUICE_KAFKA__INSTANCE_ID": name,
             "SLUICE_WORKER__WEB_PORT": str(port),
@@ -223,6 +230,16 @@ def _produce(bootstrap: str, topic: str, values: list[tuple[int, bytes]]) -> Non
         producer.close()
 
 
+def _settings_known(pythonpath: str) -> set[str]:
+    """The environment variables a release's settings read (its `setting_names`)."""
+    script = "from sluice.stream.settings import setting_names; print(*setting_names())"
+    out = subprocess.run(
+        [sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": pythonpath},
+        cwd="/", capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return set(out.stdout.split())
+
+
 @pytest.fixture
 def group(kafka_env: KafkaEnv, tmp_path: Path, landed_release: str) -> Iterator[Group]:
     env = kafka_env(**PIPELINE)
@@ -236,6 +253,7 @@ def group(kafka_env: KafkaEnv, tmp_path: Path, landed_release: str) -> Iterator[
             "this": (this, {}),
             "next": ([sys.executable, "-m", "tests.support.next_release"], {}),
         },
+        {"landed": _settings_known(pythonpath)},
     )
     try:
         yield g
