@@ -139,9 +139,12 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _measure(env: dict[str, str], n: int, cores: list[int]) -> dict[str, Any]:
-    """Run workers over a backlog of n events; rate from committed offsets, first to last."""
-    topic = env["SLUICE_TOPICS__EVENTS"]
+def _measure(
+    env: dict[str, str], n: int, cores: list[int], topic: str | None = None
+) -> dict[str, Any]:
+    """Run workers over a backlog of n records of `topic` (default: events); rate from
+    committed offsets, first to last."""
+    topic = topic or env["SLUICE_TOPICS__EVENTS"]
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     parts = len(admin.describe_topics([topic])[0]["partitions"])
     tps = [TopicPartition(topic, p) for p in range(parts)]

@@ -92,7 +92,7 @@ def test_llm_outage_degraded_at_once_then_every_window_by_the_llm_once(
     llm: FakeLLM,
     kafka_env: KafkaEnv,
 ) -> None:
-    """The LLM test server fails every call for 60 s: degraded alerts come at once; after the
+    """The LLM test server fails every call for 35 s: degraded alerts come at once; after the
     recovery every window is analysed by the LLM; feedback is written once per window."""
     env = kafka_env(
         create=False,
@@ -119,7 +119,7 @@ def test_llm_outage_degraded_at_once_then_every_window_by_the_llm_once(
         for scope in scopes
         for i in range(20)
     ]
-    llm.down_until = time.monotonic() + 60
+    llm.down_until = time.monotonic() + 35
     started = time.monotonic()
     with running_worker(env, tmp_path / "worker.log"):
         produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], events)
@@ -148,11 +148,11 @@ def test_llm_outage_degraded_at_once_then_every_window_by_the_llm_once(
         outcomes = read_until(
             kafka_bootstrap, env["SLUICE_TOPICS__OUTCOMES"], lambda v: len(v) >= 2, 30, log
         )
-    assert degraded_after < 40  # at once: not after the outage
+    assert degraded_after < 33  # at once: not after the outage
     llm_alerts = [
         a for a in map(Alert.model_validate_json, values) if a.provenance.analysis == "llm"
     ]
-    assert min(a.generated_at for a in llm_alerts).timestamp() >= started + 55
+    assert min(a.generated_at for a in llm_alerts).timestamp() >= started + 34
     # one window per scope: its degraded alert once, not once per retry during the minute
     every = [Alert.model_validate_json(v) for v in values]
     degraded = Counter(a.report.scope for a in every if a.provenance.analysis == "degraded")

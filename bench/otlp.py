@@ -1,0 +1,154 @@
+"""What reading OTLP costs one worker, through the local Kafka, beside JSON events.
+
+One `sluice worker` pinned to one core on the same log lines three ways, in one run: as JSON
+events on `events`; as OTLP protobuf export requests on `otlp_logs`, 100 log records a Kafka
+record (as the collector's batch processor sends them); as OTLP/JSON requests alike. Rates in
+events/s from the filter stage's committed offsets (records x records per request). Then the
+span decoding rate of `stream.ingest.otlp` on one core (100 spans a request, in-process).
+
+    deploy/local/kafka start && python -m bench.otlp [DATA_DIR]    (also in `make bench`)
+
+DATA_DIR (else SLUICE_DATA_DIR, else ../shared/data) holds the Nezha Train-Ticket logs
+(`nezha-trainticket/*/log/`, the layout of the shared data folder). The last line is the figure:
+`otlp_proto_to_json_events_ratio R` (target: R >= 1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.throughput import _env, _measure, _produce, _topics
+from sluice.models.training.datasets import nezha_windows
+from sluice.stream.ingest.sources import read_records
+
+RESULTS = Path(__file__).resolve().parent / "results" / "otlp.json"
+PER_REQUEST = 100
+
+
+def _events(n: int, data_dir: Path | None) -> list[dict[str, Any]]:
+    base = [
+        json.loads(v)
+        for w in nezha_windows(data_dir)
+        for v, _k, _s in read_records(str(w), "nezha")
+    ]
+    return [base[i % len(base)] for i in range(n)]
+
+
+def _requests(events: list[dict[str, Any]]) -> tuple[list[bytes], list[bytes]]:
+    """The events as OTLP logs requests, `PER_REQUEST` a request, grouped by service into
+    resources: protobuf, and the same as OTLP/JSON (ids in hex, times as strings)."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+    from sluice.stream.ingest.times import parse_ts
+
+    proto, js = [], []
+    for start in range(0, len(events), PER_REQUEST):
+        req = ExportLogsServiceRequest()
+        resources: dict[str, Any] = {}
+        doc: dict[str, list[Any]] = {}
+        for ev in events[start : start + PER_REQUEST]:
+            service = str(ev.get("service") or ev.get("PodName") or "unknown")
+            if service not in resources:
+                rl = resources[service] = req.resource_logs.add()
+                kv = rl.resource.attributes.add()
+                kv.key, kv.value.string_value = "service.name", service
+                rl.scope_logs.add().scope.name = "bench"
+                doc[service] = []
+            ts = parse_ts(ev.get("ts") or ev.get("timestamp"))
+            rec = resources[service].scope_logs[0].log_records.add()
+            rec.time_unix_nano = int(ts.timestamp() * 1e9) if ts else 0
+            rec.severity_text = str(ev.get("level") or ev.get("severity") or "INFO")
+            rec.body.string_value = str(ev.get("message") or ev.get("msg") or "")
+            record: dict[str, Any] = {
+                "timeUnixNano": str(rec.time_unix_nano),
+                "severityText": rec.severity_text,
+                "body": {"stringValue": rec.body.string_value},
+            }
+            trace = ev.get("trace_id") or ev.get("TraceID")
+            if isinstance(trace, str) and len(trace) == 32:
+                rec.trace_id = bytes.fromhex(trace)
+                record["traceId"] = trace
+            doc[service].append(record)
+        proto.append(req.SerializeToString())
+        js.append(json.dumps({"resourceLogs": [
+            {"resource": {"attributes": [
+                {"key": "service.name", "value": {"stringValue": service}}]},
+             "scopeLogs": [{"scope": {"name": "bench"}, "logRecords": records}]}
+            for service, records in doc.items()
+        ]}).encode())  # fmt: skip
+    return proto, js
+
+
+def _span_rate(requests: int = 200) -> float:
+    """Spans decoded a second on one core, 100 spans a protobuf request."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from sluice.stream.ingest.otlp import decoder
+
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    kv = rs.resource.attributes.add()
+    kv.key, kv.value.string_value = "service.name", "ts-order-service"
+    scope = rs.scope_spans.add()
+    for i in range(PER_REQUEST):
+        s = scope.spans.add()
+        s.name, s.kind = f"GET /api/v1/orders/{i % 7}", 2
+        s.trace_id, s.span_id = bytes(range(1, 17)), (i + 1).to_bytes(8, "big")
+        s.parent_span_id = (i + 1000).to_bytes(8, "big")
+        s.start_time_unix_nano = 1_700_000_000_000_000_000 + i
+        s.end_time_unix_nano = s.start_time_unix_nano + 2_500_000
+        a = s.attributes.add()
+        a.key, a.value.string_value = "http.method", "GET"
+    raw = req.SerializeToString()
+    dec = decoder("traces")
+    t0 = time.perf_counter()
+    spans = sum(len(dec.decode(raw).items) for _ in range(requests))
+    return spans / (time.perf_counter() - t0)
+
+
+def main(argv: list[str]) -> None:
+    data_dir = Path(argv[0]) if argv else None
+    events = _events(100_000, data_dir)
+    proto, js = _requests(events)
+    tag = uuid.uuid4().hex[:8]
+    print(f"one worker, one core, {len(events):,} Nezha log lines three ways "
+          f"({PER_REQUEST} records an OTLP request):")  # fmt: skip
+    rates: dict[str, Any] = {}
+    variants = [
+        ("json_events", [json.dumps(e).encode() for e in events], 1, "SLUICE_TOPICS__EVENTS"),
+        ("otlp_proto", proto, PER_REQUEST, "SLUICE_TOPICS__OTLP_LOGS"),
+        ("otlp_json", js, PER_REQUEST, "SLUICE_TOPICS__OTLP_LOGS"),
+    ]
+    for name, values, per, topic_var in variants:
+        env = _env(f"{tag}-{name}", 1)
+        _topics(env)
+        _produce(env[topic_var], values)
+        m = _measure(env, len(values), [0], env[topic_var])
+        m["events_per_s"] = round(m["events_per_s"] * per)
+        m["bytes_per_event"] = round(sum(map(len, values)) / len(events), 1)
+        rates[name] = m
+        print(f"  {name:12s} {m['events_per_s']:>9,d} events/s  ({m['bytes_per_event']} bytes "
+              f"an event on Kafka)", flush=True)  # fmt: skip
+    spans = round(_span_rate())
+    print(f"  span decoding: {spans:,} spans/s (one core, in-process)")
+    ratio = rates["otlp_proto"]["events_per_s"] / max(1, rates["json_events"]["events_per_s"])
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({
+        "benchmark": "otlp", "command": "python -m bench.otlp",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"), "events": len(events),
+        "per_request": PER_REQUEST, "worker": rates, "span_decoding_per_s": spans,
+        "otlp_proto_to_json_events_ratio": round(ratio, 3),
+    }, indent=2) + "\n")  # fmt: skip
+    print(f"otlp_proto_to_json_events_ratio {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
