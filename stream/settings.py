@@ -230,6 +230,12 @@ class PipelineSettings(BaseModel):
     )
     default_service: str = "unknown"
     scope: str = Field("default", description="scope of events without a `scope` attribute")
+    field_paths: dict[str, str] = Field(
+        default_factory=dict,
+        description="an event field (ts, service, host, level, message, trace_id, span_id, "
+        "scope) -> the dotted path of a JSON record's value for it, over the built-in rules "
+        '(`{"service": "kubernetes.labels.team"}`)',
+    )
     scope_attribute: str | None = Field(
         None,
         description="an OTLP resource attribute whose value is the scope of its records "
@@ -276,6 +282,17 @@ class PipelineSettings(BaseModel):
         default_factory=dict,
         description="your own patterns: placeholder name -> regular expression (`<name>`)",
     )
+
+    @field_validator("field_paths")
+    @classmethod
+    def _known_fields(cls, v: dict[str, str]) -> dict[str, str]:
+        known = ("ts", "service", "host", "level", "message", "trace_id", "span_id", "scope")
+        for name, path in v.items():
+            if name not in known:
+                raise ValueError(f"field_paths: {name!r} is not one of {', '.join(known)}")
+            if not path or path.startswith(".") or path.endswith("."):
+                raise ValueError(f"field_paths: {path!r} is not a dotted path")
+        return v
 
     @field_validator("redact_patterns")
     @classmethod

@@ -122,7 +122,8 @@ def screen_batch(
     # a text line's format is per topic or file (no colon in a topic name; `TextFormats.keyed`)
     stream = source(0)[0].rsplit(":", 1)[0] if text is not None and values else ""
     parsed = parse_batch(values, cfg.max_event_bytes, text, keys=keys, stream=stream,
-                         signal=signal, scope_attribute=cfg.scope_attribute)  # fmt: skip
+                         signal=signal, scope_attribute=cfg.scope_attribute,
+                         field_paths=cfg.field_paths)  # fmt: skip
     out.otlp_records, out.ignored = parsed.otlp_records, parsed.ignored
     out.spans, out.points = len(parsed.spans), len(parsed.points)
     out.otlp_logs = len(parsed.item_of)

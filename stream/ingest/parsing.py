@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from sluice.stream.errors import ParseError
-from sluice.stream.ingest.envelopes import Ignored, name_or_count, unwrap, unwrap_cri
+from sluice.stream.ingest.envelopes import Ignored, at_path, name_or_count, unwrap, unwrap_cri
 from sluice.stream.ingest.formats import TextHeader
 from sluice.stream.ingest.otlp import LINE_KEY, Signal, is_otlp_json
 from sluice.stream.ingest.textformats import Read, TextFormats
@@ -395,6 +395,7 @@ def parse_batch(
     stream: str = "",
     signal: Signal | None = None,
     scope_attribute: str | None = None,
+    field_paths: Mapping[str, str] | None = None,
 ) -> ParsedBatch:
     """Parse a batch; a record that is not an event is listed in `dead` with the reason.
 
@@ -402,7 +403,8 @@ def parse_batch(
     else `stream`, the topic or file, or the record's key where the settings give it a pattern),
     and its message is the header-less one. `signal`: every record is an OTLP request of it (an
     `otlp_*` topic); without, OTLP is recognised per record. `scope_attribute`: the resource
-    attribute that names an OTLP record's analysis scope."""
+    attribute that names an OTLP record's analysis scope. `field_paths`: an event field -> the
+    dotted path of a JSON record's value for it (`service`: `kubernetes.labels.team`)."""
     out = ParsedBatch(text=formats)
     messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
     headers, srcs = out.headers, out.sources
@@ -445,9 +447,9 @@ def parse_batch(
                     if ("kubernetes" in value or "@timestamp" in value or "stream" in value) and (
                         inner := unwrap(value, out.ignored)
                     ) is not None:
-                        unpack.item(i, inner)
+                        unpack.item(i, _with_paths(inner, value, field_paths))
                         continue
-                    obj = value
+                    obj = _with_paths(value, value, field_paths)
                     messages.append(_message_of(obj))
             except ParseError as exc:  # a structured producer's broken record
                 dead.append((i, str(exc)))
@@ -479,6 +481,16 @@ def parse_batch(
         objects.append(obj)
         index.append(i)
     return out
+
+
+def _with_paths(
+    obj: dict[str, Any], record: dict[str, Any], paths: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """`obj` with the fields the settings' dotted paths find in `record` (they come first)."""
+    if not paths:
+        return obj
+    found = {f: v for f, p in paths.items() if (v := at_path(record, p)) is not None}
+    return {**obj, **found} if found else obj
 
 
 def parse_event(

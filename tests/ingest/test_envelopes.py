@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sluice.stream.ingest.envelopes import Ignored, at_path, unwrap
 from sluice.stream.ingest.parsing import parse_batch, parse_event
 from sluice.stream.records import Event
-from sluice.stream.settings import TextSettings
+from sluice.stream.settings import PipelineSettings, TextSettings
 
 LINE = "2024-06-01 08:00:00,123 ERROR [main] c.e.Payment - payment refused: connection reset"
 WHEN = datetime(2024, 6, 1, 8, 0, 0, 123000, tzinfo=UTC)
@@ -179,3 +179,18 @@ def test_any_envelope_shape_is_an_event_or_a_dead_letter_and_names_are_strings(
     ev = Event(**batch.event(0, None, "unknown"))
     assert isinstance(ev.service, str) and "{" not in ev.service and "[" not in ev.service
     assert ev.host is None or ("{" not in ev.host and "[" not in ev.host)
+
+
+def test_dotted_paths_in_the_settings_name_anything_else() -> None:
+    labels = {"team": "payments", "app": "payment"}
+    record = {**FLUENT_BIT, "kubernetes": {**FLUENT_BIT["kubernetes"], "labels": labels}}  # type: ignore[dict-item]
+    raw = json.dumps(record).encode()
+    paths = {"service": "kubernetes.labels.team", "scope": "kubernetes.namespace_name"}
+    batch = parse_batch([raw], 65536, TextSettings().formats(), stream="s", field_paths=paths)
+    ev = Event(**batch.event(0, None, "unknown"))
+    assert ev.service == "payments" and ev.attributes["scope"] == "shop"
+    plain = parse_batch([b'{"message": "x", "meta": {"svc": "cart"}}'], 65536,
+                        field_paths={"service": "meta.svc"})  # fmt: skip
+    assert Event(**plain.event(0, None, "unknown")).service == "cart"
+    with pytest.raises(ValueError, match="not one of"):
+        PipelineSettings(field_paths={"team": "kubernetes.labels.team"})

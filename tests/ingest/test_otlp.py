@@ -19,8 +19,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
+from sluice.models.filter import KeywordFilter
 from sluice.stream.errors import ParseError
+from sluice.stream.filtering.screen import screen_batch
 from sluice.stream.ingest.otlp import LINE_KEY, MAX_VALUE_CHARS, decoder, detect_encoding
+from sluice.stream.ingest.parsing import parse_batch
+from sluice.stream.settings import PipelineSettings, TextSettings
+from tests.support.hostile import Hostile, otlp_corpus
 
 TRACE = "5b8efff798038103d269b633813fc60c"
 SPAN = "eee19b7ec3c1b174"
@@ -309,3 +314,22 @@ def test_any_json_shape_decodes_or_raises_parse_error(obj: Any) -> None:
         return
     with contextlib.suppress(ParseError):  # a ParseError is a dead letter: fine
         decoder("logs").decode(raw, "otlp_json")
+
+
+@pytest.mark.parametrize("h", otlp_corpus(), ids=lambda h: h.name)
+def test_malformed_otlp_gives_dead_letters_with_reasons_and_the_good_records(h: Hostile) -> None:
+    parsed = parse_batch([h.raw], 65536, TextSettings().formats(), stream="otlp_logs",
+                         signal="logs")  # fmt: skip
+    assert len(parsed.messages) == h.expect["events"], parsed.dead
+    reasons = [r for _i, r in parsed.dead]
+    assert len(reasons) == len(h.expect["dead"]), reasons
+    for want, got in zip(h.expect["dead"], reasons, strict=True):
+        assert want in got and got.startswith("OTLP logs"), (want, got)
+    assert all(len(m) <= MAX_VALUE_CHARS + 1 for m in parsed.messages)
+    screened = screen_batch(
+        [h.raw], [None], lambda i: ("otlp_logs", 0, 7), KeywordFilter(["refused"]),
+        PipelineSettings(), signal="logs",
+    )  # fmt: skip
+    assert [d.reason for d in screened.dead] == reasons
+    assert all(d.kind == "otlp" and d.offset == 7 for d in screened.dead)
+    assert screened.events == h.expect["events"]

@@ -41,3 +41,17 @@ def check_event(h: Hostile, message: str, service: str, ts: str | None) -> None:
         assert service == h.expect["service"], h.name
     if "ts" in h.expect:
         assert ts == h.expect["ts"], (h.name, ts)
+
+
+def otlp_corpus() -> list[Hostile]:
+    """tests/corpus/otlp: malformed OTLP requests and what each gives (events, dead letters)."""
+    folder = CORPUS / "otlp"
+    expected: dict[str, dict[str, Any]] = json.loads((folder / "expected.json").read_text())
+    files = {p.name for p in folder.iterdir() if p.name.endswith((".bin", ".bin.gz"))}
+    assert files == set(expected), f"corpus and expected.json disagree: {files ^ set(expected)}"
+    out = []
+    for name in sorted(expected):
+        raw = (folder / name).read_bytes()
+        out.append(Hostile(name, gzip.decompress(raw) if name.endswith(".gz") else raw,
+                           expected[name]))  # fmt: skip
+    return out
