@@ -61,7 +61,8 @@ bench: install ## benchmarks that print figures (starts the local Kafka for the 
 	$(PY) -m bench.loop
 	$(PY) -m bench.formats
 	@started=0; $(KAFKA) status >/dev/null 2>&1 || { $(KAFKA) start && started=1; }; \
-	status=0; $(PY) -m bench.throughput && $(PY) -m bench.text_worker || status=$$?; \
+	status=0; $(PY) -m bench.throughput && $(PY) -m bench.text_worker && $(PY) -m bench.otlp \
+	  || status=$$?; \
 	[ $$started = 1 ] && $(KAFKA) stop; exit $$status
 
 kafka-start: ## start the local Kafka (deploy/local/kafka start)

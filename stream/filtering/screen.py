@@ -55,6 +55,23 @@ def audit_draws(values: Sequence[bytes]) -> np.ndarray[Any, np.dtype[np.float64]
     return np.fromiter(map(crc, values), dtype=np.float64, count=len(values)) / _UINT32
 
 
+def _item_draws(
+    values: Sequence[bytes], index: Sequence[int], item_of: dict[int, int]
+) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """`audit_draws` where records hold many events: the CRC of the record's bytes (once a
+    record), continued over the event's position in it."""
+    crc = zlib.crc32
+    of_record: dict[int, int] = {}
+    out = np.empty(len(index), dtype=np.float64)
+    for j, i in enumerate(index):
+        base = of_record.get(i)
+        if base is None:
+            base = of_record[i] = crc(values[i])
+        n = item_of.get(j)
+        out[j] = crc(b"#%d" % n, base) if n is not None else base
+    return out / _UINT32
+
+
 @dataclass
 class Screened:
     """What one batch became: suspect messages per scope, dead letters, and counts."""
@@ -144,9 +161,10 @@ def screen_batch(
         templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
         out.counts = _signal_counts(parsed, keys, record_times, cfg, templates, counter)
     if cfg.audit_rate > 0 or verdicts is not None or first is not None:
-        items = parsed.item_of  # the log records of one OTLP request draw apart
-        draws = audit_draws([values[i] + b"#%d" % items[j] if j in items else values[i]
-                             for j, i in enumerate(parsed.index)])  # fmt: skip
+        if parsed.item_of:  # the log records of one OTLP request draw apart
+            draws = _item_draws(values, parsed.index, parsed.item_of)
+        else:
+            draws = audit_draws([values[i] for i in parsed.index])
     else:
         draws = np.ones(len(parsed.messages))
     if verdicts is None and first is None:

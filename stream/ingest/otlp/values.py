@@ -164,16 +164,16 @@ def name(v: Any) -> str | None:
     return v.strip()[:200] or None if isinstance(v, str) else None
 
 
+_HEX = re.compile(r"[0-9a-fA-F]+")
+
+
 def hex_id(v: Any, size: int) -> str | None:
     """A trace or span id: hex of `size` bytes, not all zero (OTLP's "no id")."""
-    if isinstance(v, bytes):
-        v = v.hex()
-    if not isinstance(v, str) or len(v) != 2 * size:
+    if isinstance(v, bytes):  # protobuf's
+        return v.hex() if len(v) == size and any(v) else None
+    if not isinstance(v, str) or len(v) != 2 * size or not _HEX.fullmatch(v):
         return None
-    hexed: str = v.lower()
-    if hexed.strip("0") == "" or any(c not in "0123456789abcdef" for c in hexed):
-        return None
-    return hexed
+    return v.lower() if v.strip("0") else None
 
 
 @dataclass
