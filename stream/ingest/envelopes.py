@@ -19,11 +19,20 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from sluice.stream.ingest.otlp import LINE_KEY, POD_HASH
 
-__all__ = ["CRI_LINE", "Ignored", "at_path", "name_or_count", "unwrap", "unwrap_cri"]
+__all__ = [
+    "CRI_LINE",
+    "Ignored",
+    "at_path",
+    "name_or_count",
+    "unwrap",
+    "unwrap_cri",
+    "with_paths",
+]
 
 #: Fields ignored for their type, by (field, type): `service/object`, `level/number`, ...
 Ignored = Counter[tuple[str, str]]
@@ -69,6 +78,16 @@ def at_path(obj: Any, path: str) -> Any:
         more, dot, rest = rest.partition(".")
         head = f"{head}.{more}"
     return None
+
+
+def with_paths(
+    obj: dict[str, Any], record: dict[str, Any], paths: Mapping[str, str] | None
+) -> dict[str, Any]:
+    """`obj` with the fields the settings' dotted paths find in `record` (they come first)."""
+    if not paths:
+        return obj
+    found = {f: v for f, p in paths.items() if (v := at_path(record, p)) is not None}
+    return {**obj, **found} if found else obj
 
 
 def _service_of_pod(labels: Any, container: str | None, pod: str | None) -> str | None:

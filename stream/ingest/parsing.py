@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from sluice.stream.errors import ParseError
-from sluice.stream.ingest.envelopes import Ignored, at_path, name_or_count, unwrap, unwrap_cri
+from sluice.stream.ingest.envelopes import Ignored, name_or_count, unwrap, unwrap_cri, with_paths
 from sluice.stream.ingest.formats import TextHeader
 from sluice.stream.ingest.otlp import LINE_KEY, Signal, is_otlp_json
 from sluice.stream.ingest.textformats import Read, TextFormats
@@ -447,9 +447,9 @@ def parse_batch(
                     if ("kubernetes" in value or "@timestamp" in value or "stream" in value) and (
                         inner := unwrap(value, out.ignored)
                     ) is not None:
-                        unpack.item(i, _with_paths(inner, value, field_paths))
+                        unpack.item(i, with_paths(inner, value, field_paths))
                         continue
-                    obj = _with_paths(value, value, field_paths)
+                    obj = with_paths(value, value, field_paths)
                     messages.append(_message_of(obj))
             except ParseError as exc:  # a structured producer's broken record
                 dead.append((i, str(exc)))
@@ -481,16 +481,6 @@ def parse_batch(
         objects.append(obj)
         index.append(i)
     return out
-
-
-def _with_paths(
-    obj: dict[str, Any], record: dict[str, Any], paths: Mapping[str, str] | None
-) -> dict[str, Any]:
-    """`obj` with the fields the settings' dotted paths find in `record` (they come first)."""
-    if not paths:
-        return obj
-    found = {f: v for f, p in paths.items() if (v := at_path(record, p)) is not None}
-    return {**obj, **found} if found else obj
 
 
 def parse_event(

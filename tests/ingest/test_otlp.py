@@ -333,3 +333,27 @@ def test_malformed_otlp_gives_dead_letters_with_reasons_and_the_good_records(h: 
     assert [d.reason for d in screened.dead] == reasons
     assert all(d.kind == "otlp" and d.offset == 7 for d in screened.dead)
     assert screened.events == h.expect["events"]
+
+
+def test_on_events_an_otlp_request_is_recognised_and_binary_is_never_a_text_line() -> None:
+    """The events topic (and `scan`'s files): OTLP protobuf and OTLP/JSON requests are unpacked,
+    binary that is neither UTF-8 nor OTLP is a dead letter; text and JSON events as before."""
+    values = [
+        logs_request().SerializeToString(),
+        logs_json(),
+        bytes(range(256)),
+        "Zahlung fehlgeschlagen: Gerät".encode("latin-1"),  # not UTF-8, but text: an event
+        b'{"service": "cart", "message": "ERROR cart failed"}',
+    ]
+    parsed = parse_batch(values, 65536, TextSettings().formats(), stream="events")
+    assert parsed.index == [0, 0, 1, 1, 3, 4]
+    assert parsed.dead == [(2, "binary record: not UTF-8 text, not an OTLP logs request")]
+    assert parsed.otlp_records == 2 and parsed.item_of == {0: 0, 1: 1, 2: 0, 3: 1}
+    screened = screen_batch(
+        values, [None] * 5, lambda i: ("events", 0, i), KeywordFilter(["refused", "failed"]),
+        PipelineSettings(audit_rate=1.0),
+    )  # fmt: skip
+    sources = {s["event"]["source"] for ms in screened.messages.values() for m in ms
+               for s in json.loads(m)["suspects"]}  # fmt: skip
+    assert {"events:0:0#1", "events:0:1#1"} <= sources  # one offset, the record's position in it
+    assert [d.kind for d in screened.dead] == ["binary"]

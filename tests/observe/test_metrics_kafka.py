@@ -115,7 +115,9 @@ def test_metrics_count_every_record_once(
                             60, log)  # fmt: skip
         assert len(suspects_in(values)) == forwarded
         lag = {labels: v for (name, labels), v in m.items() if name == "sluice_consumer_lag"}
-        assert len(lag) == 2, m  # both partitions of the events topic are this worker's
+        events_lag = [ls for ls in lag if ("topic", env["SLUICE_TOPICS__EVENTS"]) in ls]
+        assert len(events_lag) == 2, m  # both partitions of the events topic are this worker's
+        assert len(lag) == 2 * 4  # and of the collector's three topics (two partitions each)
 
         # The analysis stage: the windows close on idle, are analysed, and alert.
         alerts = read_until(
