@@ -19,15 +19,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install sluice with its dev dependencies
 
-test: install ## start the local Kafka on empty data, run every test (the pure-logic ones in a second process), stop Kafka
+test: install ## start the local Kafka on empty data, run every test, stop Kafka (even when tests fail)
 	@$(KAFKA) start --fresh
-	@mkdir -p build; status=0; \
-	$(PY) -m pytest -p no:cacheprovider -m "not integration and not local_llm" $(PYTEST_ARGS) \
-	  > build/logic-tests.log 2>&1 & logic=$$!; \
-	$(PY) -m pytest -m "integration or local_llm" $(PYTEST_ARGS) || { rc=$$?; [ $$rc = 5 ] || status=$$rc; }; \
-	wait $$logic || { rc=$$?; [ $$rc = 5 ] || status=$$rc; }; \
-	echo "---- the pure-logic tests, run beside the ones above (build/logic-tests.log) ----"; \
-	cat build/logic-tests.log; $(KAFKA) stop; exit $$status
+	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
 
 demo: install ## run the main job on bundled sample data (no broker, no API key)
 	$(VENV)/bin/sluice scan --demo

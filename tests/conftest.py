@@ -33,8 +33,6 @@ def foreign_topics(topics: set[str], handed_out: set[str]) -> list[str]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test that uses the broker is marked `integration` (`make test` runs the pure-logic
-    tests, `not integration and not local_llm`, in a second process beside the others)."""
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "kafka_bootstrap" in fixtures and item.get_closest_marker("integration") is None:
