@@ -224,13 +224,7 @@ def compress(
     if bundle.signals:  # log-derived text (service names, templates): inside the fence too
         head.append("signals (from every event, not only these lines):")
         head += [f"- {s.kind}: {s.text[:240]}" for s in bundle.signals[:MAX_SIGNALS]]
-    # the fence pair (its random name tokenizes to a varying count) and the line that says what
-    # was left out are counted before the groups, so that the prompt never exceeds the budget
-    omitted = (
-        f"[{len(groups)} more templates with {len(bundle.events)} events omitted: token budget]"
-    )
-    used = counter.count("\n".join(head)) + counter.count(f"<{fence}>\n</{fence}>")
-    used += counter.count(omitted) + 3
+    used = counter.count("\n".join(head)) + 40
     blocks: list[str] = []
     included: list[TemplateGroup] = []
     for g in groups:
