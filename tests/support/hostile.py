@@ -22,13 +22,14 @@ class Hostile:
         return bool(self.expect["outcome"] == "dead")
 
 
-def corpus() -> list[Hostile]:
-    expected: dict[str, dict[str, Any]] = json.loads((CORPUS / "expected.json").read_text())
-    files = {p.name for p in CORPUS.iterdir() if p.name.endswith((".bin", ".bin.gz"))}
+def corpus(folder: Path = CORPUS) -> list[Hostile]:
+    """The records of a corpus folder and what each must become (its `expected.json`)."""
+    expected: dict[str, dict[str, Any]] = json.loads((folder / "expected.json").read_text())
+    files = {p.name for p in folder.iterdir() if p.name.endswith((".bin", ".bin.gz"))}
     assert files == set(expected), f"corpus and expected.json disagree: {files ^ set(expected)}"
     out = []
     for name in sorted(expected):
-        raw = (CORPUS / name).read_bytes()
+        raw = (folder / name).read_bytes()
         out.append(Hostile(name, gzip.decompress(raw) if name.endswith(".gz") else raw,
                            expected[name]))  # fmt: skip
     return out
@@ -45,13 +46,4 @@ def check_event(h: Hostile, message: str, service: str, ts: str | None) -> None:
 
 def otlp_corpus() -> list[Hostile]:
     """tests/corpus/otlp: malformed OTLP requests and what each gives (events, dead letters)."""
-    folder = CORPUS / "otlp"
-    expected: dict[str, dict[str, Any]] = json.loads((folder / "expected.json").read_text())
-    files = {p.name for p in folder.iterdir() if p.name.endswith((".bin", ".bin.gz"))}
-    assert files == set(expected), f"corpus and expected.json disagree: {files ^ set(expected)}"
-    out = []
-    for name in sorted(expected):
-        raw = (folder / name).read_bytes()
-        out.append(Hostile(name, gzip.decompress(raw) if name.endswith(".gz") else raw,
-                           expected[name]))  # fmt: skip
-    return out
+    return corpus(CORPUS / "otlp")

@@ -12,12 +12,9 @@ from sluice.stream.ingest.otlp.values import (
     Common,
     Resource,
     SignalReader,
-    hex_id,
-    json_attributes,
     json_int,
     json_value,
     name,
-    pb_attributes,
     pb_value,
     seconds,
     text,
@@ -66,11 +63,7 @@ def _item(
 
 
 def _from_json(res: Resource, rec: Any) -> list[dict[str, Any]]:
-    common = Common(
-        json_attributes(rec.get("attributes")),
-        hex_id(rec.get("traceId"), 16),
-        hex_id(rec.get("spanId"), 8),
-    )
+    common = Common.of_json(rec)
     number = rec.get("severityNumber")
     if isinstance(number, str) and number.startswith("SEVERITY_NUMBER_"):  # protobuf's mapping
         severity = _level(None, rec.get("severityText") or number[16:].rstrip("0123456789"))
@@ -82,7 +75,7 @@ def _from_json(res: Resource, rec: Any) -> list[dict[str, Any]]:
 
 
 def _from_pb(res: Resource, rec: Any) -> list[dict[str, Any]]:
-    common = Common(pb_attributes(rec.attributes), hex_id(rec.trace_id, 16), hex_id(rec.span_id, 8))
+    common = Common.of_pb(rec)
     severity = _level(rec.severity_number, rec.severity_text)
     body = pb_value(rec.body) if rec.HasField("body") else None
     return _item(res, common, rec.time_unix_nano, rec.observed_time_unix_nano, severity, body)

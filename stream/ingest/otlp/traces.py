@@ -12,11 +12,9 @@ from sluice.stream.ingest.otlp.values import (
     SignalReader,
     bounded,
     hex_id,
-    json_attributes,
     json_enum,
     json_int,
     name,
-    pb_attributes,
     text,
 )
 
@@ -58,11 +56,7 @@ def _item(
 
 
 def _from_json(res: Resource, rec: Any) -> list[dict[str, Any]]:
-    common = Common(
-        json_attributes(rec.get("attributes")),
-        hex_id(rec.get("traceId"), 16),
-        hex_id(rec.get("spanId"), 8),
-    )
+    common = Common.of_json(rec)
     status = rec.get("status") if isinstance(rec.get("status"), dict) else {}
     kind = json_enum(rec.get("kind"), _KINDS, "SPAN_KIND_")
     code = json_enum(status.get("code"), _STATUS, "STATUS_CODE_")
@@ -74,7 +68,7 @@ def _from_json(res: Resource, rec: Any) -> list[dict[str, Any]]:
 
 
 def _from_pb(res: Resource, rec: Any) -> list[dict[str, Any]]:
-    common = Common(pb_attributes(rec.attributes), hex_id(rec.trace_id, 16), hex_id(rec.span_id, 8))
+    common = Common.of_pb(rec)
     return _item(
         res, common, rec.name, rec.kind, hex_id(rec.parent_span_id, 8), rec.start_time_unix_nano,
         rec.end_time_unix_nano, rec.status.code, rec.status.message,

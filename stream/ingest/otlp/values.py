@@ -44,6 +44,15 @@ class Common:
     trace_id: str | None
     span_id: str | None
 
+    @classmethod
+    def of_json(cls, rec: dict[str, Any]) -> Common:
+        attrs = json_attributes(rec.get("attributes"))
+        return cls(attrs, hex_id(rec.get("traceId"), 16), hex_id(rec.get("spanId"), 8))
+
+    @classmethod
+    def of_pb(cls, rec: Any) -> Common:
+        return cls(pb_attributes(rec.attributes), hex_id(rec.trace_id, 16), hex_id(rec.span_id, 8))
+
 
 Read = Callable[["Resource", Any], list[dict[str, Any]]]
 
