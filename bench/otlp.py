@@ -3,8 +3,10 @@
 One `sluice worker` pinned to one core on the same log lines three ways, in one run: as JSON
 events on `events`; as OTLP protobuf export requests on `otlp_logs`, 100 log records a Kafka
 record (as the collector's batch processor sends them); as OTLP/JSON requests alike. Rates in
-events/s from the filter stage's committed offsets (records x records per request). Then the
-span decoding rate of `stream.ingest.otlp` on one core (100 spans a request, in-process).
+events/s from the filter stage's committed offsets (records x records per request). Then spans:
+the Nezha Train-Ticket day's spans as protobuf trace requests on `otlp_spans`, which the worker
+folds into edge and service figures (`signals.spans`), in spans/s; and the span decoding rate of
+`stream.ingest.otlp` alone on one core (100 spans a request, in-process).
 
     deploy/local/kafka start && python -m bench.otlp [DATA_DIR]    (also in `make bench`)
 
@@ -116,6 +118,47 @@ def _span_rate(requests: int = 200) -> float:
     return spans / (time.perf_counter() - t0)
 
 
+def _span_requests(n: int, data_dir: Path | None) -> tuple[list[bytes], int]:
+    """Protobuf trace requests of the Nezha Train-Ticket spans (their real parents, as they
+    end), `PER_REQUEST` spans each, grouped by pod; replicated to about n spans."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from bench.rca import _span_rows, service_of
+    from sluice.models.training.datasets import shared_data_dir
+
+    day = (data_dir or shared_data_dir()) / "nezha-trainticket" / "2023-01-29" / "trace"
+    rows: list[dict[str, Any]] = []
+    for path in sorted(day.glob("*_trace.csv.gz")):
+        rows += _span_rows(path)
+        if len(rows) >= n:
+            break
+    out = []
+    for i in range(0, len(rows), PER_REQUEST):
+        req = ExportTraceServiceRequest()
+        by_pod: dict[str, Any] = {}
+        for r in rows[i : i + PER_REQUEST]:
+            scope = by_pod.get(r["pod"])
+            if scope is None:
+                rs = req.resource_spans.add()
+                kv = rs.resource.attributes.add()
+                kv.key, kv.value.string_value = "service.name", service_of(r["pod"])
+                scope = by_pod[r["pod"]] = rs.scope_spans.add()
+            s = scope.spans.add()
+            s.name, s.kind = r["op"], 2
+            s.trace_id, s.span_id = bytes.fromhex(r["trace"]), bytes.fromhex(r["span"])
+            if r["parent"]:
+                s.parent_span_id = bytes.fromhex(r["parent"])
+            s.start_time_unix_nano, s.end_time_unix_nano = r["start"], r["end"]
+        out.append(req.SerializeToString())
+    spans = len(rows)
+    while spans < n:  # the same requests again: the folder sees the same shapes, as at volume
+        out += out[: max(1, (n - spans) // PER_REQUEST)]
+        spans = len(out) * PER_REQUEST
+    return out, min(spans, len(out) * PER_REQUEST)
+
+
 def main(argv: list[str]) -> None:
     data_dir = Path(argv[0]) if argv else None
     raw, events = _events(100_000, data_dir)
@@ -139,6 +182,15 @@ def main(argv: list[str]) -> None:
         rates[name] = m
         print(f"  {name:12s} {m['events_per_s']:>9,d} events/s  ({m['bytes_per_event']} bytes "
               f"an event on Kafka)", flush=True)  # fmt: skip
+    requests, n_spans = _span_requests(300_000, data_dir)
+    env = _env(f"{tag}-spans", 1)
+    _topics(env)
+    _produce(env["SLUICE_TOPICS__OTLP_SPANS"], requests)
+    m = _measure(env, len(requests), [0], env["SLUICE_TOPICS__OTLP_SPANS"])
+    m["spans_per_s"] = round(m.pop("events_per_s") * n_spans / len(requests))
+    rates["otlp_spans"] = m
+    print(f"  {'otlp_spans':12s} {m['spans_per_s']:>9,d} spans/s folded into edge and service "
+          f"figures ({n_spans:,} Nezha Train-Ticket spans, protobuf)", flush=True)  # fmt: skip
     spans = round(_span_rate())
     print(f"  span decoding: {spans:,} spans/s (one core, in-process)")
     ratio = rates["otlp_proto"]["events_per_s"] / max(1, rates["json_events"]["events_per_s"])

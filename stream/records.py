@@ -93,10 +93,11 @@ class Suspect(_Record):
         "rate, or more on a template's first sightings)"
     )
     scope: str
-    reason: Literal["model", "verdict", "first_sight", "audit"] = Field(
+    reason: Literal["model", "verdict", "first_sight", "audit", "exemplar"] = Field(
         "model",
         description="what forwarded it: the model's score, a relevant verdict on its template, "
-        "a first sighting of its template, or the audit sample",
+        "a first sighting of its template, the audit sample, or a span slow or failed against "
+        "its edge's or service's usual (`exemplar`, an event the filter stage wrote of it)",
     )
     verdict: Literal["human", "llm", "audit"] | None = Field(
         None, description="the source of the verdict in force for its template, if any"
@@ -147,7 +148,12 @@ class SignalCounts(_Record):
     - `gaps`: caller -> callee gaps within traces (seconds);
     - `lines`: events per bucket, service and line shape, and how many of them carried a trace;
     - `steps`: within a trace, how often one line was followed by another (counted in the
-      bucket of the first)."""
+      bucket of the first);
+    - `spans`, `calls`, `metrics`: what spans and metric points said (`signals.spans`): per
+      service its spans' self time; per caller -> callee edge its calls, their duration at the
+      caller and the time outside the callee; per service and metric (named in `metric_names`)
+      the points' sum. Times are sums of natural logarithms of microseconds (a geometric mean
+      per bucket, which one slow outlier cannot carry)."""
 
     kind: Literal["counts"] = "counts"
     scope: str
@@ -166,6 +172,18 @@ class SignalCounts(_Record):
     steps: list[tuple[int, int, int, int, int, int]] = Field(
         default_factory=list,
         description="bucket, service, template, next service, next template, times",
+    )
+    spans: list[tuple[int, int, int, float, int]] = Field(
+        default_factory=list, description="bucket, service, spans, sum ln self-time us, errors"
+    )
+    calls: list[tuple[int, int, int, int, float, int, float, int]] = Field(
+        default_factory=list,
+        description="bucket, caller, callee, calls, sum ln client us, calls timed outside the "
+        "callee, sum ln outside us, failed calls",
+    )
+    metric_names: list[str] = Field(default_factory=list, description="metrics of this record")
+    metrics: list[tuple[int, int, int, int, float]] = Field(
+        default_factory=list, description="bucket, service, metric, points, sum of values"
     )
 
 

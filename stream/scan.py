@@ -45,6 +45,7 @@ from sluice.stream.records import (
 )
 from sluice.stream.settings import PipelineSettings
 from sluice.stream.signals.counter import SignalCounter
+from sluice.stream.signals.spans import TelemetryFolder
 
 __all__ = ["ScanResult", "scan"]
 
@@ -136,6 +137,7 @@ async def scan(
 
     it = iter(records)
     counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)  # across batches
+    folder = TelemetryFolder(cfg.signals.bucket_s, max_keys=cfg.signals.max_keys)
     while batch := list(itertools.islice(it, cfg.batch_size)):
         started = time.perf_counter()
         screened = screen_batch(
@@ -148,6 +150,7 @@ async def scan(
             verdicts=verdicts,
             first=first,
             text=text,
+            telemetry=folder,
         )
         result.counters.add(screened, len(batch), time.perf_counter() - started)
         result.counters.note(verdicts, first)
@@ -155,7 +158,7 @@ async def scan(
         result.events += screened.events
         result.suspects += screened.flagged + screened.audited
         result.deadletters += screened.dead
-        for counts in screened.counts.values():  # signals: every event counted, as a worker does
+        for _scope, counts in screened.counts:  # signals: every event counted, as a worker does
             take(state.apply(0, None, counts))
         for messages in screened.messages.values():
             for m in messages:  # the very bytes a worker would put on the suspects topic

@@ -3,6 +3,9 @@
 Every field can be set from the environment with the ``SLUICE_`` prefix and ``__`` between
 levels, e.g. ``SLUICE_KAFKA__BOOTSTRAP_SERVERS`` or ``SLUICE_LLM__API_KEY``. Nothing reads the
 environment at import time: ``Settings()`` does, when the CLI (or a test) builds it.
+
+Why one module at over 500 lines: one settings object is the rule (every knob in one place,
+one prefix, one `sluice config` to print them); each section is a small class of its own here.
 """
 
 from __future__ import annotations
@@ -135,6 +138,21 @@ class SignalSettings(BaseModel):
     max_keys: int = Field(2000, ge=10, description="services, templates, edges kept, each")
     trace_ttl_s: float = Field(120.0, gt=0, description="traces are forgotten after this")
     max_signals: int = Field(12, ge=0, description="signals per span, strongest first")
+    telemetry: bool = Field(
+        True,
+        description="spans and metric points as evidence (self time, time outside a callee, "
+        "failed calls, saturation), whether or not `enabled` adds the line signals",
+    )
+    telemetry_alpha: float = Field(
+        0.1, gt=0, le=1, description="EWMA weight of one block in a span or metric baseline"
+    )
+    telemetry_min_z: float = Field(
+        4.0, ge=0, description="standard deviations off a span or metric baseline: a signal"
+    )
+    min_spans: int = Field(10, ge=1, description="spans (calls) a service (edge) needs in a span")
+    min_saturation: float = Field(
+        0.25, ge=0, description="relative change of a metric a saturation signal needs"
+    )
 
 
 class TextSettings(BaseModel):

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from sluice.models.analyst._signals import (
         ORIGIN_KINDS,
         PRECISE_KINDS,
+        TELEMETRY_KINDS,
         Signal,
         SignalKind,
         signal_scores,
@@ -76,6 +77,7 @@ __all__ = [
     "ORIGIN_KINDS",
     "PRECISE_KINDS",
     "SYSTEM_PROMPT",
+    "TELEMETRY_KINDS",
     "TRIAGE_PROMPT",
     "AffectedService",
     "Analysis",
@@ -161,6 +163,7 @@ _WHERE = {
     "sluice.models.analyst._signals": [
         "ORIGIN_KINDS",
         "PRECISE_KINDS",
+        "TELEMETRY_KINDS",
         "Signal",
         "SignalKind",
         "signal_scores",

@@ -84,6 +84,9 @@ class Bundle:
     #: What the filter stage saw on every event of the window: silences, slow edges, new lines.
     #: None: no signals were computed; empty: computed, and nothing was unusual.
     signals: Sequence[Signal] | None = None
+    #: Whether `signals` include the line signals (else only spans' and metrics', and the
+    #: line rules, such as errors no signal marks counting half, do not apply).
+    line_signals: bool = True
 
 
 @dataclass

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from sluice.models.analyst._bundle import Bundle, Digest, compress, is_alarming
+from sluice.models.analyst._bundle import Bundle, Digest, TemplateGroup, compress, is_alarming
+from sluice.models.analyst._rank import with_signals
 from sluice.models.analyst._schema import (
     AffectedService,
     Analysis,
@@ -18,7 +19,6 @@ from sluice.models.analyst._schema import (
     Severity,
     TemplateVerdict,
 )
-from sluice.models.analyst._signals import ORIGIN_KINDS, PRECISE_KINDS, Signal, signal_scores
 
 __all__ = ["HeuristicAnalyst"]
 
@@ -68,6 +68,13 @@ class HeuristicAnalyst:
         votes = Counter(v[2] for v in first.values())
         return votes, sum(1 for services in failing.values() if len(services) > 1)
 
+    def candidates(self, bundle: Bundle, digest: Digest, top: int = 3) -> list[str]:
+        """The ranking's first `top` services, one line each with what named it (for a
+        prompt: evidence, not the answer)."""
+        report = self.from_digest(bundle, digest, "heuristic").report
+        return [f"{n}. {a.service} ({a.role}): {a.evidence[:160]}"
+                for n, a in enumerate(report.affected_services[:top], start=1)]  # fmt: skip
+
     async def analyze(self, bundle: Bundle) -> Analysis:
         return self.from_digest(bundle, compress(bundle, self._budget, self._k), "heuristic")
 
@@ -100,31 +107,30 @@ class HeuristicAnalyst:
         voted = [s for s, _ in origins.most_common() if s in per_service]
         root = voted[0] if voted else (ranked[0] if ranked else None)
         if bundle.signals is not None:
-            root, ranked, severity = _with_signals(
-                bundle.signals, per_service, origins, edges, root, ranked, severity
-            )
+            root, ranked, severity = with_signals(
+                bundle.signals, per_service, origins, edges, root, ranked, severity,
+                bundle.line_signals,
+            )  # fmt: skip
         if root is not None:  # the origin leads the list of affected services
             ranked = [root, *(s for s in ranked if s != root)]
-        said = {x.service: x.text for x in bundle.signals or ()}
+        about: dict[str, list[str]] = {}  # per service, its signals' text, strongest first
+        for x in bundle.signals or ():
+            about.setdefault(x.service, []).append(x.text)
+        said = {s: texts[0] for s, texts in about.items()}
         affected = [
             AffectedService(
-                service=s,
-                role="root_cause" if s == root else "impacted",
-                evidence=(
-                    f"{per_service[s]} of {total_bad} anomalous events ("
-                    + ", ".join(g.id for g in bad if s in g.services)[:200]
-                    + ")"
-                )
-                if per_service[s] or s not in said
-                else f"signal: {said[s][:200]}",
+                service=s, role="root_cause" if s == root else "impacted",
+                evidence=_evidence(s, per_service[s], total_bad, bad, about.get(s, [])),
             )
             for s in ranked[:10]
-        ]
+        ]  # fmt: skip
         graph = [GraphEdge(source=a, target=b, evidence=f"{n} traces") for a, b, n in edges[:30]]
         causes = []
         if root is not None:
             share = per_service[root] / total_bad if total_bad else 0.0
-            top = next((g.template for g in bad if root in g.services), said.get(root, ""))
+            top = next((g.template for g in bad if root in g.services), "")
+            if root in said:  # what its own figures say first: the evidence that named it
+                top = f"{said[root]}" + (f"; {top}" if top else "")
             causes.append(
                 RootCause(
                     service=root,
@@ -133,7 +139,9 @@ class HeuristicAnalyst:
                 )
             )
         if root and not per_service:  # raised by a signal alone
-            title = f"{root} went silent in {bundle.scope}"
+            kinds = [x.kind for x in bundle.signals or () if x.service == root]
+            what = _WHAT.get(kinds[0], "went silent") if kinds else "went silent"
+            title = f"{root} {what} in {bundle.scope}"
         elif root:
             title = (
                 f"{len(per_service)} service(s) logging errors in {bundle.scope}; "
@@ -155,7 +163,7 @@ class HeuristicAnalyst:
         )
         report = IncidentReport(
             scope=bundle.scope,
-            is_incident=bool(bad) and severity in ("critical", "high"),
+            is_incident=(bool(bad) or root is not None) and severity in ("critical", "high"),
             severity=severity,
             title=title,
             summary=summary,
@@ -184,92 +192,25 @@ class HeuristicAnalyst:
         )
 
 
-#: A signal this strong raises a window on its own (and makes its errors unusual).
-_STRONG = 0.8
+#: A title's verb for a root cause named by a signal alone.
+_WHAT = {
+    "self_time": "got slow in its own work",
+    "edge_latency": "is slow to reach (time outside it on calls into it)",
+    "edge_errors": "fails the calls into it",
+    "saturation": "is saturated",
+    "missing_step": "stopped a step it always takes",
+    "slow_edge": "got slow",
+}
 
 
-def _with_signals(
-    signals: Sequence[Signal],
-    per_service: Counter[str],
-    origins: Counter[str],
-    edges: Sequence[tuple[str, str, int]],
-    root: str | None,
-    ranked: list[str],
-    severity: Severity,
-) -> tuple[str | None, list[str], Severity]:
-    """The ranking and severity with the filter stage's signals.
-
-    A service that went silent, dropped or got slow ranks as the origin when it is connected to
-    the failing services (an edge in the traces, or a slow edge from one of them): its callers'
-    errors are the symptom. A missing step (a line that follows another in a trace stopped
-    following) names its service whether or not anything near it logs errors: the requests fail
-    inside it. Errors of a service that no signal marks as unusual (its lines are neither new
-    nor spiking, nothing about it changed) are the noise the baseline already holds: they count
-    half, and a window of isolated errors like that stays `info`. A window without errors in
-    which a service stopped entirely, or stopped a step it always takes, is a `warning`."""
-    failing = set(per_service)
-    near = {b for a, b, _ in edges if a in failing} | {a for a, b, _ in edges if b in failing}
-    near |= {x.service for x in signals if x.caller in failing}
-    callers: dict[str, set[str]] = {}
-    for a, b, _ in edges:
-        callers.setdefault(b, set()).add(a)
-    for x in signals:
-        if x.caller:
-            callers.setdefault(x.service, set()).add(x.caller)
-    strength = signal_scores(signals)
-    marked = {x.service for x in signals}
-    precise = {x.service for x in signals if x.kind in PRECISE_KINDS and x.strength >= 0.3}
-    total_votes = sum(origins.values()) or 1
-    total_bad = sum(per_service.values()) or 1
-
-    def takeover(service: str) -> float:
-        """How much of its failing callers' evidence a signalled service takes over: their
-        errors are what its silence, slowness or missing step looks like from upstream."""
-        sig = strength.get(service, 0.0)
-        if not sig or not (service in precise or service in failing or service in near):
-            return 0.0
-        return max(0.0, 2 * min(1.0, sig) - 1)
-
-    takes = {c: f for c in strength if (f := takeover(c)) > 0}
-    lost: dict[str, float] = {}  # per failing caller: the most a callee took over
-    for c, f in takes.items():
-        for u in callers.get(c, set()) & failing:
-            if u != c:
-                lost[u] = max(lost.get(u, 0.0), f)
-
-    def score(service: str) -> float:
-        own = origins[service] / total_votes + 0.5 * per_service[service] / total_bad
-        if service not in marked:
-            own *= 0.5  # errors the baseline already holds
-        own *= 1.0 - lost.get(service, 0.0)
-        sig = strength.get(service, 0.0)
-        if not sig or not (service in precise or service in failing or service in near):
-            return own
-        upstream = callers.get(service, set()) & failing - {service}
-        if origins:
-            explained = sum(origins[c] for c in upstream) / total_votes
-        else:  # no traces voted: their share of the errors instead
-            explained = sum(per_service[c] for c in upstream) / total_bad
-        return own + 0.5 * sig + explained * takes.get(service, 0.0)
-
-    if not failing:  # no errors at all: a service that stopped still raises a warning
-        stopped = [x.service for x in signals
-                   if (x.kind == "silence" and x.strength >= 0.99)
-                   or (x.kind in PRECISE_KINDS and x.strength >= _STRONG)]  # fmt: skip
-        if stopped:
-            top = max(sorted(set(stopped)), key=score)
-            return top, [top, *dict.fromkeys(s for s in stopped if s != top)], "warning"
-        return root, ranked, severity
-    origin = {x.service for x in signals if x.kind in ORIGIN_KINDS}
-    candidates = failing | {s for s in origin if s in near} | precise
-    root = max(sorted(candidates), key=score)
-    ranked = sorted(candidates, key=lambda s: (-score(s), s))
-    # what makes the errors unusual: a signal about them or a service near them; a missing
-    # step only when strong (a handful of missed steps happens with ordinary noise too)
-    unusual = any(
-        (x.kind not in PRECISE_KINDS and x.service in failing | near) or x.strength >= _STRONG
-        for x in signals
-    )
-    if severity == "warning" and not unusual:
-        severity = "info"
-    return root, ranked, severity
+def _evidence(
+    service: str, events: int, total: int, bad: Sequence[TemplateGroup], signals: Sequence[str]
+) -> str:
+    """What named a service: its anomalous log templates, then its signals (edges with their
+    figures, self time, metrics)."""
+    parts = []
+    if events or not signals:
+        ids = ", ".join(g.id for g in bad if service in g.services)[:200]
+        parts.append(f"{events} of {total} anomalous events ({ids})")
+    parts += [f"signal: {t[:200]}" for t in signals[:3]]
+    return "; ".join(parts)[:700]

@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-__all__ = ["ORIGIN_KINDS", "PRECISE_KINDS", "Signal", "SignalKind", "signal_scores"]
+__all__ = [
+    "ORIGIN_KINDS",
+    "PRECISE_KINDS",
+    "TELEMETRY_KINDS",
+    "Signal",
+    "SignalKind",
+    "signal_scores",
+]
 
 SignalKind = Literal[
     "silence",
@@ -20,12 +27,22 @@ SignalKind = Literal[
     "template_drop",
     "missing_step",
     "slow_edge",
+    "self_time",
+    "edge_latency",
+    "edge_errors",
+    "saturation",
 ]
 #: Kinds that point at a service as the origin of a fault: it stopped talking, got slow, or a
 #: line it logs on every request stopped (the request fails between two of its log lines).
 ORIGIN_KINDS: frozenset[str] = frozenset(
-    {"silence", "drop", "template_drop", "missing_step", "slow_edge"}
-)
+    {"silence", "drop", "template_drop", "missing_step", "slow_edge", "self_time",
+     "edge_latency", "edge_errors", "saturation"}
+)  # fmt: skip
+#: Kinds measured on spans and metric points (`stream.signals.telemetry`), each about the one
+#: service whose own figures moved: its self time, the time outside it on calls into it, its
+#: failed calls, its saturation. Evidence about that service whether or not anything logs.
+TELEMETRY_KINDS: frozenset[str] = frozenset({"self_time", "edge_latency", "edge_errors",
+                                             "saturation"})  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +61,8 @@ PRECISE_KINDS: frozenset[str] = frozenset({"missing_step"})
 #: How much each kind says about where a fault started (a new line is evidence of change, not of
 #: where it began; a missing step says which service stopped doing its part).
 _WEIGHT = {"missing_step": 1.5, "silence": 1.0, "drop": 1.0, "slow_edge": 1.0,
-           "template_drop": 1.0}  # fmt: skip
+           "template_drop": 1.0, "self_time": 1.0, "edge_latency": 1.0, "edge_errors": 1.0,
+           "saturation": 0.5}  # fmt: skip
 
 
 def signal_scores(signals: Sequence[Signal]) -> dict[str, float]:

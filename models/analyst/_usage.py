@@ -37,6 +37,7 @@ class UsageTotals:
     failures: int = 0
     degraded: int = 0
     repairs: int = 0
+    ungrounded: int = 0  # answers naming what the bundle does not hold, after their repair
     format_rejections: int = 0  # requests whose structured-output mode the endpoint refused
     prompt_tokens: int = 0
     completion_tokens: int = 0

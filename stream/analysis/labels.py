@@ -42,6 +42,8 @@ def labels(
     raised_weight: dict[str, float] = {}
     rates: dict[str, float] = {}
     for s, t in zip(w.suspects, templates, strict=True):
+        if s.reason == "exemplar":  # a span the filter stage described: no line to learn from
+            continue
         first.setdefault(t, s)
         p = s.sampling_probability if s.audit and s.sampling_probability > 0 else 1.0
         weight[t] = weight.get(t, 0.0) + 1.0 / p

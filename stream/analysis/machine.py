@@ -172,12 +172,14 @@ class AnalysisState:
         if refused:
             return refused
         key = f"signals/{rec.scope}"
+        st = self.scope_state(rec.scope)
         detector = self._cache.detector(key, self.store.get(key), self.cfg.signals, take=True)
-        detector.add_counts(rec)
+        # the buckets of a window still open stay out of the baseline until it closes
+        hold = min((w.start.timestamp() for w in st.open), default=None)
+        detector.add_counts(rec, hold)
         raw = dump_detector(detector)
         self.store.put(key, raw)
         self._cache.keep_detector(raw, detector)
-        st = self.scope_state(rec.scope)
         if self._wall() - st.touched >= 60:  # a scope that only logs normally is live too
             st.touched = self._wall()
             self._save(rec.scope, st)

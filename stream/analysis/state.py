@@ -84,6 +84,7 @@ class PendingWindow(BaseModel):
     done_at: datetime | None = None
     given_up: str | None = None  # why, after max_analysis_failures: published as a dead letter
     signals: list[Signal] | None = None  # at close, when signals are enabled
+    line_signals: bool = True  # whether they include the lines' (or only spans and metrics)
     latencies: list[EdgeLatency] = Field(default_factory=list)  # at close, likewise
 
 

@@ -48,6 +48,7 @@ class ClosedWindow:
     attempt: int = 0
     redactions: dict[str, int] = field(default_factory=dict)
     signals: list[Signal] | None = None
+    line_signals: bool = True  # the signals include the lines' (settings `signals.enabled`)
 
     def analysed(self, analysis: Analysis, done_at: datetime) -> Analysed:
         """The record that reports this window's analysis back to the stream."""
@@ -84,8 +85,9 @@ def bundle_of(w: ClosedWindow) -> Bundle:
         for s in w.suspects
     ]
     return Bundle(
-        w.scope, events, w.start, w.end, ",".join(versions) or None, w.redactions, w.signals
-    )
+        w.scope, events, w.start, w.end, ",".join(versions) or None, w.redactions, w.signals,
+        w.line_signals,
+    )  # fmt: skip
 
 
 class Windows:
@@ -176,11 +178,13 @@ class Windows:
         end = w.start + self._size
         signals = None
         latencies: list[EdgeLatency] = []
-        if self.cfg.signals.enabled:  # fixed at close: a replay analyses the same bundle
+        sig = self.cfg.signals
+        if sig.enabled or sig.telemetry:  # fixed at close: a replay analyses the same bundle
             detector = self._detector(scope)
-            found = detector.signals(w.start.timestamp(), end.timestamp())
-            signals = found
-            latencies = detector.latencies(w.start.timestamp(), end.timestamp())
+            found = detector.signals(w.start.timestamp(), end.timestamp(), lines=sig.enabled)
+            signals = found if sig.enabled or found else None  # None: no signals computed
+            if sig.enabled:
+                latencies = detector.latencies(w.start.timestamp(), end.timestamp())
         st.pending.append(
             PendingWindow(
                 seq=st.next_seq,
@@ -190,6 +194,7 @@ class Windows:
                 chunks=w.chunks,
                 n=w.n,
                 signals=signals,
+                line_signals=sig.enabled,
                 latencies=latencies,
             )
         )
@@ -230,8 +235,9 @@ class Windows:
             ]
             redactions = dict(redact.counts)
         return ClosedWindow(
-            scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions, p.signals
-        )
+            scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions, p.signals,
+            p.line_signals,
+        )  # fmt: skip
 
     def drop(self, chunks: Iterable[str]) -> None:
         """Forget a published window's suspects."""

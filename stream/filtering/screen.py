@@ -10,6 +10,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from sluice.stream.settings import PipelineSettings
 if TYPE_CHECKING:
     from sluice.stream.ingest.textformats import TextFormats
     from sluice.stream.signals.counter import SignalCounter
+    from sluice.stream.signals.spans import TelemetryFolder
 
 __all__ = ["MAX_SUSPECTS_MESSAGE_BYTES", "Screened", "audit_draws", "build_filter", "screen_batch"]
 
@@ -77,13 +79,14 @@ class Screened:
     """What one batch became: suspect messages per scope, dead letters, and counts."""
 
     messages: dict[str, list[bytes]] = field(default_factory=dict)  # scope -> SuspectBatch JSON
-    counts: dict[str, bytes] = field(default_factory=dict)  # scope -> SignalCounts JSON
+    counts: list[tuple[str, bytes]] = field(default_factory=list)  # scope, SignalCounts JSON
     dead: list[DeadLetter] = field(default_factory=list)
     events: int = 0
     otlp_records: int = 0  # records that were OTLP requests, holding these:
     otlp_logs: int = 0  # log records that became events
     spans: int = 0  # spans decoded (`stream.ingest.otlp`; the root-cause work reads them)
     points: int = 0  # metric points decoded
+    exemplars: int = 0  # spans forwarded as suspects (slow or failed: `signals.spans`)
     ignored: Ignored = field(default_factory=Ignored)  # fields of the wrong type, by field, type
     flagged: int = 0
     audited: int = 0
@@ -124,6 +127,7 @@ def screen_batch(
     first: FirstSight | None = None,
     text: TextFormats | None = None,
     signal: Signal | None = None,
+    telemetry: TelemetryFolder | None = None,
 ) -> Screened:
     """parse -> score -> audit sample -> serialized suspects and dead letters, for one batch.
 
@@ -132,6 +136,9 @@ def screen_batch(
     signals enabled, every event is also counted per scope (`Screened.counts`) by `counter`
     (the stage's own, which follows traces across batches; without one, the batch alone).
     `verdicts` and `first` overrule and extend the model's flags (`stream.verdicts.decide`).
+    Spans and metric points are folded by `telemetry` (the stage's own, which keeps children
+    waiting for their parents across batches; without one, the batch alone) into counts, and
+    their exemplars forwarded as suspects (`signals.spans`).
     Unflagged events cost the parse of their message, one cache lookup in the filter and one
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
@@ -149,6 +156,8 @@ def screen_batch(
         parsed.text_times(record_times)  # every line's: `scan` carries a time to the next
     for i, reason in parsed.dead:
         out.dead.append(DeadLetter.of(values[i], *source(i), reason))
+    if (parsed.spans or parsed.points) and cfg.signals.telemetry:
+        _telemetry(parsed, source, filt, cfg, telemetry, out)
     if not parsed.messages:
         return out
     out.events = len(parsed.messages)
@@ -159,7 +168,7 @@ def screen_batch(
         if counter is None:
             counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)
         templates = a.templates if a.templates is not None else normalize_batch(parsed.messages)
-        out.counts = _signal_counts(parsed, keys, record_times, cfg, templates, counter)
+        out.counts += _signal_counts(parsed, keys, record_times, cfg, templates, counter)
     if cfg.audit_rate > 0 or verdicts is not None or first is not None:
         if parsed.item_of:  # the log records of one OTLP request draw apart
             draws = _item_draws(values, parsed.index, parsed.item_of)
@@ -219,7 +228,8 @@ def screen_batch(
             out.audited += 1
         else:
             out.flagged += 1
-    out.messages = {scope: _encode(scope, parts) for scope, parts in by_scope.items()}
+    for scope, parts in by_scope.items():
+        out.messages.setdefault(scope, []).extend(_encode(scope, parts))
     return out
 
 
@@ -230,7 +240,7 @@ def _signal_counts(
     cfg: PipelineSettings,
     templates: Sequence[str],
     counter: SignalCounter,
-) -> dict[str, bytes]:
+) -> list[tuple[str, bytes]]:
     """Every event's time, service, trace and line shape, counted per scope for the signals."""
     ts, services, traces, scopes = parsed.signal_columns(
         keys, record_times, cfg.default_service, cfg.scope
@@ -240,14 +250,59 @@ def _signal_counts(
         rows.setdefault(scope, []).append(j)
     if len(rows) == 1:
         (scope,) = rows
-        return {scope: counter.count(scope, ts, services, traces, templates).to_bytes()}
-    return {
-        scope: counter.count(
+        return [(scope, counter.count(scope, ts, services, traces, templates).to_bytes())]
+    return [
+        (
             scope,
-            [ts[j] for j in js],
-            [services[j] for j in js],
-            [traces[j] for j in js],
-            [templates[j] for j in js],
-        ).to_bytes()
+            counter.count(
+                scope,
+                [ts[j] for j in js],
+                [services[j] for j in js],
+                [traces[j] for j in js],
+                [templates[j] for j in js],
+            ).to_bytes(),
+        )
         for scope, js in rows.items()
-    }
+    ]
+
+
+def _telemetry(
+    parsed: ParsedBatch,
+    source: Callable[[int], tuple[str, int | None, int | None]],
+    filt: Filter,
+    cfg: PipelineSettings,
+    folder: TelemetryFolder | None,
+    out: Screened,
+) -> None:
+    """Spans and points folded into counts per scope; exemplar spans become suspects."""
+    from sluice.stream.signals.spans import TelemetryFolder
+
+    if folder is None:
+        folder = TelemetryFolder(cfg.signals.bucket_s)
+    rows, exemplars = folder.fold(parsed.spans, parsed.points, cfg.scope, cfg.default_service,
+                                  parsed.span_records)  # fmt: skip
+    out.counts += [(scope, rec.to_bytes()) for scope, rec in rows.items()]
+    by_scope: dict[str, list[bytes]] = {}
+    for x in exemplars:
+        ev = dict(x.event)
+        ev["ts"] = datetime.fromtimestamp(ev["ts"], UTC)
+        ev["schema_version"] = SCHEMA_VERSION
+        ev["source"] = _source_text(source(x.record)) if x.record >= 0 else None
+        part = orjson.dumps(
+            {
+                "schema_version": SCHEMA_VERSION,
+                "event": ev,
+                "score": 1.0,
+                "model_version": filt.version,
+                "audit": False,
+                "sampling_probability": 1.0,
+                "scope": x.scope,
+                "reason": "exemplar",
+                "verdict": None,
+            },
+            option=orjson.OPT_UTC_Z,
+        )
+        by_scope.setdefault(x.scope, []).append(part)
+    out.exemplars += len(exemplars)
+    for scope, parts in by_scope.items():
+        out.messages.setdefault(scope, []).extend(_encode(scope, parts))

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from prometheus_client import Histogram
 
     from sluice.stream.signals.counter import SignalCounter
+    from sluice.stream.signals.spans import TelemetryFolder
 
 from sluice.stream.filtering.screen import Screened, screen_batch
 
@@ -156,6 +157,12 @@ class FilterStage:
             from sluice.stream.signals.counter import SignalCounter
 
             self._signal_counter = SignalCounter(sig.bucket_s, sig.trace_ttl_s)
+        #: spans and metric points: children wait for their parents across batches
+        self._telemetry: TelemetryFolder | None = None
+        if sig.telemetry:
+            from sluice.stream.signals.spans import TelemetryFolder
+
+            self._telemetry = TelemetryFolder(sig.bucket_s, max_keys=sig.max_keys)
 
     def _make_clients(self) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
         from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -313,6 +320,7 @@ class FilterStage:
                 screened = screen_batch(
                     values, keys, source, self._filter, cfg, times, self._signal_counter,
                     self.verdicts, self.first_sight, self.text, signals.get(tp.topic),
+                    self._telemetry,
                 )  # fmt: skip
             except Exception as exc:  # the filter itself failed: every record is a dead letter
                 log.exception("filter stage: screening %d records of %s failed", len(msgs), tp)
@@ -320,7 +328,7 @@ class FilterStage:
                 screened = Screened(dead=[DeadLetter.of(v, *source(i), reason)
                                           for i, v in enumerate(values)])  # fmt: skip
             seconds = time.perf_counter() - started
-            for scope, counts in screened.counts.items():  # before the suspects they explain
+            for scope, counts in screened.counts:  # before the suspects they explain
                 pending.append(await producer.send(t.suspects, value=counts, key=scope.encode()))
             for scope, messages in screened.messages.items():
                 key = scope.encode()

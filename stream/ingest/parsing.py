@@ -73,6 +73,8 @@ _LEVELS = (
 _LEVEL_RE = re.compile(r"\b(" + "|".join(_LEVELS) + r")\b", re.IGNORECASE)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _POD_HASH = re.compile(r"-[0-9a-f]{8,10}-[0-9a-z]{5}$")
+#: An OTLP/JSON request's opening: it may pass the per-event maximum (each event is held to it).
+_OTLP_JSON, _MAX_REQUEST = re.compile(rb'\s*\{\s*"resource(?:Logs|Spans|Metrics)"'), 16 << 20
 
 
 def _first(obj: dict[str, Any], keys: tuple[str, ...]) -> Any:
@@ -231,6 +233,7 @@ class ParsedBatch:
     dead: list[tuple[int, str]] = field(default_factory=list)  # input position, reason
     spans: list[dict[str, Any]] = field(default_factory=list)  # OTLP spans, compact
     points: list[dict[str, Any]] = field(default_factory=list)  # OTLP metric points, compact
+    span_records: list[int] = field(default_factory=list)  # per span: the record it came in
     otlp_records: int = 0  # records that were OTLP requests (each holds many items)
     item_of: dict[int, int] = field(default_factory=dict)  # j -> its log record's position
     ignored: Ignored = field(default_factory=Ignored)  # fields of the wrong type, not used
@@ -416,7 +419,7 @@ def parse_batch(
         if raw[:1] == b"\n" and is_binary(raw) and looks_like_otlp_logs(raw):
             unpack.otlp(i, raw, None, "logs")  # protobuf's first field, and a request's shape
             continue
-        if len(raw) > max_bytes:
+        if len(raw) > max_bytes and not (len(raw) <= _MAX_REQUEST and _OTLP_JSON.match(raw)):
             dead.append((i, f"event of {len(raw)} bytes exceeds the maximum of {max_bytes}"))
             continue
         try:

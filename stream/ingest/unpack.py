@@ -55,6 +55,8 @@ class Unpacker:
         out.dead += [(i, f"OTLP {signal} item: {reason}") for reason in got.dead]
         if signal != "logs":
             getattr(out, _SIGNAL_ITEM[signal]).extend(got.items)
+            if signal == "traces":  # where each span came from: an exemplar's source
+                out.span_records.extend([i] * len(got.items))
             return
         for n, item in enumerate(got.items):
             size = len(item["message"])

@@ -219,6 +219,8 @@ class PipelineMetrics:
             ("sluice_llm_failures", "analyses whose LLM calls all failed", u.failures),
             ("sluice_llm_degraded", "analyses answered by the heuristic fallback", u.degraded),
             ("sluice_llm_repairs", "answers repaired after a schema violation", u.repairs),
+            ("sluice_llm_ungrounded", "answers naming services, edges or templates the bundle "
+             "does not hold, after their repair (the ranking's report instead)", u.ungrounded),
             (
                 "sluice_llm_format_rejections",
                 "requests whose structured-output mode the endpoint refused (auto: then the next)",

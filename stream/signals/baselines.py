@@ -130,3 +130,17 @@ def _binomial_surprise(k: int, n: int, p: float) -> float:
              for j in range(k + 1)]  # fmt: skip
     top = max(terms)
     return -(top + math.log(sum(math.exp(x - top) for x in terms)))
+
+
+def _bound_recent(table: dict[Key, _Decaying], keep: int) -> None:
+    """Keep the `keep` keys seen most recently (then busiest): the idle ones go."""
+    if len(table) > keep:
+        for k in sorted(table, key=lambda k: (table[k].last, table[k].mean))[: len(table) - keep]:
+            del table[k]
+
+
+def _bound(table: dict[object, _Ewma], keep: int) -> None:
+    """Keep the `keep` most active keys (by mean): the idle ones go."""
+    if len(table) > keep:
+        for k in sorted(table, key=lambda k: table[k].mean)[: len(table) - keep]:
+            del table[k]

@@ -4,6 +4,9 @@ Version 1 (releases before the version was written) and version 2 have the same 
 `"v"`. A release reads every version up to its own and refuses a newer one with
 `StateVersionError` (the record is dead-lettered, the worker goes on), never misreads it.
 Service names and line shapes are written once, in `strings`, and referred to by position.
+Spans and metrics (`signals.telemetry`) came within version 2 as an optional `"telemetry"` key:
+a release before them ignores it (its scope's span baselines are relearned after a rollback),
+and this one reads a state without it as an empty one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sluice.stream.settings import SignalSettings
 from sluice.stream.signals.baselines import _Bucket, _Decaying, _Ewma, _Step
 from sluice.stream.signals.counter import Key
 from sluice.stream.signals.detector import SignalDetector
+from sluice.stream.signals.telemetry import Telemetry
 
 __all__ = ["DETECTOR_STATE_VERSION", "dump_detector", "load_detector"]
 
@@ -64,6 +68,9 @@ def dump_detector(self: SignalDetector) -> bytes:
         "edges": [[at(a), at(b), *v.row()] for (a, b), v in self._edge_p95.items()],
         "buckets": [[n, bucket(b)] for n, b in sorted(self._buckets.items())],
     }  # fmt: skip
+    telemetry = self.telemetry
+    if telemetry.buckets or telemetry.selves or telemetry.outside or telemetry.metrics:
+        state["telemetry"] = telemetry.dump(at)  # an addition within version 2 (see above)
     state["strings"] = list(pos)
     state["v"] = DETECTOR_STATE_VERSION
     return orjson.dumps(state)
@@ -99,6 +106,8 @@ def load_detector(
     d._traced = ewmas(x["traced"], _Decaying)
     d._next = {(text[s], text[t]): ewmas(nxt, _Step) for s, t, nxt in x["next"]}
     d._edge_p95 = {(text[a], text[b]): _Ewma(*v) for a, b, *v in x["edges"]}
+    if "telemetry" in x:
+        d.telemetry = Telemetry.load(x["telemetry"], text, d.cfg)
     for n, (services, lines, edge_gaps, steps) in x["buckets"]:
         b = d._buckets[int(n)] = _Bucket()
         b.services.update({text[k]: c for k, c in services})

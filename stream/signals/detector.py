@@ -51,6 +51,8 @@ from sluice.stream.signals.baselines import (
     _MAX_GAPS,
     _RECENT,
     _binomial_surprise,
+    _bound,
+    _bound_recent,
     _Bucket,
     _Decaying,
     _Ewma,
@@ -58,6 +60,7 @@ from sluice.stream.signals.baselines import (
     _Step,
 )
 from sluice.stream.signals.counter import Key, SignalCounter
+from sluice.stream.signals.telemetry import Telemetry
 
 __all__ = ["ANY_LINE", "SignalDetector", "SignalSettings"]
 
@@ -103,6 +106,7 @@ class SignalDetector:
         self._counter: SignalCounter | None = None  # for `observe`
         self._absorbed = -(2**62)  # the newest bucket in the baseline
         self.watermark = -math.inf
+        self.telemetry = Telemetry(self.cfg)  # spans and metric points (`signals.telemetry`)
 
     # -- input -----------------------------------------------------------------------------------
 
@@ -126,9 +130,10 @@ class SignalDetector:
             b = self._buckets[n] = _Bucket()
         return b
 
-    def add_counts(self, rec: SignalCounts) -> None:
+    def add_counts(self, rec: SignalCounts, hold: float | None = None) -> None:
         """Counts the filter stage made of a batch; buckets in the baseline already are too late
-        to count."""
+        to count. Buckets from `hold` (epoch seconds: the start of a window still open) stay out
+        of the baseline whatever the watermark says: that window's signals need them."""
         if rec.bucket_s != self.cfg.bucket_s:
             return  # counted with other settings: not comparable
         names, tpl = rec.names, rec.templates
@@ -155,7 +160,11 @@ class SignalDetector:
                 nxt[(names[s2], tpl[t2])] += times
                 if s2 != s:  # and the call into the next service, whatever line it logs first
                     nxt[(names[s2], ANY_LINE)] += times
-        self._absorb_old()
+        if rec.spans or rec.calls or rec.metrics:
+            newest = self.telemetry.add(rec, live)
+            if newest is not None:
+                self.watermark = max(self.watermark, (newest + 1) * rec.bucket_s)
+        self._absorb_old(hold)
 
     # -- state (`signals.codec`) -----------------------------------------------------------------
 
@@ -174,9 +183,12 @@ class SignalDetector:
 
     # -- baseline --------------------------------------------------------------------------------
 
-    def _absorb_old(self) -> None:
+    def _absorb_old(self, hold: float | None = None) -> None:
         cfg = self.cfg
         horizon = int((self.watermark - cfg.baseline_delay_s) // cfg.bucket_s)
+        if hold is not None:
+            horizon = min(horizon, int(hold // cfg.bucket_s))
+        self.telemetry.absorb_before(horizon)
         for n in sorted(k for k in self._buckets if k < horizon):
             b = self._buckets.pop(n)
             if not b.empty:
@@ -256,22 +268,25 @@ class SignalDetector:
 
     # -- output ----------------------------------------------------------------------------------
 
-    def signals(self, start: float, end: float) -> list[Signal]:
-        """The signals of the span [start, end) of event time, strongest first."""
+    def signals(self, start: float, end: float, lines: bool = True) -> list[Signal]:
+        """The signals of the span [start, end) of event time, strongest first: those of the
+        lines (unless `lines` is false) and of spans and metrics (unless `cfg.telemetry` is)."""
         size = self.cfg.bucket_s
+        found: list[Signal] = []
+        if self.cfg.telemetry:
+            found += self.telemetry.signals(math.ceil(start / size), math.ceil(end / size))
         span = [
             b
             for n, b in self._buckets.items()
             if start <= n * size < end and not b.empty and n > self._absorbed
         ]
-        if not span:
-            return []
-        found = [
-            *self._rate_signals(span),
-            *self._template_signals(span),
-            *self._missing_steps(span),
-            *self._edges(span),
-        ]
+        if span and lines:
+            found += [
+                *self._rate_signals(span),
+                *self._template_signals(span),
+                *self._missing_steps(span),
+                *self._edges(span),
+            ]
         found.sort(key=lambda s: (-s.strength, s.kind, s.service))
         return found[: self.cfg.max_signals]
 
@@ -467,17 +482,3 @@ class SignalDetector:
             for e, v in self._edge_p95.items()
             if v.n >= self.cfg.min_blocks and e[0] != e[1]
         }
-
-
-def _bound_recent(table: dict[Key, _Decaying], keep: int) -> None:
-    """Keep the `keep` keys seen most recently (then busiest): the idle ones go."""
-    if len(table) > keep:
-        for k in sorted(table, key=lambda k: (table[k].last, table[k].mean))[: len(table) - keep]:
-            del table[k]
-
-
-def _bound(table: dict[object, _Ewma], keep: int) -> None:
-    """Keep the `keep` most active keys (by mean): the idle ones go."""
-    if len(table) > keep:
-        for k in sorted(table, key=lambda k: table[k].mean)[: len(table) - keep]:
-            del table[k]

@@ -3,8 +3,9 @@ scriptable failures (the real `openai` client talks to it over HTTP, as to any e
 
 Each request consumes the next behaviour from `script` (``ok`` when empty):
 ``ok`` | ``429:<retry-after s>`` | ``500`` | ``slow:<s>`` | ``invalid_json`` | ``schema_violation``
-| ``echo_logs`` (an invalid answer quoting the prompt) | ``drop`` (close the connection
-without answering).
+| ``echo_logs`` (an invalid answer quoting the prompt) | ``ungrounded`` (a schema-valid answer
+naming a service, an edge and a template the prompt does not hold, `critical` but no incident,
+as a small model writes) | ``drop`` (close the connection without answering).
 ``formats``: the structured-output modes it accepts (others are refused as llama-cpp-python
 refuses `json_schema`: HTTP 500 naming `response_format`). ``context_window``: reported in
 /v1/models as vLLM does (``report_context``), and a longer prompt is refused with HTTP 400 as
@@ -23,7 +24,7 @@ from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-__all__ = ["FakeLLM", "compute_answer"]
+__all__ = ["FakeLLM", "compute_answer", "ungrounded_answer"]
 
 _BLOCK = re.compile(r"^\[(T\d+)\] count=(\d+) .*?services=(\S+)", re.MULTILINE)
 _TEMPLATE = re.compile(r"^  template: (.*)$", re.MULTILINE)
@@ -71,6 +72,23 @@ def compute_answer(body: dict[str, Any]) -> dict[str, Any]:
         "recommendations": [f"restart {root}"] if root else [],
         "verdicts": verdicts,
     }
+
+
+def ungrounded_answer(body: dict[str, Any]) -> dict[str, Any]:
+    """`compute_answer`'s verdicts in a report about things that are not there."""
+    answer = compute_answer(body)
+    answer.update(
+        is_incident=False,
+        severity="critical",
+        title="The log data is not a report of an incident",
+        affected_services=[
+            {"service": "T1", "role": "root_cause", "evidence": "T99"},
+            {"service": "ts-basic-service}, {", "role": "impacted", "evidence": "T1"},
+        ],
+        service_graph=[{"source": "ts-order-data.json", "target": "T1", "evidence": "T99"}],
+        root_causes=[{"service": "T1", "description": "see T99", "confidence": 0.9}],
+    )
+    return answer
 
 
 class FakeLLM:
@@ -179,6 +197,8 @@ class FakeLLM:
                     content = json.dumps({"is_incident": user[:3000], user[-200:]: "x"})
                 elif mode == "schema_violation":
                     content = json.dumps({"is_incident": "maybe", "severity": "apocalyptic"})
+                elif mode == "ungrounded":  # schema-valid, about what the prompt does not hold
+                    content = json.dumps(ungrounded_answer(body))
                 else:
                     content = json.dumps(compute_answer(body))
                 prompt_tokens = len(json.dumps(body["messages"])) // 4

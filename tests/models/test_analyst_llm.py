@@ -20,6 +20,7 @@ from sluice.models.analyst import (
     LLMAnswer,
     LLMSettings,
     OpenAIAnalyst,
+    Signal,
     strict_json_schema,
 )
 from sluice.stream.records import Alert
@@ -219,6 +220,63 @@ def test_schema_violation_twice_gives_a_clear_degraded_report(server: FakeLLM) -
     assert out.provenance.error and "invalid answer after one repair" in out.provenance.error
     # The degraded (heuristic) report still names the failing service: an outage is never silent.
     assert out.report.root_causes[0].service == "ts-contacts-service"
+
+
+def test_an_ungrounded_answer_is_repaired_with_its_reasons(server: FakeLLM) -> None:
+    """Schema-valid is not correct: a service, an edge and a template the bundle does not hold,
+    and `critical` without an incident, are sent back once with the reasons."""
+    server.script.extend(["ungrounded", "ok"])
+    a = analyst(server)
+    out = run(a)
+    assert out.provenance.analysis == "llm" and a.usage.repairs == 1
+    reasons = server.requests[1]["messages"][-1]["content"]
+    assert "services not in the data: 'T1', 'ts-basic-service}, {'" in reasons
+    assert "graph edges not in the data: 'ts-order-data.json -> T1'" in reasons
+    assert "template ids not in the digest: 'T99'" in reasons
+    assert "is_incident is false but severity is critical" in reasons
+    assert {x.service for x in out.report.affected_services} <= {
+        "ts-order-service",
+        "ts-contacts-service",
+        "ts-user-service",
+    }
+
+
+def test_an_answer_ungrounded_twice_becomes_the_rankings_report(server: FakeLLM) -> None:
+    server.script.extend(["ungrounded", "ungrounded"])
+    a = analyst(server)
+    out = run(a)
+    assert out.provenance.analysis == "degraded" and a.usage.ungrounded == 1
+    assert out.provenance.error and "ungrounded answer after one repair" in out.provenance.error
+    assert out.report.root_causes[0].service == "ts-contacts-service"  # the ranking's floor
+
+
+def test_the_ranking_is_in_the_prompt_as_evidence_when_there_are_signals(
+    server: FakeLLM,
+) -> None:
+    sig = Signal(
+        "edge_latency",
+        "ts-contacts-service",
+        "ts-order-service -> ts-contacts-service: time outside ts-contacts-service 900.0 ms "
+        "vs 2.0 ms usually",
+        0.9,
+        caller="ts-order-service",
+    )
+    b = bundle()
+    run(analyst(server), Bundle(b.scope, b.events, signals=[sig], line_signals=False))
+    user = server.requests[0]["messages"][1]["content"]
+    fence = user.split(">", 1)[0].lstrip("<")
+    inside = user.split(f"</{fence}>")[0]
+    assert (
+        "root-cause candidates ranked from the signals and errors above (evidence to check, "
+        "not the answer):" in inside
+    )
+    assert "1. ts-contacts-service (root_cause)" in inside
+    assert "root-cause candidates" not in run_prompt_without_signals(server)
+
+
+def run_prompt_without_signals(server: FakeLLM) -> str:
+    run(analyst(server))
+    return str(server.requests[-1]["messages"][1]["content"])
 
 
 def test_circuit_opens_falls_back_and_recovers(server: FakeLLM) -> None:

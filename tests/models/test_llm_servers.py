@@ -93,9 +93,12 @@ def test_scan_demo_gets_schema_valid_reports_from_a_real_model(local_llm: str) -
     """No setting but the endpoint, model and key, and the timeout the README gives for models
     served on CPU: the mode is negotiated (json_schema refused, llama.cpp's schema form taken),
     the context learnt from the server, and at least one window's report comes from the model,
-    valid against the schema. (The default 30 s is for hosted endpoints: each prompt names its
-    fence at random, so the model's answer and its length vary; here the first window's call
-    took 11-28 s in five runs and over 30 s in a sixth, which went offline, as it should.)"""
+    valid against the schema, or its two schema-valid answers named what the bundle does not
+    hold and the ranking's report replaced them (`_ground`: what a 135M model often writes; either
+    way the model answered in the schema). (The default 30 s is for hosted endpoints: each prompt
+    names its fence at random, so the model's answer and its length vary; here the first
+    window's call took 11-28 s in five runs and over 30 s in a sixth, which went offline, as it
+    should.)"""
     started = time.monotonic()
     env = {**endpoint(local_llm), "SLUICE_LLM__TIMEOUT_S": "120"}
     run = sluice(env, "--log-level", "info", "scan", "--demo", "--json")
@@ -106,7 +109,12 @@ def test_scan_demo_gets_schema_valid_reports_from_a_real_model(local_llm: str) -
         (a.provenance.analysis, a.provenance.error_category) for a in alerts
     )  # fmt: skip
     print(f"scan --demo with SmolLM2 in {took:.0f} s: {dict(kinds)}")
-    assert kinds[("llm", None)] >= 1, run.stderr[-3000:]
+    ungrounded = sum(
+        a.provenance.analysis == "degraded"
+        and "ungrounded answer after one repair" in (a.provenance.error or "")
+        for a in alerts
+    )
+    assert kinds[("llm", None)] + ungrounded >= 1, run.stderr[-3000:]
     assert "structured output json_object_schema" in run.stderr
     per_fp = Counter(a.fingerprint for a in alerts)
     assert max(per_fp.values()) <= windows_closed(run.stderr) + 1
