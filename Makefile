@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+#: the shared data folder the benchmarks read (SLUICE_DATA_DIR, else ../shared/data)
+DATA   ?= $(or $(SLUICE_DATA_DIR),../shared/data)
 KAFKA  := deploy/local/kafka
 PYTEST_ARGS ?=
 
@@ -58,6 +60,9 @@ browser: ## install Debian's chromium for the status page's browser test (as roo
 bench: install ## benchmarks that print figures (starts the local Kafka for the worker bench)
 	$(PY) -m bench.filter
 	$(PY) -m bench.analyst
+	$(PY) -m bench.rca $(DATA)/nezha-onlineboutique/2022-08-22
+	$(PY) -m bench.rca $(DATA)/nezha-trainticket/2023-01-29 \
+	  --normal $(DATA)/nezha-trainticket/normal-2023-01-29
 	$(PY) -m bench.loop
 	$(PY) -m bench.formats
 	@started=0; $(KAFKA) status >/dev/null 2>&1 || { $(KAFKA) start && started=1; }; \

@@ -14,6 +14,7 @@ from sluice.stream import Settings
 from sluice.stream.kafka.topics import read_topic, state_changelog_topic
 from sluice.stream.records import Alert
 from sluice.stream.signals.detector import SignalDetector
+from sluice.stream.testing.telemetry import Fault, telemetry_records
 from tests.support.kafka import (
     KafkaEnv,
     SettingsFor,
@@ -124,3 +125,42 @@ def test_signal_baselines_survive_a_restart_and_name_the_silent_service(
     assert alert.report.root_causes[0].service == "db", alert.report
     evidence = {a.service: a.evidence for a in alert.report.affected_services}
     assert evidence["db"].startswith("signal: db: log rate 0/min")
+
+
+def _names_cart(values: list[bytes]) -> bool:
+    alerts = [Alert.model_validate_json(v) for v in values]
+    return any(a.report.root_causes and a.report.root_causes[0].service == "cart" for a in alerts)
+
+
+def test_a_worker_names_the_callee_of_a_slow_edge_from_spans_alone(
+    kafka_bootstrap: str,
+    tmp_path: Path,
+    kafka_env: KafkaEnv,
+    settings_for: SettingsFor,
+) -> None:
+    """OTLP/JSON trace requests on `otlp_spans` and nothing else: 15 minutes of history, then a
+    200 ms network delay into cart for two minutes. The filter stage folds the spans and
+    forwards exemplars, which open the window; its signals name cart, with the edge's figures.
+    Line signals stay off (the default)."""
+    env = kafka_env(SLUICE_KAFKA__PARTITIONS="1", SLUICE_PIPELINE__IDLE_CLOSE_S="2")
+    settings = settings_for(env)
+    start = T0 + 15 * 60
+    fault = Fault("network_delay", "cart", start, start + 120)
+    spans = [
+        raw
+        for _t, raw in telemetry_records(T0, 19 * 60, [fault])
+        if raw.startswith(b'{"resourceSpans"')
+    ]
+    log = tmp_path / "worker.log"
+    with running_worker(env, log):
+        produce(kafka_bootstrap, settings.topics.otlp_spans, spans)
+        values = read_until(kafka_bootstrap, settings.topics.alerts, _names_cart, 120,
+                            lambda: log.read_text(errors="replace")[-4000:])  # fmt: skip
+    alerts = [Alert.model_validate_json(v) for v in values]
+    named = [a for a in alerts if a.report.root_causes[0].service == "cart"]
+    assert named[0].report.severity == "high" and named[0].report.is_incident
+    evidence = named[0].report.affected_services[0].evidence
+    assert "frontend -> cart: time outside cart" in evidence, evidence
+    # nothing else was blamed before the fault: the history raised no alert above warning
+    before = [a for a in alerts if a.report.last_seen and a.report.last_seen.timestamp() < start]
+    assert not [a for a in before if a.report.severity in ("high", "critical")], before
