@@ -91,6 +91,8 @@ _GRAMMAR_MAX_STRING = 200
 
 
 _GRAMMAR_MAX_ITEMS = 5
+#: Edges a grammar lists as pairs (beyond, each end is one of the bundle's callers, callees).
+_GRAMMAR_MAX_EDGES = 30
 
 
 @dataclass(frozen=True)
@@ -100,20 +102,36 @@ class _Schema:
     verdict_def: str  # the $defs entry of one verdict, and its id property
     id_key: str
 
-    def response_format(self, mode: StructuredMode, ids: Sequence[str]) -> dict[str, Any] | None:
+    def response_format(
+        self,
+        mode: StructuredMode,
+        ids: Sequence[str],
+        services: Sequence[str] = (),
+        edges: Sequence[tuple[str, str]] = (),
+    ) -> dict[str, Any] | None:
         if mode == "json_schema":
             spec = {"name": self.name, "strict": True, "schema": self.schema}
             return {"type": "json_schema", "json_schema": spec}
         if mode == "json_object_schema":  # llama.cpp's form: decoding constrained to the schema
-            return {"type": "json_object", "schema": self.bounded(ids)}
+            return {"type": "json_object", "schema": self.bounded(ids, services, edges)}
         if mode == "json_object":
             return {"type": "json_object"}
         return None
 
-    def bounded(self, ids: Sequence[str]) -> dict[str, Any]:
+    def bounded(
+        self,
+        ids: Sequence[str],
+        services: Sequence[str] = (),
+        edges: Sequence[tuple[str, str]] = (),
+    ) -> dict[str, Any]:
         """The schema as a grammar: strings and lists bounded, one verdict per id asked for and
-        no other id (strict `json_schema` takes no such bounds everywhere: pydantic checks)."""
+        no other id; where the bundle's `services` are given, a service named is one of them,
+        and a graph edge's ends are callers and callees of its `edges` (none without edges): a
+        small model cannot write a service that is not there (strict `json_schema` takes no
+        such bounds everywhere: pydantic and the grounding check check)."""
         schema: dict[str, Any] = json.loads(json.dumps(self.schema))
+        if services:
+            _only_services(schema, services, edges)
 
         def bound(node: dict[str, Any]) -> None:
             if node.get("type") == "string" and "enum" not in node:
@@ -134,6 +152,39 @@ class _Schema:
         if mode in ("json_object", "text"):
             return "\n\nJSON Schema of the answer:\n" + json.dumps(self.schema)
         return ""
+
+
+def _only_services(
+    schema: dict[str, Any], services: Sequence[str], edges: Sequence[tuple[str, str]]
+) -> None:
+    defs = schema.get("$defs", {})
+    for name in ("AffectedService", "RootCause"):
+        if name in defs:
+            defs[name]["properties"]["service"] = {"type": "string", "enum": list(services)}
+    graph = schema["properties"].get("service_graph")
+    if graph is None or "GraphEdge" not in defs:
+        return
+    if not edges:
+        graph["maxItems"] = 0
+        return
+    if len(edges) <= _GRAMMAR_MAX_EDGES:  # each edge one of the bundle's, as a pair
+        evidence = {"type": "string", "maxLength": _GRAMMAR_MAX_STRING}
+        graph["items"] = {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "properties": {"source": {"const": a}, "target": {"const": b},
+                                   "evidence": evidence},
+                    "required": ["source", "target", "evidence"],
+                    "additionalProperties": False,
+                }
+                for a, b in edges
+            ]
+        }  # fmt: skip
+        return
+    ends = defs["GraphEdge"]["properties"]
+    ends["source"] = {"type": "string", "enum": sorted({a for a, _ in edges})}
+    ends["target"] = {"type": "string", "enum": sorted({b for _, b in edges})}
 
 
 def est_tokens(messages: Sequence[dict[str, str]], counter: Any) -> int:

@@ -88,6 +88,26 @@ evidence. Answer with a single JSON object that matches the required schema, not
 _RANKING_TOKENS = 240
 
 
+def _percent_as_share(raw: Any) -> Any:
+    """A root cause's confidence written as a percentage (`25`, as small models write it, the
+    grammar bounding no number) read as the share it means; above 100 it stays invalid."""
+    causes = raw.get("root_causes") if isinstance(raw, dict) else None
+    for c in causes if isinstance(causes, list) else ():
+        x = c.get("confidence") if isinstance(c, dict) else None
+        if isinstance(x, int | float) and not isinstance(x, bool) and 1 < x <= 100:
+            c["confidence"] = x / 100
+    return raw
+
+
+def _known(digest: Digest, signals: Sequence[Signal]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The services and edges a bundle holds (what `_ground` accepts), for the grammar."""
+    edges = {(a, b) for a, b, _n in digest.edges}
+    edges |= {(x.caller, x.service) for x in signals if x.caller}
+    services = {s for g in digest.groups for s in g.services} | {x.service for x in signals}
+    services |= {n for e in edges for n in e}
+    return sorted(services), sorted(edges)
+
+
 class _Ungrounded(ValueError):
     """A schema-valid answer about what the bundle does not hold (`_ground.ungrounded`)."""
 
@@ -344,7 +364,7 @@ class OpenAIAnalyst:
     ) -> LLMAnswer:
         if not content:
             raise ValueError("empty answer")
-        answer = LLMAnswer.model_validate(loads_answer(content))
+        answer = LLMAnswer.model_validate(_percent_as_share(loads_answer(content)))
         problems = ungrounded(answer, digest, signals)
         if problems:  # schema-valid is not correct: names the bundle does not hold
             raise _Ungrounded("; ".join(problems))
@@ -372,7 +392,9 @@ class OpenAIAnalyst:
                 digest = self._with_ranking(bundle, digest)
             messages = self._messages(digest, mode)
             est = digest.prompt_tokens + self._tokens.count(messages[0]["content"])
-            fmt = self._schema.response_format(mode, [g.id for g in digest.included])
+            fmt = self._schema.response_format(
+                mode, [g.id for g in digest.included], *_known(digest, bundle.signals or ())
+            )
             return digest, messages, await self._request(messages, est, bundle.scope, fmt)
 
         (digest, messages, reply), mode = await self._negotiate(first, bundle.scope)
@@ -382,7 +404,10 @@ class OpenAIAnalyst:
                 try:
                     content, p, c, n = await self._request(
                         messages, est_tokens(messages, self._tokens), bundle.scope,
-                        self._schema.response_format(mode, [g.id for g in digest.included]),
+                        self._schema.response_format(
+                            mode, [g.id for g in digest.included],
+                            *_known(digest, bundle.signals or ()),
+                        ),
                     )  # fmt: skip
                 except (_ContextExceeded, _FormatRejected):
                     raise LLMOutputError(

@@ -440,6 +440,29 @@ def test_negotiates_down_to_the_servers_own_schema_form_and_remembers_it(server:
     run(again)
     assert server.requests[2]["response_format"]["type"] == "json_object"
     assert "schema" in server.requests[2]["response_format"]
+    # the grammar names only the bundle's services, and its edges as pairs
+    defs = fmt["schema"]["$defs"]
+    services = {"ts-order-service", "ts-contacts-service", "ts-user-service"}
+    assert set(defs["AffectedService"]["properties"]["service"]["enum"]) == services
+    assert set(defs["RootCause"]["properties"]["service"]["enum"]) == services
+    pairs = fmt["schema"]["properties"]["service_graph"]["items"]["anyOf"]
+    assert [(p["properties"]["source"]["const"], p["properties"]["target"]["const"])
+            for p in pairs] == [("ts-order-service", "ts-contacts-service")]  # fmt: skip
+
+
+def test_a_bundle_without_edges_gets_a_grammar_without_any(server: FakeLLM) -> None:
+    server.formats = {"json_object_schema", "json_object", "text"}
+    events = [BundleEvent("svc-a", f"ERROR job {i} failed", "ERROR", T0) for i in range(3)]
+    run(analyst(server), Bundle("s", events))
+    graph = server.requests[-1]["response_format"]["schema"]["properties"]["service_graph"]
+    assert graph["maxItems"] == 0
+
+
+def test_a_confidence_written_as_a_percentage_is_read_as_a_share() -> None:
+    from sluice.models.analyst._openai import _percent_as_share
+
+    raw = {"root_causes": [{"confidence": 25}, {"confidence": 0.5}, {"confidence": 250}]}
+    assert [c["confidence"] for c in _percent_as_share(raw)["root_causes"]] == [0.25, 0.5, 250]
 
 
 @pytest.mark.parametrize(
