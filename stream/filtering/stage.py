@@ -78,6 +78,7 @@ class StageCounters:
     verdicts_evicted: int = 0
     dead_by_kind: Counter[str] = field(default_factory=Counter)
     otlp_records: int = 0
+    exemplars: int = 0  # slow or failed spans forwarded as suspects (`signals.spans`)
     otlp_items: Counter[str] = field(default_factory=Counter)  # by signal: logs, traces, metrics
     ignored: Counter[tuple[str, str]] = field(default_factory=Counter)  # (field, its type)
     model_version: str = ""
@@ -98,6 +99,7 @@ class StageCounters:
         self.dead += len(screened.dead)
         self.dead_by_kind.update(d.kind for d in screened.dead)
         self.otlp_records += screened.otlp_records
+        self.exemplars += screened.exemplars
         self.otlp_items.update(
             {"logs": screened.otlp_logs, "traces": screened.spans, "metrics": screened.points}
         )

@@ -135,6 +135,11 @@ class PipelineMetrics:
         yield CounterMetricFamily(
             "sluice_otlp_records", "records that were OTLP export requests", value=c.otlp_records
         )
+        yield CounterMetricFamily(
+            "sluice_span_exemplars",
+            "spans forwarded as evidence: slow against their edge's or service's usual, or failed",
+            value=c.exemplars,
+        )
         ignored = CounterMetricFamily(
             "sluice_event_fields_ignored",
             "service, host or level values of the wrong type (an object, list or number), "

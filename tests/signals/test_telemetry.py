@@ -204,3 +204,16 @@ def test_an_alert_raised_by_spans_alone_is_an_incident_with_a_title_that_says_so
     assert report.is_incident and report.severity == "high"
     assert report.root_causes[0].service == "currency"
     assert "currency got slow in its own work" in report.title
+
+
+def test_exemplars_are_counted_and_never_become_feedback() -> None:
+    start = T0 + NORMAL_S
+    got = scan_lines(
+        _records(Fault("network_delay", "cart", start, start + FAULT_S)),
+        PipelineSettings.model_validate({"batch_size": 20}),
+        source="otlp",
+    )
+    forwarded = [why for _src, why in got.forwarded]
+    assert got.counters.exemplars == forwarded.count("exemplar") > 0
+    assert not [f for f in got.feedback if f.text.startswith("slow call")]
+    assert all(o.flagged_positive + o.flagged_negative == 0 for o in got.outcomes)
