@@ -87,6 +87,7 @@ class Screened:
     spans: int = 0  # spans decoded (`stream.ingest.otlp`; the root-cause work reads them)
     points: int = 0  # metric points decoded
     exemplars: int = 0  # spans forwarded as suspects (slow or failed: `signals.spans`)
+    telemetry_rows_dropped: int = 0  # span and metric rows beyond a record's bound
     ignored: Ignored = field(default_factory=Ignored)  # fields of the wrong type, by field, type
     flagged: int = 0
     audited: int = 0
@@ -279,9 +280,11 @@ def _telemetry(
 
     if folder is None:
         folder = TelemetryFolder(cfg.signals.bucket_s)
+    before = folder.dropped
     rows, exemplars = folder.fold(parsed.spans, parsed.points, cfg.scope, cfg.default_service,
                                   parsed.span_records)  # fmt: skip
     out.counts += [(scope, rec.to_bytes()) for scope, rec in rows.items()]
+    out.telemetry_rows_dropped = folder.dropped - before
     by_scope: dict[str, list[bytes]] = {}
     for x in exemplars:
         ev = dict(x.event)

@@ -79,6 +79,7 @@ class StageCounters:
     dead_by_kind: Counter[str] = field(default_factory=Counter)
     otlp_records: int = 0
     exemplars: int = 0  # slow or failed spans forwarded as suspects (`signals.spans`)
+    telemetry_rows_dropped: int = 0  # span and metric rows beyond a counts record's bound
     otlp_items: Counter[str] = field(default_factory=Counter)  # by signal: logs, traces, metrics
     ignored: Counter[tuple[str, str]] = field(default_factory=Counter)  # (field, its type)
     model_version: str = ""
@@ -100,6 +101,7 @@ class StageCounters:
         self.dead_by_kind.update(d.kind for d in screened.dead)
         self.otlp_records += screened.otlp_records
         self.exemplars += screened.exemplars
+        self.telemetry_rows_dropped += screened.telemetry_rows_dropped
         self.otlp_items.update(
             {"logs": screened.otlp_logs, "traces": screened.spans, "metrics": screened.points}
         )

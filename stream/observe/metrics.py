@@ -140,6 +140,11 @@ class PipelineMetrics:
             "spans forwarded as evidence: slow against their edge's or service's usual, or failed",
             value=c.exemplars,
         )
+        yield CounterMetricFamily(
+            "sluice_span_rows_dropped",
+            "span and metric rows left out of a counts record (beyond 2,000 of a kind a batch)",
+            value=c.telemetry_rows_dropped,
+        )
         ignored = CounterMetricFamily(
             "sluice_event_fields_ignored",
             "service, host or level values of the wrong type (an object, list or number), "

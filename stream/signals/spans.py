@@ -112,13 +112,15 @@ def _ln_us(seconds: float) -> float:
 
 
 class _Rows:
-    """One scope's rows of one batch, names given once."""
+    """One scope's rows of one batch, names given once; at most `max_rows` of each kind (a row
+    beyond is dropped and counted in `dropped`): a record stays far below Kafka's limit whatever
+    the spans name."""
 
-    __slots__ = ("calls", "metrics", "names", "selves", "series")
+    __slots__ = ("calls", "dropped", "max_rows", "metrics", "selves")
 
-    def __init__(self) -> None:
-        self.names: dict[str, int] = {}
-        self.series: dict[str, int] = {}
+    def __init__(self, max_rows: int = 2000) -> None:
+        self.max_rows = max_rows
+        self.dropped = 0
         self.selves: dict[tuple[int, str], list[float]] = {}  # n, sum ln, errors
         self.calls: dict[tuple[int, str, str], list[float]] = {}
         self.metrics: dict[tuple[int, str, str], list[float]] = {}  # points, sum
@@ -126,6 +128,9 @@ class _Rows:
     def self_time(self, bucket: int, svc: str, seconds: float, failed: bool) -> None:
         row = self.selves.get((bucket, svc))
         if row is None:
+            if len(self.selves) >= self.max_rows:
+                self.dropped += 1
+                return
             row = self.selves[(bucket, svc)] = [0, 0.0, 0]
         row[0] += 1
         row[1] += _ln_us(seconds)
@@ -136,6 +141,9 @@ class _Rows:
     ) -> None:
         row = self.calls.get((bucket, a, b))
         if row is None:
+            if len(self.calls) >= self.max_rows:
+                self.dropped += 1
+                return
             row = self.calls[(bucket, a, b)] = [0, 0.0, 0, 0.0, 0]
         row[0] += 1
         row[1] += _ln_us(client)
@@ -200,6 +208,7 @@ class TelemetryFolder:
         self._parents: dict[str, tuple[str, float]] = {}  # span id -> service, s (came first)
         self._old_parents: dict[str, tuple[str, float]] = {}
         self._usual: dict[tuple[str, str, str], _Run] = {}  # (kind, a, b) -> ln us
+        self.dropped = 0  # rows beyond `max_rows` in a batch (counted, never sent)
 
     def fold(
         self,
@@ -219,7 +228,7 @@ class TelemetryFolder:
             scope = sp.get("scope") or default_scope
             r = rows.get(scope)
             if r is None:
-                r = rows[scope] = _Rows()
+                r = rows[scope] = _Rows(self.max_rows)
             svc = (sp.get("service") or default_service)[:_MAX_NAME]
             dur = float(sp["duration_s"])
             start = float(sp["start"])
@@ -267,6 +276,7 @@ class TelemetryFolder:
         for p in points:
             self._point(p, rows, default_scope, default_service)
         self._forget()
+        self.dropped += sum(r.dropped for r in rows.values())
         return {scope: r.record(scope, size) for scope, r in rows.items()}, exemplars
 
     def _judge(self, key: tuple[str, str, str], x: float, bucket: int) -> float:
@@ -332,7 +342,7 @@ class TelemetryFolder:
         scope = p.get("scope") or default_scope
         r = rows.get(scope)
         if r is None:
-            r = rows[scope] = _Rows()
+            r = rows[scope] = _Rows(self.max_rows)
         key = (
             int(float(t) // self.bucket_s),
             (p.get("service") or default_service)[:_MAX_NAME],
@@ -341,6 +351,7 @@ class TelemetryFolder:
         row = r.metrics.get(key)
         if row is None:
             if len(r.metrics) >= self.max_rows:
+                r.dropped += 1
                 return
             row = r.metrics[key] = [0, 0.0]
         row[0] += 1

@@ -217,3 +217,17 @@ def test_exemplars_are_counted_and_never_become_feedback() -> None:
     assert got.counters.exemplars == forwarded.count("exemplar") > 0
     assert not [f for f in got.feedback if f.text.startswith("slow call")]
     assert all(o.flagged_positive + o.flagged_negative == 0 for o in got.outcomes)
+
+
+def test_hostile_names_keep_a_counts_record_bounded() -> None:
+    """10,000 spans each naming another 100-character service, children of 10,000 parents in
+    yet others: the record keeps 2,000 rows of each kind, says how many it left out, and stays
+    far below Kafka's record limit."""
+    folder = TelemetryFolder(10.0)
+    kids = [_span(f"c{i}", f"p{i}", f"{i:0100d}", T0, 0.001) for i in range(10_000)]
+    parents = [_span(f"p{i}", None, f"p{i:099d}", T0, 0.002) for i in range(10_000)]
+    rows, _ex = folder.fold([*kids, *parents])
+    rec = rows["default"]
+    assert len(rec.spans) == len(rec.calls) == 2000
+    assert folder.dropped == (20_000 - 2000) + (10_000 - 2000)  # self-time rows, call rows
+    assert len(rec.to_bytes()) < 900_000
