@@ -93,12 +93,15 @@ class Suspect(_Record):
         "rate, or more on a template's first sightings)"
     )
     scope: str
-    reason: Literal["model", "verdict", "first_sight", "audit", "exemplar"] = Field(
+    reason: Literal["model", "verdict", "first_sight", "audit"] = Field(
         "model",
         description="what forwarded it: the model's score, a relevant verdict on its template, "
-        "a first sighting of its template, the audit sample, or a span slow or failed against "
-        "its edge's or service's usual (`exemplar`, an event the filter stage wrote of it)",
+        "a first sighting of its template, or the audit sample (an exemplar's is `model`)",
     )
+    exemplar: Literal["call", "self", "failed"] | None = Field(
+        None, description="an event written of a slow or failed span (`signals.spans`): evidence, "
+        "never a line to learn from (a field, not a `reason`: the release before drops it)",
+    )  # fmt: skip
     verdict: Literal["human", "llm", "audit"] | None = Field(
         None, description="the source of the verdict in force for its template, if any"
     )

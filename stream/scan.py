@@ -63,7 +63,8 @@ class ScanResult:
     feedback: list[Feedback] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     deadletters: list[DeadLetter] = field(default_factory=list)
-    #: each forwarded event: its source (file:line) and why it was forwarded (`Suspect.reason`)
+    #: each forwarded event: its source (file:line) and why it was forwarded (`Suspect.reason`,
+    #: or `exemplar` for an event written of a span)
     forwarded: list[tuple[str, str]] = field(default_factory=list)
     #: what the scan decided on its own (the LLM found down: the rest analysed offline)
     notes: list[str] = field(default_factory=list)
@@ -166,7 +167,10 @@ async def scan(
                 take(effects)
                 rec = effects.record
                 assert isinstance(rec, SuspectBatch)
-                result.forwarded += [(s.event.source or "", s.reason) for s in rec.suspects]
+                result.forwarded += [
+                    (s.event.source or "", "exemplar" if s.exemplar else s.reason)
+                    for s in rec.suspects
+                ]
                 judged = await triage.judge(analyst, now)  # a worker's triage runs concurrently
                 offline_if_down()
                 result.feedback += judged

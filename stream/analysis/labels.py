@@ -42,7 +42,7 @@ def labels(
     raised_weight: dict[str, float] = {}
     rates: dict[str, float] = {}
     for s, t in zip(w.suspects, templates, strict=True):
-        if s.reason == "exemplar":  # a span the filter stage described: no line to learn from
+        if s.exemplar is not None:  # a span the filter stage described: no line to learn from
             continue
         first.setdefault(t, s)
         p = s.sampling_probability if s.audit and s.sampling_probability > 0 else 1.0

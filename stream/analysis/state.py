@@ -83,8 +83,10 @@ class PendingWindow(BaseModel):
     result: Analysis | None = None  # once it is known
     done_at: datetime | None = None
     given_up: str | None = None  # why, after max_analysis_failures: published as a dead letter
-    signals: list[Signal] | None = None  # at close, when signals are enabled
-    line_signals: bool = True  # whether they include the lines' (or only spans and metrics)
+    signals: list[Signal] | None = None  # at close, when signals are enabled (the lines')
+    # at close: spans' and metrics' signals, a field of their own: their kinds are new to the
+    # release before, which drops this field (and reads the window) rather than refuse it
+    telemetry: list[Signal] = Field(default_factory=list)
     latencies: list[EdgeLatency] = Field(default_factory=list)  # at close, likewise
 
 

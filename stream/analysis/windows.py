@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from sluice.models.analyst import Analysis, Bundle, BundleEvent, EdgeLatency, Signal
+from sluice.models.analyst import (
+    TELEMETRY_KINDS,
+    Analysis,
+    Bundle,
+    BundleEvent,
+    EdgeLatency,
+    Signal,
+)
 from sluice.stream.analysis.effects import AnalysisCounters
 from sluice.stream.analysis.redaction import Redactor
 from sluice.stream.analysis.state import (
@@ -178,12 +185,14 @@ class Windows:
         end = w.start + self._size
         signals = None
         latencies: list[EdgeLatency] = []
+        telemetry: list[Signal] = []
         sig = self.cfg.signals
         if sig.enabled or sig.telemetry:  # fixed at close: a replay analyses the same bundle
             detector = self._detector(scope)
             found = detector.signals(w.start.timestamp(), end.timestamp(), lines=sig.enabled)
-            signals = found if sig.enabled or found else None  # None: no signals computed
-            if sig.enabled:
+            telemetry = [x for x in found if x.kind in TELEMETRY_KINDS]
+            if sig.enabled:  # None: the lines' signals were not computed
+                signals = [x for x in found if x.kind not in TELEMETRY_KINDS]
                 latencies = detector.latencies(w.start.timestamp(), end.timestamp())
         st.pending.append(
             PendingWindow(
@@ -194,7 +203,7 @@ class Windows:
                 chunks=w.chunks,
                 n=w.n,
                 signals=signals,
-                line_signals=sig.enabled,
+                telemetry=telemetry,
                 latencies=latencies,
             )
         )
@@ -234,9 +243,13 @@ class Windows:
                 for s in suspects
             ]
             redactions = dict(redact.counts)
+        signals = p.signals
+        if p.telemetry:  # one list for the analyst, strongest first, as the detector gave it
+            signals = sorted([*(p.signals or ()), *p.telemetry],
+                             key=lambda s: (-s.strength, s.kind, s.service))  # fmt: skip
         return ClosedWindow(
-            scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions, p.signals,
-            p.line_signals,
+            scope, p.start, p.end, suspects, p.reason, p.seq, p.attempt, redactions, signals,
+            p.signals is not None,
         )  # fmt: skip
 
     def drop(self, chunks: Iterable[str]) -> None:

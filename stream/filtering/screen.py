@@ -300,8 +300,9 @@ def _telemetry(
                 "audit": False,
                 "sampling_probability": 1.0,
                 "scope": x.scope,
-                "reason": "exemplar",
+                "reason": "model",
                 "verdict": None,
+                "exemplar": x.event["attributes"]["sluice.exemplar"],
             },
             option=orjson.OPT_UTC_Z,
         )

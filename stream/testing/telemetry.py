@@ -55,8 +55,10 @@ class _Trace:
     def _fault(self, kind: str, service: str) -> Fault | None:
         return next((f for f in self.faults if f.kind == kind and f.service == service), None)
 
-    def _span(self, service: str, name: str, parent: str | None, start: float, end: float) -> str:
-        span_id = f"{self.rng.getrandbits(64):016x}"
+    def _span(
+        self, service: str, name: str, span_id: str, parent: str | None, start: float,
+        end: float, failed: bool = False,
+    ) -> None:  # fmt: skip
         span: dict[str, Any] = {
             "traceId": self.trace_id,
             "spanId": span_id,
@@ -67,38 +69,30 @@ class _Trace:
         }
         if parent:
             span["parentSpanId"] = parent
+        if failed:
+            span["status"] = {"code": 2, "message": "internal error"}
         self.spans.append((service, span))
-        return span_id
+
+    def _id(self) -> str:
+        return f"{self.rng.getrandbits(64):016x}"
 
     def serve(self, service: str, start: float, parent: str | None) -> float:
-        """The service's server span from `start` (its calls inside it); returns its end."""
+        """The service's server span from `start` (its calls inside it), after its children as
+        an exporter sends them; returns its end."""
         cpu = self._fault("cpu", service)
         work = _WORK[service] * self.rng.lognormvariate(0, 0.2) * (cpu.amount if cpu else 1.0)
-        server_id = f"{self.rng.getrandbits(64):016x}"
+        server_id = self._id()
         t = start + work / 2
         for callee in GRAPH[service]:
             delay = self._fault("network_delay", callee)
             net = _NETWORK * self.rng.lognormvariate(0, 0.2) + (delay.amount if delay else 0.0)
-            client_start = t
-            callee_end = self.serve(callee, client_start + net / 2, None)
+            client_id = self._id()
+            callee_end = self.serve(callee, t + net / 2, client_id)
+            self._span(service, f"call {callee}", client_id, server_id, t, callee_end + net / 2)
             t = callee_end + net / 2
-            client = self._span(service, f"call {callee}", server_id, client_start, t)
-            self.spans[-2][1]["parentSpanId"] = client  # the callee's server span, just before
         end = t + work / 2
         failed = self._fault("error", service) is not None
-        span = {
-            "traceId": self.trace_id,
-            "spanId": server_id,
-            "name": f"serve {service}",
-            "kind": 2,
-            "startTimeUnixNano": str(int(start * 1e9)),
-            "endTimeUnixNano": str(int(end * 1e9)),
-        }
-        if parent:
-            span["parentSpanId"] = parent
-        if failed:
-            span["status"] = {"code": 2, "message": "internal error"}
-        self.spans.append((service, span))
+        self._span(service, f"serve {service}", server_id, parent, start, end, failed)
         return end
 
 

@@ -5,6 +5,8 @@ the faults that log nothing, named from what the spans and metrics say, through 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import orjson
@@ -12,6 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sluice.models.analyst import Bundle, HeuristicAnalyst, Signal, compress
+from sluice.models.filter import KeywordFilter
+from sluice.stream.analysis import AnalysisState, MemoryStore
+from sluice.stream.analysis.state import load_scope
+from sluice.stream.filtering.screen import screen_batch
 from sluice.stream.records import Alert, SignalCounts
 from sluice.stream.settings import PipelineSettings
 from sluice.stream.signals.codec import dump_detector, load_detector
@@ -189,7 +195,7 @@ def test_detector_state_with_spans_round_trips(rows: list[tuple[int, str, float]
     assert back.signals(0, 310, lines=False) == d.signals(0, 310, lines=False)
 
 
-def test_a_state_without_spans_loads_and_learns_them() -> None:
+def test_a_state_without_spans_loads_with_empty_span_baselines() -> None:
     old = SignalDetector()
     raw = dump_detector(old)
     assert b"telemetry" not in raw  # what a release before spans wrote, and reads
@@ -231,3 +237,71 @@ def test_hostile_names_keep_a_counts_record_bounded() -> None:
     assert len(rec.spans) == len(rec.calls) == 2000
     assert folder.dropped == (20_000 - 2000) + (10_000 - 2000)  # self-time rows, call rows
     assert len(rec.to_bytes()) < 900_000
+
+
+_LANDED_READS = """
+import sys
+from sluice.stream.analysis.state import load_scope
+from sluice.stream.records import SignalCounts, SuspectBatch, parse_suspects_record
+from sluice.stream.signals.codec import load_detector
+
+batch, counts, state, detector = sys.stdin.buffer.read().split(b"\\n")
+b = parse_suspects_record(batch)
+assert isinstance(b, SuspectBatch), b
+assert isinstance(parse_suspects_record(counts), SignalCounts)
+load_detector(detector)
+print(len(b.suspects), len(load_scope("scope/default", state).pending))
+"""
+
+
+def test_the_release_before_reads_what_spans_make(landed_release: str) -> None:
+    """Rolling upgrades: the landed release reads this one's exemplar suspects (`exemplar`, an
+    optional field it drops), counts with span rows (fields it drops), a scope state whose
+    windows hold spans' signals (`telemetry`, a field of their own, not new kinds in `signals`)
+    and the detector state with its `telemetry` key."""
+    start = T0 + NORMAL_S
+    cfg = PipelineSettings.model_validate({"batch_size": 20})
+    records = _records(Fault("network_delay", "cart", start, start + FAULT_S))
+    store, folder = MemoryStore(), TelemetryFolder(10.0)
+    state = AnalysisState(cfg, store, lambda: 0.0)
+    exemplars: list[bytes] = []
+    counts: list[bytes] = []
+    for i in range(0, len(records), 20):
+        out = screen_batch(records[i : i + 20], [None] * 20, lambda j: ("otlp", 0, j),
+                           KeywordFilter(), cfg, telemetry=folder)  # fmt: skip
+        for _scope, raw in out.counts:
+            counts.append(raw)
+            state.apply(0, None, raw)
+        for messages in out.messages.values():
+            for raw in messages:
+                exemplars.append(raw)
+                state.apply(0, None, raw)
+    state.close_all("default")
+    raw_state, detector = store.get("scope/default"), store.get("signals/default")
+    assert exemplars and counts and raw_state and detector and b'"telemetry"' in detector
+    pending = load_scope("scope/default", raw_state).pending
+    assert any(p.telemetry for p in pending) and all(p.signals is None for p in pending)
+    assert b'"exemplar":"call"' in b"".join(exemplars) or b'"exemplar":"self"' in b"".join(
+        exemplars
+    )
+    # what the landed release still needs; a sabotage check that the test can fail: with the
+    # exemplar as a value of `reason` (as this change first wrote it) the landed release refuses it
+    bad = exemplars[-1].replace(b'"reason":"model"', b'"reason":"exemplar"')
+    refused = subprocess.run(
+        [sys.executable, "-c", _LANDED_READS],
+        input=b"\n".join([bad, counts[-1], raw_state, detector]),
+        env={"PYTHONPATH": landed_release},
+        capture_output=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and b"reason" in refused.stderr
+    run = subprocess.run(
+        [sys.executable, "-c", _LANDED_READS],
+        input=b"\n".join([exemplars[-1], counts[-1], raw_state, detector]),
+        env={"PYTHONPATH": landed_release},
+        capture_output=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    n, windows = map(int, run.stdout.split())
+    assert n >= 1 and windows == len(pending)

@@ -12,7 +12,7 @@ from tests.support.kafka import ROOT
 
 #: The landed release: the commit of main that this release's work started from. Bump it when a
 #: release lands, so that the upgrade test always runs the one before.
-LANDED = "8c1163a4aab3c5fdea2859a3b8c8a8d0118d7234"
+LANDED = "f4ae3ffaff1309dac6ae989bd71396253d0ffc7f"
 
 
 def unpack_landed(dest: Path) -> Path:
