@@ -13,10 +13,19 @@ PYTEST_ARGS ?=
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: pyproject.toml
+# setuptools' editable install warns about folders named like the package: ours are mapped on
+# purpose (`stream` -> `sluice.stream`), so the warning is noise for a newcomer.
+PIP := PYTHONWARNINGS=ignore:Editable $(PY) -m pip install -q --disable-pip-version-check
+
+#: the runtime package alone (what `make demo` needs: no compiler, no test tier)
+$(VENV)/.runtime: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PIP) -e .
+	@touch $@
+
+#: and the extras and tools the tests, lint and benchmarks use (llama.cpp is built here, once)
+$(VENV)/.installed: $(VENV)/.runtime
+	$(PIP) -e '.[dev]'
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv and install sluice with its dev dependencies
@@ -25,7 +34,7 @@ test: install ## start the local Kafka on empty data, run every test, stop Kafka
 	@$(KAFKA) start --fresh
 	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
 
-demo: install ## run the main job on bundled sample data (no broker, no API key)
+demo: $(VENV)/.runtime ## run the main job on bundled sample data (no broker, no API key, runtime only)
 	$(VENV)/bin/sluice scan --demo
 
 lint: install ## ruff, mypy (strict), and deploy/ checked: hadolint, Compose schema, manifests

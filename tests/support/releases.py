@@ -12,7 +12,7 @@ from tests.support.kafka import ROOT
 
 #: The landed release: the commit of main that this release's work started from. Bump it when a
 #: release lands, so that the upgrade test always runs the one before.
-LANDED = "f4ae3ffaff1309dac6ae989bd71396253d0ffc7f"
+LANDED = "ded0e924155902ce631df6759bef916b59874279"
 
 
 def unpack_landed(dest: Path) -> Path:
