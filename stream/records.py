@@ -5,6 +5,10 @@ are tolerant of what a newer release of the same major version may add. `read_re
 topic readers `parse_suspects_record`, `parse_control_record`) read a record with the fields
 this release knows, drop and count the ones it does not, and refuse a newer major version
 (`stream.wire`). The rules are in docs/architecture.md, "Wire compatibility".
+
+Why one module: every record a topic carries, side by side, is what a reviewer checks a wire
+change against (what was added, what stayed); split by topic, the shared parts (versions, the
+event, dead-letter kinds) would be imported back and forth.
 """
 
 from __future__ import annotations
@@ -221,6 +225,11 @@ class Alert(_Record):
     report: IncidentReport
     provenance: Provenance
     evidence: dict[str, str] = Field(description="template id -> template")
+    anomalous: list[str] | None = Field(
+        None,
+        description="the evidence's template ids the analysis judged relevant to the incident; "
+        "the others are context (absent: all, as a release before this field wrote them)",
+    )
     generated_at: datetime
     acknowledged: Acknowledgement | None = Field(
         None, description="set once someone acknowledged this firing episode (`sluice ack`)"

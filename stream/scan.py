@@ -15,9 +15,8 @@ reports at once, said in one line (`ScanResult.notes`, and `notify`).
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -34,6 +33,7 @@ from sluice.stream.analysis.triage import NewTemplates
 from sluice.stream.filtering.screen import screen_batch
 from sluice.stream.filtering.stage import StageCounters
 from sluice.stream.filtering.verdicts import FirstSight, VerdictCache
+from sluice.stream.ingest.multiline import MAX_LINES, ends_event
 from sluice.stream.ingest.sources import Record
 from sluice.stream.ingest.textformats import TextFormats
 from sluice.stream.records import (
@@ -68,6 +68,21 @@ class ScanResult:
     forwarded: list[tuple[str, str]] = field(default_factory=list)
     #: what the scan decided on its own (the LLM found down: the rest analysed offline)
     notes: list[str] = field(default_factory=list)
+
+
+def _batches(records: Iterable[Record], size: int, whole_events: bool) -> Iterator[list[Record]]:
+    """Batches of about `size` records, never cut inside a multi-line event (a stack trace the
+    filter stage joins: `ingest.multiline`)."""
+    batch: list[Record] = []
+    for rec in records:
+        if len(batch) >= size and (
+            not whole_events or len(batch) >= size + MAX_LINES or ends_event(batch[-1][0], rec[0])
+        ):
+            yield batch
+            batch = []
+        batch.append(rec)
+    if batch:
+        yield batch
 
 
 async def scan(
@@ -136,10 +151,9 @@ async def scan(
             if not final:
                 break
 
-    it = iter(records)
     counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)  # across batches
     folder = TelemetryFolder(cfg.signals.bucket_s, max_keys=cfg.signals.max_keys)
-    while batch := list(itertools.islice(it, cfg.batch_size)):
+    for batch in _batches(records, cfg.batch_size, cfg.text.multiline):
         started = time.perf_counter()
         screened = screen_batch(
             [r[0] for r in batch],

@@ -165,6 +165,12 @@ class TextSettings(BaseModel):
         16, ge=1, description="lines of a source seen before its format is chosen"
     )
     zone: str = Field("UTC", description="the time zone of times written without one (IANA name)")
+    multiline: bool = Field(
+        True,
+        description="join a stack trace's lines (indented, `Caused by:`, a traceback) to the "
+        "line they continue, within one fetched batch (`stream.ingest.multiline`)",
+    )
+    max_lines: int = Field(200, ge=1, description="records one multi-line event joins at most")
     patterns: dict[str, str] = Field(
         default_factory=dict,
         description="source glob (file name, record key or topic) -> a built-in format's name "

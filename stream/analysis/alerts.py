@@ -47,6 +47,7 @@ class AlertBook:
             report=report,
             provenance=analysis.provenance,
             evidence=analysis.templates,
+            anomalous=[v.template_id for v in analysis.verdicts if v.relevant],
             generated_at=now,
         )
         alert = self._marked(st, alert)

@@ -17,6 +17,9 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+#: systemd's unit types: `name@instance.service` is a unit, not an e-mail address.
+_UNIT_TYPES = "service|socket|target|timer|mount|automount|device|path|slice|scope|swap"
+
 __all__ = ["BUILTIN_PATTERNS", "Redactor"]
 
 
@@ -51,7 +54,12 @@ BUILTIN_PATTERNS: dict[str, tuple[str, str]] = {
         r"""(["']?\s*[:=]\s*["']?)(?!<)[^\s"'&,;<]+""",
         r"\1\2<secret:credential>",
     ),
-    "email": (r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b", "<email>"),
+    # not a systemd unit's instance (`postgresql@15-main.service`, `getty@tty1.service`)
+    "email": (
+        r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.(?!(?:" + _UNIT_TYPES + r")\b)"
+        r"[A-Za-z]{2,}\b",
+        "<email>",
+    ),
 }
 
 

@@ -17,6 +17,7 @@ import click
 from pydantic import ValidationError
 
 from sluice.stream.cli.controls import ack, controls, silence
+from sluice.stream.cli.inputs import DEMO_FILE, alerts_said, check_readable, input_file
 from sluice.stream.cli.loop import (
     label,
     model_list,
@@ -38,9 +39,6 @@ from sluice.stream.settings import Settings, check_environment, describe_setting
 __all__ = ["DEMO_FILE", "cli", "main"]
 
 log = logging.getLogger(__name__)
-
-#: The demo excerpt in the package `sluice.stream.demo` (`sluice scan --demo`, `make demo`).
-DEMO_FILE = "trainticket-contacts-fault.jsonl.gz"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -132,17 +130,6 @@ def _save_svg(console: Any, path: str, title: str) -> None:
     Path(path).write_text(svg, encoding="utf-8")
 
 
-def _input_file(file: str | None, demo: bool) -> str:
-    """FILE, or the bundled demo excerpt's path in the installed package (--demo)."""
-    if demo:
-        from importlib import resources
-
-        return str(resources.files("sluice.stream.demo").joinpath(DEMO_FILE))
-    if file is None:
-        raise click.UsageError("give FILE (or - for stdin), or --demo")
-    return file
-
-
 @cli.command()
 @click.argument("file", required=False)
 @click.option("--demo", is_flag=True, help=_DEMO_HELP)
@@ -163,9 +150,9 @@ def _input_file(file: str | None, demo: bool) -> str:
 @click.option("--svg", type=click.Path(dir_okay=False), help=_SVG_HELP)
 @click.option(
     "--metrics/--no-metrics",
-    default=True,
+    default=False,
     show_default=True,
-    help="print the counters a worker exports on /metrics (stderr)",
+    help="also print the counters a worker exports on /metrics (stderr)",
 )
 @click.pass_obj
 def scan(
@@ -182,19 +169,19 @@ def scan(
     from sluice.models.analyst import create_analyst
     from sluice.models.filter import FilterError
     from sluice.stream.filtering.screen import build_filter
-    from sluice.stream.ingest.sources import read_records
+    from sluice.stream.ingest.sources import ReadStats, read_records
     from sluice.stream.observe.render import alert_view
     from sluice.stream.scan import scan as run_scan
 
-    file = _input_file(file, demo)
+    file = input_file(file, demo)
     cfg = settings.pipeline
     try:
         filt = build_filter(cfg)
     except FilterError as exc:
         raise _fail(exc) from None
+    if file != "-" and not demo:
+        check_readable(file)
     analyst = create_analyst(settings.llm)
-    if file != "-" and not Path(file).exists():
-        raise click.ClickException(f"{file}: no such file")
 
     console = _console(svg)
 
@@ -207,7 +194,8 @@ def scan(
         else:
             console.print(alert_view(alert))
 
-    records = read_records(file, fmt)  # type: ignore[arg-type]
+    read = ReadStats()
+    records = read_records(file, fmt, read)  # type: ignore[arg-type]
     text = cfg.text.formats(Path(file).stat().st_mtime if file != "-" else None)
     text.fallback_service = Path(file).name.split(".", 1)[0] if file != "-" and not demo else None
     progress = file != "-" and sys.stderr.isatty()
@@ -229,8 +217,14 @@ def scan(
     elapsed = time.perf_counter() - started
     if svg:
         _save_svg(console, svg, "sluice scan")
+    if not result.alerts and not as_json:  # the answer, where the alerts would have been
+        click.echo(f"No alerts: nothing in {result.events} events looks like an incident.")
     for d in result.deadletters[:5]:
         click.echo(f"dead letter {d.topic}: {d.reason}", err=True)
+    if len(result.deadletters) > 5:
+        more = len(result.deadletters) - 5
+        where = f"in {deadletter}" if deadletter else "with --deadletter FILE"
+        click.echo(f"... and {more} more dead letters (all of them {where})", err=True)
     if deadletter:
         with open(deadletter, "w", encoding="utf-8") as fh:
             fh.writelines(d.model_dump_json() + "\n" for d in result.deadletters)
@@ -242,10 +236,14 @@ def scan(
         click.echo("\n".join("  " + line for line in lines), err=True)
     click.echo(
         f"scanned {result.events} events in {elapsed:.1f}s: {result.suspects} forwarded to the "
-        f"{analyst.name} analyst in {result.windows} windows, {len(result.alerts)} alerts, "
-        f"{len(result.deadletters)} unparseable (filter {filt.version})",
+        f"{analyst.name} analyst in {result.windows} windows, {alerts_said(result.alerts)}, "
+        f"{len(result.deadletters)} unparseable"
+        + (f", {result.counters.joined} lines joined to the event they continue"
+           if result.counters.joined else "")
+        + (f", {read.blank} blank lines skipped" if read.blank else "")
+        + f" (filter {filt.version})",
         err=True,
-    )
+    )  # fmt: skip
 
 
 def _with_progress(records: Iterable[Record], size: int) -> Iterator[Record]:
@@ -290,8 +288,9 @@ def produce(
 
     from sluice.stream.ingest.sources import read_records
 
-    file = _input_file(file, demo)
-
+    file = input_file(file, demo)
+    if file != "-" and not demo:
+        check_readable(file)
     topic = topic or settings.topics.events
     try:
         producer = KafkaProducer(

@@ -19,6 +19,7 @@ import orjson
 from sluice.models.filter import Filter, FilterModel, OnnxFilter, default_model, normalize_batch
 from sluice.stream.filtering.verdicts import FirstSight, VerdictCache, decide
 from sluice.stream.ingest.envelopes import Ignored
+from sluice.stream.ingest.multiline import continuation_groups
 from sluice.stream.ingest.otlp import Signal
 from sluice.stream.ingest.parsing import ParsedBatch, parse_batch
 from sluice.stream.records import SCHEMA_VERSION, DeadLetter
@@ -87,6 +88,7 @@ class Screened:
     spans: int = 0  # spans decoded (`stream.ingest.otlp`; the root-cause work reads them)
     points: int = 0  # metric points decoded
     exemplars: int = 0  # spans forwarded as suspects (slow or failed: `signals.spans`)
+    joined: int = 0  # records that continued the one before (a stack trace's lines)
     telemetry_rows_dropped: int = 0  # span and metric rows beyond a record's bound
     ignored: Ignored = field(default_factory=Ignored)  # fields of the wrong type, by field, type
     flagged: int = 0
@@ -114,6 +116,13 @@ def _encode(scope: str, parts: list[bytes]) -> list[bytes]:
     if chunk:
         out.append(head + b",".join(chunk) + b"]}")
     return out
+
+
+def _renumbered(
+    source: Callable[[int], tuple[str, int | None, int | None]], starts: list[int]
+) -> Callable[[int], tuple[str, int | None, int | None]]:
+    """`source` of joined events: each is where its first record came from."""
+    return lambda k: source(starts[k])
 
 
 def screen_batch(
@@ -144,6 +153,15 @@ def screen_batch(
     CRC of their bytes; only forwarded events get their other fields parsed and serialized.
     """
     out = Screened()
+    if cfg.text.multiline and signal is None:  # a stack trace's lines: one event
+        groups = continuation_groups(values, keys, cfg.max_event_bytes, cfg.text.max_lines)
+        if groups is not None:
+            starts, values = groups
+            out.joined = len(keys) - len(values)
+            keys = [keys[i] for i in starts]
+            if record_times is not None:
+                record_times = [record_times[i] for i in starts]
+            source = _renumbered(source, starts)
     # a text line's format is per topic or file (no colon in a topic name; `TextFormats.keyed`)
     stream = source(0)[0].rsplit(":", 1)[0] if text is not None and values else ""
     parsed = parse_batch(values, cfg.max_event_bytes, text, keys=keys, stream=stream,

@@ -58,8 +58,9 @@ BATCH_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 class StageCounters:
     """Running totals of the filter stage, read by `/metrics` and by `sluice scan`'s summary.
 
-    Every record read is counted once: `consumed` = `events` + `dead` where a record holds one
-    event (an OTLP request holds many: `otlp_records` of them held `otlp_items`), and `events` =
+    Every record read is counted once: `consumed` = `events` + `dead` + `joined` where a record
+    holds one event (an OTLP request holds many: `otlp_records` of them held `otlp_items`; a
+    stack trace's lines are one event, the lines after its first `joined`), and `events` =
     `flagged` + unflagged, audit samples among the unflagged. A parsed event whose suspect
     record cannot be built is a dead letter, not an event.
     """
@@ -78,6 +79,7 @@ class StageCounters:
     verdicts_evicted: int = 0
     dead_by_kind: Counter[str] = field(default_factory=Counter)
     otlp_records: int = 0
+    joined: int = 0  # records that continued the one before: one event with it (`multiline`)
     exemplars: int = 0  # slow or failed spans forwarded as suspects (`signals.spans`)
     telemetry_rows_dropped: int = 0  # span and metric rows beyond a counts record's bound
     otlp_items: Counter[str] = field(default_factory=Counter)  # by signal: logs, traces, metrics
@@ -100,6 +102,7 @@ class StageCounters:
         self.dead += len(screened.dead)
         self.dead_by_kind.update(d.kind for d in screened.dead)
         self.otlp_records += screened.otlp_records
+        self.joined += screened.joined
         self.exemplars += screened.exemplars
         self.telemetry_rows_dropped += screened.telemetry_rows_dropped
         self.otlp_items.update(

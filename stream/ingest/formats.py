@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Literal
 
 from sluice.stream.errors import FormatError
@@ -83,10 +84,16 @@ class TextHeader:
 
 
 def _access(g: dict[str, str | None]) -> tuple[str, str]:
+    """`POST api/checkout 502 Bad Gateway`: the route without its leading slash and the status
+    with its reason phrase, so that a template keeps both (templates mask paths and numbers)."""
     status = g.get("status") or ""
-    path = (g.get("path") or "").split("?", 1)[0]
+    path = (g.get("path") or "").split("?", 1)[0].lstrip("/") or "/"
     level = "ERROR" if status.startswith("5") else "WARN" if status.startswith("4") else "INFO"
-    return f"{g.get('method')} {path} {status}", level
+    return f"{g.get('method')} {path} {status}{_PHRASES.get(status, '')}", level
+
+
+#: HTTP reason phrases by status (` Bad Gateway`): words survive a template, numbers do not.
+_PHRASES = {str(int(s)): f" {s.phrase}" for s in HTTPStatus}
 
 
 _ISO = r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(?:[.,]\d+)?(?:Z|[+-]\d{2}:?\d{2})?"
@@ -117,7 +124,8 @@ BUILTIN_FORMATS: tuple[LineFormat, ...] = (
        r"(?P<msgid>\S+) (?:-|(?:\[(?:[^\]\\]|\\.)*\])+) ?(?P<body>.*)$", attributes=("msgid",)),
     _f("syslog", r"^(?:<(?P<pri>\d{1,3})>)?(?P<ts>[A-Z][a-z]{2} [ \d]?\d \d{2}:\d{2}:\d{2}) "
        rf"(?P<host>\S+) {_PROGRAM}: ?(?P<body>.*)$", "syslog"),
-    _f("syslog-iso", rf"^(?:<(?P<pri>\d{{1,3}})>)?(?P<ts>{_ISO}) (?P<host>\S+) {_PROGRAM}: ?"
+    _f("syslog-iso", rf"^(?:<(?P<pri>\d{{1,3}})>)?(?P<ts>{_ISO}) (?!(?:{_LEVEL})\b)(?P<host>\S+) "
+       rf"{_PROGRAM}: ?"
        r"(?P<body>.*)$"),
     _f("thunderbird", r"^(?:\S+ )?(?P<ts>\d{9,10}) \d{4}\.\d{2}\.\d{2} (?P<host>\S+) [A-Z][a-z]{2} "
        rf"+\d{{1,2}} \d{{2}}:\d{{2}}:\d{{2}} \S+ {_PROGRAM}: ?(?P<body>.*)$", "epoch"),

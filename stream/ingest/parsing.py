@@ -23,6 +23,9 @@ helps more than scoring its braces. Bytes that are not UTF-8 (mixed encodings in
 decoded with U+FFFD in their place: the rest of the line is still evidence. Event times are kept
 only within 1970..2262 (the range of nanosecond epochs); others are no time at all, so that no
 window arithmetic downstream can overflow.
+
+Why one module: the batch path and `ParsedBatch.event` share the rules above line by line (which
+field names a service, when a line's header or its envelope wins); apart, they would drift.
 """
 
 from __future__ import annotations
@@ -266,6 +269,7 @@ class ParsedBatch:
         service = service or fallback or default_service
         if read is not None and self.text is not None:
             fields = _header_fields(self.text.full(read), service)
+            fields["message"] = self.messages[j]  # with the lines that continue it, if any
         else:
             fields = _line_fields(self.messages[j], service)
         if self._times is not None:  # every line's, with what a line without one inherits
@@ -476,7 +480,10 @@ def parse_batch(
                     src = stream
                     if k and formats.keyed(key := k.decode("utf-8", "replace")):
                         src = key
-                header, line = formats.read(src, line)
+                first, joined, rest = line.partition("\n")  # a stack trace's lines: read
+                header, line = formats.read(src, first)  # the header of the first alone
+                if joined:
+                    line = f"{line}\n{rest}"
             messages.append(line)
         if formats is not None:
             headers.append(header)

@@ -8,10 +8,11 @@ import io
 import json
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-__all__ = ["Format", "Record", "read_records"]
+__all__ = ["Format", "ReadStats", "Record", "read_records"]
 
 Format = Literal["auto", "lines", "nezha"]
 Record = tuple[bytes, bytes | None, str]  # value, key, source (file:line)
@@ -27,8 +28,21 @@ def _open(path: str) -> IO[bytes]:
     return raw
 
 
-def read_records(path: str, fmt: Format = "auto") -> Iterator[Record]:
-    """Records of a file ('-' = stdin). Bytes stay bytes: bad UTF-8 is the parser's to report."""
+@dataclass
+class ReadStats:
+    """What reading a file left out: blank lines (layout, not events; an empty *record* on a
+    topic is still a dead letter, a producer's bug)."""
+
+    blank: int = 0
+
+
+def read_records(
+    path: str, fmt: Format = "auto", stats: ReadStats | None = None
+) -> Iterator[Record]:
+    """Records of a file ('-' = stdin), blank lines left out (counted in `stats`). Bytes stay
+    bytes: bad UTF-8 is the parser's to report."""
+    if stats is None:
+        stats = ReadStats()
     fh = _open(path)
     try:
         name = "stdin" if path == "-" else Path(path).name
@@ -39,6 +53,9 @@ def read_records(path: str, fmt: Format = "auto") -> Iterator[Record]:
             yield from _nezha(fh, name)
             return
         for n, line in enumerate(fh, start=1):
+            if line.isspace() or not line:
+                stats.blank += 1
+                continue
             yield line.rstrip(b"\r\n"), None, f"{name}:{n}"
     finally:
         if fh is not sys.stdin.buffer:

@@ -6,11 +6,13 @@ wrote it. Each built-in `LineFormat` is one regular expression with named groups
 and a way to read its time. `TextFormats` picks the format per source (a file in `scan`, the
 topic in the worker; a record key only where the settings give it a pattern) from the first
 lines it sees, the most specific one that matches nearly as many of them as the best, and from
-then on tries only that one: a stream does not run every pattern on every line. A line
-the chosen format does not match (a stack trace's continuation) stays plain text. A pattern per
-source in the settings overrides detection: a built-in format's name, or a grok-style pattern
-(`%{SYSLOGTIMESTAMP:ts} %{HOSTNAME:host} %{GREEDYDATA:body}`) as Logstash, Vector and Fluent Bit
-write them.
+then on tries only that one: a stream does not run every pattern on every line. A line the chosen
+format does not match (one source that mixes formats: a server's syslog, nginx and application
+lines in one file or topic) is read in its own format, found by the line's shape (its first
+characters, digits and letters folded; cached, so a shape costs the search once), and stays plain
+text where none matches. A pattern per source in the settings overrides detection: a built-in
+format's name, or a grok-style pattern (`%{SYSLOGTIMESTAMP:ts} %{HOSTNAME:host}
+%{GREEDYDATA:body}`) as Logstash, Vector and Fluent Bit write them.
 
 The message an event keeps (what the filter scores and templates are made from) is the body
 with the header's stable parts in front: `LEVEL service: body`. The time, host and pid are gone
@@ -143,6 +145,8 @@ class TextFormats:
         self._times: dict[tuple[str, str, int], float | None] = {}
         self._prefixes: dict[tuple[str | None, ...], tuple[str, str | None, str]] = {}
         self._keyed: dict[str, bool] = {}
+        self._shapes: dict[str, LineFormat | None] = {}  # a line's shape -> its format
+        self._pinned: set[str] = set()  # sources whose format the settings name (or none)
         self._year_of: tuple[float | None, int] = (-1.0, 0)
         #: the service of lines whose format names none and that have no key (`scan`: the file)
         self.fallback_service: str | None = None
@@ -172,16 +176,37 @@ class TextFormats:
         return got
 
     def match(self, source: str, line: str) -> Read | None:
-        """The hot path: the line matched in its source's format (one regex), or None."""
+        """The hot path: the line matched in its source's format (one regex), else in the format
+        of its shape (`_by_shape`), or None."""
         fmt = self._chosen.get(source, _UNDECIDED)
         if fmt is _UNDECIDED:
             fmt = self._decide(source, line)
             if fmt is _UNDECIDED:  # still probing: this line's own best format
                 return self._first_match(line)
+        if fmt is not None:
+            m = fmt.regex.match(line)
+            if m:
+                return fmt, m
+        return self._by_shape(source, line)
+
+    def _by_shape(self, source: str, line: str) -> Read | None:
+        """A line its source's format does not match, in the format its shape was last read in
+        (a line of that shape that the format does not match searches again)."""
+        if source in self._pinned:  # the settings named this source's format: that one only
+            return None
+        shape = line[:_SHAPE_CHARS].translate(_SHAPE_TABLE)
+        fmt = self._shapes.get(shape, _UNDECIDED)
         if fmt is None:
             return None
-        m = fmt.regex.match(line)
-        return (fmt, m) if m else None
+        if fmt is not _UNDECIDED:
+            m = fmt.regex.match(line)
+            if m:
+                return fmt, m
+        found = self._first_match(line)
+        if len(self._shapes) >= 10_000:
+            self._shapes.clear()
+        self._shapes[shape] = found[0] if found is not None else None
+        return found
 
     def _first_match(self, line: str) -> Read | None:
         for fmt in BUILTIN_FORMATS:
@@ -209,13 +234,10 @@ class TextFormats:
         """`match` and `message` in one call (the filter stage's hot path): the line matched in
         its source's format, and its message (the line itself where it does not match)."""
         fmt = self._chosen.get(source, _UNDECIDED)
-        if fmt is None:
-            return None, line
-        if fmt is not _UNDECIDED and fmt.fast:  # the usual case: one regex, one cached prefix
-            m = fmt.regex.match(line)
-            if m is None:
-                return None, line
-            return (fmt, m), self.message((fmt, m))
+        if fmt is not _UNDECIDED and fmt is not None and fmt.fast:  # the usual case: one regex,
+            m = fmt.regex.match(line)  # one cached prefix
+            if m is not None:
+                return (fmt, m), self.message((fmt, m))
         found = self.match(source, line)
         return found, self.message(found) if found is not None else line
 
@@ -244,9 +266,11 @@ class TextFormats:
         for glob, fmt in self._forced:
             if fnmatch.fnmatchcase(source, glob):
                 self._chosen[source] = fmt
+                self._pin(source)
                 return fmt
         if not self._detect:
             self._chosen[source] = None
+            self._pin(source)
             return None
         if source not in self._tally and len(self._tally) >= 1_000:  # bounded, as _chosen is
             oldest = next(iter(self._tally))
@@ -268,6 +292,11 @@ class TextFormats:
         if len(self._chosen) > 10_000:  # sources are keys: bounded, the oldest forgotten
             self._chosen.pop(next(iter(self._chosen)))
         return chosen
+
+    def _pin(self, source: str) -> None:
+        if len(self._pinned) >= 10_000:
+            self._pinned.clear()
+        self._pinned.add(source)
 
     def time(self, header: TextHeader, reference: float | None) -> float | None:
         """The header's time as epoch seconds (memoized per second of text), or None."""
@@ -324,6 +353,12 @@ class TextFormats:
 
 
 _UNDECIDED: Any = object()
+#: A line's shape: its first characters with digits as 0, letters as a or A (`_by_shape`).
+_SHAPE_CHARS = 20
+_SHAPE_TABLE = str.maketrans(
+    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+    "0" * 10 + "a" * 26 + "A" * 26,
+)
 _ISO_HAS_ZONE = re.compile(r"(?:Z|[+-]\d{2}:?\d{2})$")
 _STRPTIME: dict[str, tuple[str, bool]] = {
     "syslog": ("%Y %b %d %H:%M:%S", True),

@@ -121,6 +121,8 @@ class PipelineMetrics:
             ("sluice_verdicts_evicted", "template verdicts dropped for the cap",
              c.verdicts_evicted),
             ("sluice_filter_batches", "batches screened by the filter stage", c.batches),
+            ("sluice_lines_joined", "records joined to the line they continue (a stack trace's "
+             "lines, one event)", c.joined),
             ("sluice_filter_model_swaps", "models swapped in without a restart", c.model_swaps),
         ):  # fmt: skip
             yield CounterMetricFamily(name, doc, value=value)

@@ -13,7 +13,14 @@ if TYPE_CHECKING:
     from rich.console import RenderableType
     from rich.tree import Tree
 
-__all__ = ["SEVERITY_STYLE", "alert_view", "is_slow", "latency_text", "service_tree"]
+__all__ = [
+    "SEVERITY_STYLE",
+    "alert_view",
+    "distinct_cuts",
+    "is_slow",
+    "latency_text",
+    "service_tree",
+]
 
 #: Rich styles per severity (and for a resolved alert, whatever its severity).
 SEVERITY_STYLE = {
@@ -87,12 +94,67 @@ def service_tree(a: Alert) -> Tree:
     return tree
 
 
+#: Templates shown in a panel at most: anomalous ones, then context; the rest are counted.
+MAX_EVIDENCE, MAX_CONTEXT, _CUT = 10, 3, 120
+
+
+def distinct_cuts(texts: list[str], width: int = _CUT) -> list[str]:
+    """Each text cut to `width` characters, longer where that would show two the same: a cut
+    reaches 40 characters past where the texts that would look alike differ."""
+    cuts = [t[:width] for t in texts]
+    groups: dict[str, list[int]] = {}
+    for i, c in enumerate(cuts):
+        groups.setdefault(c, []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        alike = [texts[i] for i in members]
+        common = next(
+            (k for k, chars in enumerate(zip(*alike, strict=False)) if len(set(chars)) > 1),
+            min(map(len, alike)),
+        )
+        for i in members:
+            cuts[i] = texts[i][: max(width, common + 40)]
+    return [c + ("…" if len(c) < len(t) else "") for c, t in zip(cuts, texts, strict=True)]
+
+
+def _templates(a: Alert) -> list[RenderableType]:
+    """The evidence table (templates the analysis judged anomalous), the context after it (the
+    other templates of the window, dimmed), and how many of each were left out."""
+    from rich.table import Table
+    from rich.text import Text
+
+    ids = list(a.evidence)
+    anomalous = set(ids if a.anomalous is None else a.anomalous)
+    shown = [t for t in ids if t in anomalous][:MAX_EVIDENCE]
+    context = [t for t in ids if t not in anomalous][:MAX_CONTEXT]
+    cut = dict(zip(shown + context, distinct_cuts([a.evidence[t] for t in shown + context]),
+                   strict=True))  # fmt: skip
+    table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
+    table.add_column("evidence", style="cyan", no_wrap=True)
+    table.add_column("template")
+    for tid in shown:
+        table.add_row(tid, Text(cut[tid]))  # a template is text, never rich markup
+    parts: list[RenderableType] = [table] if shown else []
+    if (more := len(anomalous & set(ids)) - len(shown)) > 0:
+        parts.append(Text(f"… and {more} more anomalous templates (--json lists all)", "dim"))
+    if context:
+        ctx = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
+        ctx.add_column("context", style="dim", no_wrap=True)
+        ctx.add_column("template", style="dim")
+        for tid in context:
+            ctx.add_row(tid, Text(cut[tid]))
+        parts.append(ctx)
+    if (more := len(ids) - len(anomalous & set(ids)) - len(context)) > 0:
+        parts.append(Text(f"… and {more} more templates of context", "dim"))
+    return parts
+
+
 def alert_view(a: Alert) -> RenderableType:
     """One alert as a rich panel: header, summary, graph tree, evidence, what to do, cost."""
     from rich.console import Group
     from rich.markup import escape
     from rich.panel import Panel
-    from rich.table import Table
     from rich.text import Text
 
     r, p = a.report, a.provenance
@@ -108,9 +170,10 @@ def alert_view(a: Alert) -> RenderableType:
         if r.first_seen and r.last_seen
         else "time unknown"
     )
-    meta = Text(
-        f"{a.status} · rev {a.revision} · scope {r.scope} · {span} · {a.fingerprint}", "dim"
-    )
+    status: str = a.status
+    if not resolved and not r.is_incident:  # a warning: worth a look, not (yet) an incident
+        status += f" ({r.severity}, not an incident)"
+    meta = Text(f"{status} · rev {a.revision} · scope {r.scope} · {span} · {a.fingerprint}", "dim")
     parts: list[RenderableType] = [head, meta]
     if a.acknowledged and not resolved:
         note = f": {a.acknowledged.note}" if a.acknowledged.note else ""
@@ -127,12 +190,7 @@ def alert_view(a: Alert) -> RenderableType:
         )
     parts.append(service_tree(a))
     if a.evidence:
-        table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
-        table.add_column("evidence", style="cyan", no_wrap=True)
-        table.add_column("template")
-        for tid, template in list(a.evidence.items())[:6]:
-            table.add_row(tid, template[:120])
-        parts.append(table)
+        parts += _templates(a)
     for rec in r.recommendations[:4]:
         parts.append(Text.from_markup(f"[green]→[/] {escape(rec)}"))
     tokens = f"{p.prompt_tokens}+{p.completion_tokens} tokens" if p.prompt_tokens else ""

@@ -60,7 +60,11 @@ def test_what_is_not_secret_stays() -> None:
     r = Redactor()
     text = "order 1234567890123 took 4111 1111 1111 1112 ms from 10.0.0.1 (trace 9f8e7d6c)"
     assert r(text) == text  # a 13-digit id and a non-Luhn digit run are not cards
+    # a systemd unit's instance is not an e-mail address; an address under such a name still is
+    units = "systemd[1]: postgresql@15-main.service: Consumed 2min CPU; getty@tty1.service up"
+    assert r(units) == units
     assert not r.counts
+    assert r("to ops@mail.service.example.com") == "to <email>"
 
 
 def test_placeholders_keep_template_grouping() -> None:

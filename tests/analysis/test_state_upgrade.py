@@ -76,7 +76,10 @@ def test_the_previous_releases_changelog_is_read_and_continued_as_it_would_have_
     assert firing and all(isinstance(a, Alert) for a in firing.values())  # JSON in JSON, parsed
     inputs = [base64.b64decode(x) for x in v1["inputs_after"]]
     alerts = _continue(state, inputs, v1["next_offset"], wall)
-    assert [json.loads(a.to_bytes()) for a in alerts] == v1["alerts_after"]
+    now = [json.loads(a.to_bytes()) for a in alerts]
+    # fields added since the fixture was written: the rest is as it would have been
+    assert all(isinstance(a.pop("anomalous"), list) for a in now)
+    assert now == v1["alerts_after"]
     assert v1["alerts_after"], "the fixture holds alerts to compare"
     # everything this release wrote back is of its own version
     for key, raw in state.store.data.items():

@@ -100,7 +100,8 @@ def test_corpus_through_scan() -> None:
 
 
 def test_corpus_through_the_scan_command(tmp_path: Path) -> None:
-    """`sluice scan` on a file of the hostile lines: exit 0, no traceback, dead letters written."""
+    """`sluice scan` on a file of the hostile lines: exit 0, no traceback, dead letters written;
+    a blank line of a file is layout, skipped and counted (an empty record on a topic is not)."""
     lines = [h for h in CORPUS if b"\n" not in h.raw and b"\r" not in h.raw]
     path = tmp_path / "hostile.log"
     path.write_bytes(b"\n".join(h.raw for h in lines) + b"\n")
@@ -115,10 +116,14 @@ def test_corpus_through_the_scan_command(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     letters = [DeadLetter.model_validate_json(x) for x in dead_path.read_text().splitlines()]
-    want = {f"hostile.log:{n}": h for n, h in enumerate(lines, start=1) if h.dead}
+    blank = {n for n, h in enumerate(lines, start=1) if not h.raw.strip()}
+    assert blank
+    want = {f"hostile.log:{n}": h for n, h in enumerate(lines, start=1)
+            if h.dead and n not in blank}  # fmt: skip
     assert {d.topic: d.reason for d in letters}.keys() == want.keys()
     assert all(want[d.topic].expect["reason"] in d.reason for d in letters)
-    assert f"scanned {len(lines) - len(want)} events" in proc.stderr
+    assert f"scanned {len(lines) - len(want) - len(blank)} events" in proc.stderr
+    assert f"{len(blank)} blank lines skipped" in proc.stderr
 
 
 # -- fuzzing ------------------------------------------------------------------------------------
@@ -205,8 +210,10 @@ def test_screening_forwards_or_dead_letters_every_record(
         for m in ms
         for s in parse_suspects_record(m).suspects  # type: ignore[union-attr]
     ]
-    assert len(forwarded) + len(out.dead) == len(values)
-    assert out.events == len(values) - sum(1 for d in out.dead if "unusable" not in d.reason)
+    assert len(forwarded) + len(out.dead) + out.joined == len(values)  # a trace's lines: one
+    assert out.events == len(values) - out.joined - sum(
+        1 for d in out.dead if "unusable" not in d.reason
+    )
     assert all(math.isfinite(s.score) for s in forwarded)
 
 

@@ -102,7 +102,7 @@ def test_times_without_a_zone_are_read_in_the_configured_one() -> None:
         ("<34>1 2003-10-11T22:14:15.003Z mymachine.example.com su - ID47 - 'su root' failed",
          "rfc5424", "su", "CRITICAL", "CRITICAL su: 'su root' failed"),
         ('127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /pay?id=7 HTTP/1.0" 503 2326 "-" "curl"',
-         "access", None, "ERROR", "ERROR GET /pay 503"),
+         "access", None, "ERROR", "ERROR GET pay 503 Service Unavailable"),
         ("2024/01/01 12:00:00 [error] 1234#5678: *1 connect() failed (111: Connection refused)",
          "nginx-error", "nginx", "ERROR", "ERROR nginx: connect() failed (111: Connection refused)"),
         ("E0101 12:00:00.123456    1234 reflector.go:138] failed to list *v1.Pod: timeout",
@@ -267,3 +267,18 @@ def test_scan_of_a_loghub_sample_gives_times_windows_and_services(
     print(
         f"{system}: {closed} windows, {len(result.alerts)} alerts, {sorted(named)}, {first} .. {last}"
     )
+
+
+def test_a_line_of_another_format_in_a_detected_source_is_read_in_its_own() -> None:
+    text = TextFormats(probe_lines=2)
+    nginx = "2026/12/03 09:14:10 [error] 812#812: *4411 upstream timed out"
+    for _ in range(2):
+        text.header("app.log", nginx)
+    assert text.format_of("app.log") is not None and text.format_of("app.log").name == "nginx-error"
+    ssh = "Dec  3 09:14:17 web-1 sshd[2240]: Failed password for admin from 203.0.113.9"
+    for line in (ssh, ssh.replace("2240", "17")):  # the second by its shape's cached format
+        h = text.header("app.log", line)
+        assert h is not None and (h.format, h.service, h.host) == ("syslog", "sshd", "web-1")
+    assert text.header("app.log", "  at a stack frame") is None  # plain text stays plain
+    pinned = TextFormats({"auth.log": "nginx-error"})
+    assert pinned.header("auth.log", ssh) is None  # the settings named the format: that one only

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from sluice.models.analyst import EdgeLatency
 from sluice.stream.cli.main import cli
-from sluice.stream.observe.render import alert_view, is_slow, service_tree
+from sluice.stream.observe.render import alert_view, distinct_cuts, is_slow, service_tree
 from sluice.stream.records import Alert
 from tests.support.sinks import alert, with_graph
 
@@ -97,3 +97,33 @@ def test_measured_latencies_sit_on_the_graph_edges() -> None:
     assert "frontend  p95 12 ms (usually 10 ms; 80 gaps)" in lines[2]
     assert is_slow(measured[0]) and not is_slow(measured[1])
     assert Alert.model_validate_json(a.model_dump_json()) == a  # on the alerts topic as well
+
+
+def test_every_anomalous_template_is_shown_or_counted_and_context_kept_apart() -> None:
+    evidence = {f"T{i}": f"error template number {i} [dispatcherServlet] x" for i in range(1, 15)}
+    evidence |= {f"T{i}": f"info context line {i}" for i in range(15, 20)}
+    anomalous = [f"T{i}" for i in range(1, 15)]
+    a = alert().model_copy(update={"evidence": evidence, "anomalous": anomalous})
+    text = _text(alert_view(a), width=140)
+    shown = [f"T{i}" for i in range(1, 15) if f"error template number {i} " in text]
+    assert len(shown) == 10 and "… and 4 more anomalous templates" in text
+    assert "[dispatcherServlet]" in text  # text, not rich markup
+    ctx = text.index("context")
+    assert ctx > text.index("T10 ") and "info context line 15" in text[ctx:]
+    assert "… and 2 more templates of context" in text
+    # a release before the field: every template is evidence
+    assert "context" not in _text(alert_view(a.model_copy(update={"anomalous": None})), 140)
+
+
+def test_two_templates_are_never_cut_to_the_same_text() -> None:
+    head = "error servlet.service() for servlet [dispatcherservlet] threw exception " * 3
+    texts = [head + "no instances for ts-food-service", head + "no instances for ts-seat-service"]
+    cuts = distinct_cuts(texts)
+    assert cuts[0] != cuts[1] and "ts-food" in cuts[0] and "ts-seat" in cuts[1]
+    assert distinct_cuts(["short", "x" * 200]) == ["short", "x" * 120 + "…"]
+
+
+def test_a_warning_that_is_not_an_incident_says_so() -> None:
+    a = alert(severity="warning")
+    warn = a.model_copy(update={"report": a.report.model_copy(update={"is_incident": False})})
+    assert "firing (warning, not an incident)" in _text(alert_view(warn))
