@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 DATA   ?= $(or $(SLUICE_DATA_DIR),../shared/data)
 KAFKA  := deploy/local/kafka
 PYTEST_ARGS ?=
+#: test processes (pytest-xdist; each test file runs in one): 1 runs them in this process
+TEST_WORKERS ?= 3
 
 .DEFAULT_GOAL := help
 .PHONY: help install test demo lint package-check browser bench kafka-start kafka-stop clean
@@ -32,7 +34,8 @@ install: $(VENV)/.installed ## create .venv and install sluice with its dev depe
 
 test: install ## start the local Kafka on empty data, run every test, stop Kafka (even when tests fail)
 	@$(KAFKA) start --fresh
-	@status=0; $(PY) -m pytest $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
+	@status=0; $(PY) -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) \
+	  $(PYTEST_ARGS) || status=$$?; $(KAFKA) stop; exit $$status
 
 demo: $(VENV)/.runtime ## run the main job on bundled sample data (no broker, no API key, runtime only)
 	$(VENV)/bin/sluice scan --demo

@@ -72,6 +72,13 @@ class KafkaSettings(BaseModel):
     session_timeout_s: float = Field(
         10.0, ge=6, le=300, description="a worker silent this long leaves the group"
     )
+    connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="how long a command (and a worker's start) tries to reach the brokers "
+        "before it says it cannot",
+    )
 
 
 class TopicNames(BaseModel):

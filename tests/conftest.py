@@ -14,14 +14,53 @@ from tests.support.kafka import KafkaEnv, SettingsFor, settings_of, sluice, work
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-# Every name `unique_name` handed out this session, the broker the tests used (if any) and the
-# topics it held when this session first used it: the session-end guard below holds the topics
-# made since against the names handed out.
-_HANDED_OUT: set[str] = set()
-_BROKER_USED: list[str] = []
-_TOPICS_BEFORE: set[str] = set()
+# The topics the broker held when the run started, and the folder where every test process
+# writes the names `unique_name` handed out (one file each: the tests run in several processes,
+# pytest-xdist's workers); the run-end guard below holds the topics made since against them.
+_NAMES_DIR = "PYTEST_SLUICE_NAMES_DIR"  # not SLUICE_: the settings refuse unknown ones
+_TOPICS_BEFORE: list[set[str]] = []
 # Kafka's own topics, and the prefixes of topics a broker makes for itself.
 _INTERNAL_TOPICS = {"__consumer_offsets", "__transaction_state", "__share_group_state"}
+
+
+def _broker_address() -> str:
+    port = os.environ.get("SLUICE_KAFKA_PORT", "9092")
+    return os.environ.get("SLUICE_TEST_BOOTSTRAP", f"127.0.0.1:{port}")
+
+
+def _broker_topics() -> set[str] | None:
+    """The broker's topics, or None where no broker listens (checked with one TCP connect)."""
+    import socket
+
+    from kafka import KafkaAdminClient
+
+    host, _, port = _broker_address().split(",")[0].rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+        admin = KafkaAdminClient(bootstrap_servers=_broker_address(), request_timeout_ms=10000)
+    except Exception:
+        return None
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the process that runs the session (alone, or as xdist's controller): a folder for
+    the names handed out, which the worker processes it starts inherit, and the broker's topics
+    before any test ran."""
+    if hasattr(config, "workerinput"):
+        return
+    import tempfile
+
+    os.environ[_NAMES_DIR] = tempfile.mkdtemp(prefix="sluice-test-names-")
+    _TOPICS_BEFORE.append(_broker_topics() or set())
+
+
+def _handed_out() -> set[str]:
+    folder = Path(os.environ[_NAMES_DIR])
+    return {n for f in folder.iterdir() for n in f.read_text().split()}
 
 
 def foreign_topics(topics: set[str], handed_out: set[str]) -> list[str]:
@@ -45,8 +84,7 @@ def kafka_bootstrap() -> str:
     from kafka import KafkaAdminClient
     from kafka.errors import KafkaError
 
-    port = os.environ.get("SLUICE_KAFKA_PORT", "9092")
-    addr = os.environ.get("SLUICE_TEST_BOOTSTRAP", f"127.0.0.1:{port}")
+    addr = _broker_address()
     try:
         KafkaAdminClient(bootstrap_servers=addr, request_timeout_ms=5000).close()
     except (KafkaError, OSError) as exc:
@@ -54,38 +92,31 @@ def kafka_bootstrap() -> str:
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
-    if not _BROKER_USED:
-        admin = KafkaAdminClient(bootstrap_servers=addr, request_timeout_ms=10000)
-        try:
-            _TOPICS_BEFORE.update(admin.list_topics())
-        finally:
-            admin.close()
-    _BROKER_USED.append(addr)
     return addr
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _own_topics_only() -> Iterator[None]:
-    """Fails the suite when the broker ends the session holding a topic no test was handed by
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fails the run when the broker ends it holding a topic no test was handed by
     `unique_name`: a test that used a global name (`controls`, `events`) would pass only where an
     earlier run left that topic, or make the next test pass for the wrong reason. `make test`
-    starts the broker on empty data, so every topic there was made by this session; on a broker
-    that already held topics (a developer's), those are left out of the check."""
-    yield
-    if not _BROKER_USED:
+    starts the broker on empty data, so every topic there was made by this run; on a broker
+    that already held topics (a developer's), those are left out of the check. Checked once, in
+    the process that ran the session, after every worker process is done."""
+    if hasattr(session.config, "workerinput") or not _TOPICS_BEFORE:
         return
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=_BROKER_USED[0], request_timeout_ms=10000)
-    try:
-        foreign = foreign_topics(set(admin.list_topics()) - _TOPICS_BEFORE, _HANDED_OUT)
-    finally:
-        admin.close()
+    topics = _broker_topics()
+    if topics is None:
+        return
+    foreign = foreign_topics(topics - _TOPICS_BEFORE[0], _handed_out())
     if foreign:
-        pytest.fail(
+        message = (
             f"topics on the broker that no test was handed by unique_name: {foreign}; name every "
             "topic a test touches with unique_name (worker_env does it for the whole topology)"
         )
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"FAILED (topic guard): {message}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -147,9 +178,12 @@ def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
     """Names that no other test (or earlier run) uses: topics, groups, app ids."""
     test = request.node.name.replace("[", "-").replace("]", "")[:40]
 
+    names = Path(os.environ[_NAMES_DIR]) / f"{os.getpid()}.txt"
+
     def make(prefix: str) -> str:
         name = f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
-        _HANDED_OUT.add(name)
+        with names.open("a") as fh:
+            fh.write(name + "\n")
         return name
 
     return make

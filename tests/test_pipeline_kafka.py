@@ -23,6 +23,8 @@ from tests.support.kafka import (
 )
 from tests.support.pipeline import scan_demo
 
+MIXED = Path(__file__).resolve().parent / "fixtures" / "server-mixed.log"
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +180,11 @@ def test_scan_and_worker_produce_the_same_alerts(
         )
     online = _alerts(values)
     assert sorted(map(_comparable, online)) == sorted(map(_comparable, offline.alerts))
+    # a healthy worker's log says nothing is wrong: no ERROR (Faust's leader topic, found a
+    # moment after aiokafka first asked for it) and no client complaint about its own settings
+    said = (tmp_path / "worker.log").read_text(errors="replace")
+    assert " ERROR " not in said and "CRITICAL" not in said, said[-4000:]
+    assert "group_id is None" not in said
 
 
 def test_plain_text_syslog_through_the_worker_gets_its_program_and_its_own_time(
@@ -214,3 +221,25 @@ def test_plain_text_syslog_through_the_worker_gets_its_program_and_its_own_time(
         assert e.ts == want, (line, e.ts)
         assert e.message.startswith("sshd: Failed password for invalid user admin")
         assert "Dec" not in e.message and "LabSZ" not in e.message
+
+
+def test_a_mixed_server_log_through_the_worker_reads_each_line_and_joins_each_trace(
+    kafka_bootstrap: str, tmp_path: Path, kafka_env: KafkaEnv
+) -> None:
+    """The newcomer's file on a topic (one record per line, as a line shipper sends it): each
+    line in its own format, each stack trace one suspect, as `scan` reads the file."""
+    env = kafka_env(SLUICE_PIPELINE__AUDIT_RATE="1", SLUICE_KAFKA__PARTITIONS="1")
+    lines = [x for x in MIXED.read_bytes().split(b"\n") if x.strip()]
+    produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], lines)  # before: one fetched batch
+    with running_worker(env, tmp_path / "worker.log"):
+        log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
+        values = read_until(
+            kafka_bootstrap, env["SLUICE_TOPICS__SUSPECTS"],
+            lambda v: len(suspects_in(v)) >= 26, 90, log,
+        )  # fmt: skip
+    events = [s.event for s in suspects_in(values)]
+    assert len(events) == 26  # 39 records, 13 of them continuing a trace
+    assert {"sshd", "systemd", "kernel", "nginx", "postgres"} <= {e.service for e in events}
+    traces = [e for e in events if "Traceback" in e.message or "\tat com.example" in e.message]
+    assert len(traces) == 2 and all(e.level == "ERROR" for e in traces)
+    assert not [e for e in events if e.message.lstrip().startswith(("at ", "File "))]

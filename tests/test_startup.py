@@ -69,3 +69,26 @@ def test_the_version_is_read_only_when_asked_for() -> None:
     from importlib.metadata import version as installed
 
     assert version == installed("sluice")
+
+
+def test_a_command_without_a_broker_says_so_in_one_line_within_its_connect_timeout() -> None:
+    """`sluice alerts` with nothing listening: one line naming the address, no client log,
+    within SLUICE_KAFKA__CONNECT_TIMEOUT_S (and a few seconds of start)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"PATH": "/usr/bin:/bin", "SLUICE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+           "SLUICE_KAFKA__CONNECT_TIMEOUT_S": "2"}  # fmt: skip
+    started = time.monotonic()
+    run = subprocess.run([sys.executable, "-m", "sluice.stream", "alerts", "--timeout", "2"],
+                         capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    took = time.monotonic() - started
+    assert run.returncode == 1
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"cannot reach Kafka at 127.0.0.1:{port}" in lines[0], lines
+    assert took < 20, took

@@ -21,7 +21,7 @@ from sluice.models.analyst._openai import OpenAIAnalyst
 
 __all__ = ["EndpointCheck", "check_endpoint"]
 
-Verdict = Literal["ok", "degraded", "failed"]
+Verdict = Literal["ok", "degraded", "failed", "offline"]
 
 _T0 = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
 #: A small incident: one service timing out on another, which then fails its callers.
@@ -76,8 +76,13 @@ async def check_endpoint(cfg: LLMSettings) -> EndpointCheck:
     """Probe `cfg`'s endpoint; never raises for what the endpoint does."""
     out = EndpointCheck()
     if not cfg.base_url:
-        out.say("endpoint", "none configured: the offline heuristic analyst is used")
-        out.say("verdict", "FAILED: set SLUICE_LLM__BASE_URL (and _MODEL, _API_KEY)")
+        out.verdict = "offline"  # the documented default, not a failure
+        out.say("endpoint", "none configured")
+        out.say(
+            "verdict",
+            "OFFLINE: analyses use the offline heuristic analyst, as by default; to use an LLM, "
+            "set SLUICE_LLM__BASE_URL (and _MODEL, _API_KEY)",
+        )
         return out
     key = cfg.api_key.get_secret_value() if cfg.api_key else "no-key"
     client = AsyncOpenAI(base_url=cfg.base_url, api_key=key, timeout=cfg.timeout_s, max_retries=0)

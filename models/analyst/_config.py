@@ -27,6 +27,13 @@ class LLMSettings(BaseModel):
         gt=0,
         description="per call; a model served on CPU may need 120 or more for a full analysis",
     )
+    max_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="how far a slow endpoint's per-call wait may grow: a call that timed out on "
+        "an endpoint that still answers a one-token probe waits twice as long from then on, up "
+        "to this (an endpoint that answers nothing is down, as before)",
+    )
     timeout_retries: int = Field(
         0,
         ge=0,

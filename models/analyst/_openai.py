@@ -157,6 +157,8 @@ class OpenAIAnalyst:
         self._probed = cfg.context_window is not None
         self._warned: set[StructuredMode] = set()
         self._down = False
+        #: per-call wait: timeout_s, doubled each time the endpoint proves slow, not down
+        self.timeout_s = cfg.timeout_s
 
     def is_down(self) -> bool:
         return self._down
@@ -471,8 +473,13 @@ class OpenAIAnalyst:
         if not self.breaker.allow():
             return Triaged({}, error="circuit open")
 
+        # a slow endpoint gets fewer templates a call (each call fits its wait); the rest are
+        # judged in their windows' analyses
+        fit = max(1, int(len(items) * self.cfg.timeout_s / self.timeout_s))
+
         async def call(mode: StructuredMode) -> tuple[list[str], Sequence[TriageItem], _Reply]:
             room, sent = self._room(TRIAGE_PROMPT + self._triage_schema.prompt_note(mode)), items
+            sent = sent[:fit]
             while True:
                 system, user, ids = render_triage(sent)
                 system += self._triage_schema.prompt_note(mode)
@@ -503,15 +510,42 @@ class OpenAIAnalyst:
         verdicts = {it.template: by_id[n] for n, it in zip(ids, sent, strict=True) if n in by_id}
         return Triaged(verdicts, p, c)
 
+    @property
+    def slow(self) -> bool:
+        """Whether the endpoint proved slow (a call timed out while it answered a probe)."""
+        return self.timeout_s > self.cfg.timeout_s
+
+    async def _answers(self) -> bool:
+        """After a call timed out: does the endpoint answer a one-token request at all? A
+        server computing a long answer does (a local model, after the call it is finishing);
+        a hung one, or one that is not there, does not (within timeout_s, at most 30 s)."""
+        try:
+            await self._client.with_options(
+                timeout=min(self.cfg.timeout_s, 30.0)
+            ).chat.completions.create(
+                model=self.cfg.model,
+                messages=[{"role": "user", "content": "Reply with OK."}],
+                max_tokens=1,
+            )
+        except openai.APIStatusError:
+            return True  # it answered, if only with an error
+        except openai.APIError:
+            return False
+        return True
+
     async def _request(
         self,
         messages: list[dict[str, str]],
         prompt_tokens: int,
         scope: str | None,
         response_format: dict[str, Any] | None,
+        *,
+        patient: bool = False,
     ) -> _Reply:
         """One call with retries. `prompt_tokens`: the messages' counted tokens, for the rate
-        limit and the answer's share of the context window."""
+        limit and the answer's share of the context window. A call that times out on an
+        endpoint that still answers (`_answers`) is made once more, waiting twice as long, as
+        every later call does (`timeout_s`, up to `max_timeout_s`): slow is not down."""
         cfg = self.cfg
         max_tokens = self._max_tokens(prompt_tokens)
         est = min(cfg.tokens_per_minute, prompt_tokens + max_tokens)
@@ -528,7 +562,8 @@ class OpenAIAnalyst:
                 self.usage.calls += 1
                 try:
                     with self.usage.call_seconds.time():
-                        resp = await self._client.chat.completions.create(
+                        client = self._client.with_options(timeout=self.timeout_s)
+                        resp = await client.chat.completions.create(
                             model=cfg.model,
                             messages=cast(Any, messages),
                             temperature=cfg.temperature,
@@ -564,7 +599,7 @@ class OpenAIAnalyst:
                     retry_after, last = _retry_after(exc), f"HTTP {exc.status_code}"
                     category = "server_error"
                 except openai.APITimeoutError:
-                    last, category = f"timeout after {cfg.timeout_s}s", "timeout"
+                    last, category = f"timeout after {self.timeout_s:g}s", "timeout"
                     timeouts += 1
                     if timeouts > cfg.timeout_retries:
                         break
@@ -578,6 +613,22 @@ class OpenAIAnalyst:
                 )
                 log.info("LLM call failed (%s); retry %d in %.2fs", last, attempt + 1, delay)
                 await self._sleep(delay)
+        if (
+            category == "timeout"
+            and not patient
+            and self.timeout_s < cfg.max_timeout_s
+            and await self._answers()
+        ):
+            self.timeout_s = min(cfg.max_timeout_s, 2 * self.timeout_s)
+            log.warning(
+                "the LLM endpoint is slow, not down: a call took over %gs while the endpoint "
+                "still answers; waiting up to %gs per call from now on, and sending fewer new "
+                "templates per triage call (SLUICE_LLM__TIMEOUT_S sets the first wait)",
+                self.timeout_s / 2, self.timeout_s,
+            )  # fmt: skip
+            return await self._request(
+                messages, prompt_tokens, scope, response_format, patient=True
+            )
         self._down = category in LLM_DOWN
         raise LLMCallError(
             f"LLM call failed after {attempt + 1} attempts: {last}",

@@ -76,6 +76,11 @@ def cli(ctx: click.Context, log_level: str) -> None:
             for e in exc.errors()
         )
         raise click.ClickException(f"invalid settings:\n{problems}") from None
+    plain = ctx.obj.kafka.security_protocol == "PLAINTEXT"  # (TLS, SASL: the log names causes)
+    if log_level in ("warning", "error") and ctx.invoked_subcommand != "worker" and plain:
+        # a command that cannot reach the brokers says so in one line (`unreachable`); the
+        # client's own retries, logged as they happen, would only come before it
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def _fail(exc: Exception) -> click.ClickException:
@@ -103,6 +108,12 @@ def worker(settings: Settings) -> None:
     """Run a stream worker (joins the consumer group; scale out by starting more)."""
     from sluice.stream.worker import run_worker
 
+    k = settings.kafka
+    click.echo(
+        f"sluice worker: connecting to Kafka at {k.bootstrap_servers} (giving up after "
+        f"{k.connect_timeout_s:g} s: SLUICE_KAFKA__CONNECT_TIMEOUT_S)",
+        err=True,
+    )
     try:
         ensure_topics(settings)
         run_worker(settings)
@@ -409,7 +420,8 @@ def llm() -> None:
 @click.pass_obj
 def llm_check(settings: Settings, as_json: bool) -> None:
     """Probe SLUICE_LLM__*: reachable, key, model, context window, structured-output mode, and
-    one small analysis (seconds, tokens). Exit status 0: usable; 1: answers off-schema; 2: not."""
+    one small analysis (seconds, tokens). Exit status 0: usable, or none configured (the
+    offline analyst, the default); 1: answers off-schema; 2: not usable."""
     from dataclasses import asdict
 
     from sluice.models.analyst._check import check_endpoint
@@ -419,7 +431,7 @@ def llm_check(settings: Settings, as_json: bool) -> None:
         click.echo(json.dumps({k: v for k, v in asdict(found).items() if k != "lines"}))
     else:
         click.echo("\n".join(found.lines))
-    sys.exit({"ok": 0, "degraded": 1, "failed": 2}[found.verdict])
+    sys.exit({"ok": 0, "offline": 0, "degraded": 1, "failed": 2}[found.verdict])
 
 
 @cli.group()

@@ -26,6 +26,7 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
     cfg: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
         "security_protocol": kafka.security_protocol,
+        "bootstrap_timeout_ms": int(kafka.connect_timeout_s * 1000),
     }
     if kafka.security_protocol.startswith("SASL"):
         cfg["sasl_mechanism"] = kafka.sasl_mechanism
@@ -78,8 +79,10 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
 
 
 def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
-    """aiokafka keyword arguments: kafka-python's names, less the file ones, plus a TLS context."""
-    opts = {k: v for k, v in client_config(kafka).items() if not k.startswith("ssl_")}
+    """aiokafka keyword arguments: kafka-python's names, less the file ones and the bootstrap
+    timeout (aiokafka retries on its own), plus a TLS context."""
+    opts = {k: v for k, v in client_config(kafka).items()
+            if not k.startswith("ssl_") and k != "bootstrap_timeout_ms"}  # fmt: skip
     context = ssl_context(kafka)
     if context is not None:
         opts["ssl_context"] = context

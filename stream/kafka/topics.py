@@ -221,7 +221,9 @@ def topic_partitions(settings: Settings, topic: str) -> list[int]:
     from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(**client_config(settings.kafka), group_id=None)
+        consumer = KafkaConsumer(
+            **client_config(settings.kafka), group_id=None, enable_auto_commit=False
+        )
         try:
             parts = consumer.partitions_for_topic(topic)
         finally:
@@ -239,7 +241,9 @@ def records_written(settings: Settings, topic: str) -> int:
     from kafka.errors import KafkaError
 
     try:
-        consumer = KafkaConsumer(**client_config(settings.kafka), group_id=None)
+        consumer = KafkaConsumer(
+            **client_config(settings.kafka), group_id=None, enable_auto_commit=False
+        )
         try:
             parts = consumer.partitions_for_topic(topic) or set()
             ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])

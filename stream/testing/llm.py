@@ -190,7 +190,9 @@ class FakeLLM:
                     return
                 if mode.startswith("slow:"):
                     time.sleep(float(mode.split(":", 1)[1]))
-                if mode == "invalid_json":
+                if body.get("max_tokens") == 1:  # a one-token probe: is anyone there?
+                    content = "OK"
+                elif mode == "invalid_json":
                     content = "Sure! Here is the analysis: {not json"
                 elif mode == "echo_logs":  # an answer that repeats the log text back
                     user = next(m["content"] for m in body["messages"] if m["role"] == "user")

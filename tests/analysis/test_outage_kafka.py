@@ -70,7 +70,10 @@ def test_broker_outage_loses_nothing_and_logs_at_a_bounded_rate(
         running_worker(env, worker_log),
         producing_at(env, data, RATE, produce_log) as produced,
     ):
-        time.sleep(6)
+        # the worker is running (not starting: Faust cannot start without a broker) once its
+        # first suspects are out; a fixed sleep was not enough on a loaded machine
+        read_until(broker.bootstrap, env["SLUICE_TOPICS__SUSPECTS"], lambda v: len(v) >= 1, 90,
+                   lambda: worker_log.read_text(errors="replace")[-4000:])  # fmt: skip
         broker.stop()
         time.sleep(OUTAGE_S)
         broker.start()

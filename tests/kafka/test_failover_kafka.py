@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -106,8 +107,7 @@ def test_sigkill_mid_stream_loses_nothing_and_the_group_recovers(
         )
 
     try:
-        time.sleep(15)  # the three workers join both groups
-        assert all(w.poll() is None for w in workers), log()
+        _until_members(admin, [group, f"{group}-analysis"], 3, workers, log)
 
         def produce() -> None:
             producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
@@ -210,3 +210,19 @@ def test_sigkill_mid_stream_loses_nothing_and_the_group_recovers(
     republished = len(alerts) - len(contents)
     print(f"alerts: {len(alerts)} published, {republished} identical re-publications")
     assert all(len(c) == 1 for c in contents.values()), "a revision published with two contents"
+
+
+def _until_members(
+    admin: KafkaAdminClient, groups: list[str], n: int, workers: list[Any], log: Any
+) -> None:
+    """Until each group is stable with `n` members (the workers joined both: the filter
+    stage's and the analysis stage's), within 90 s."""
+    deadline = time.monotonic() + 90
+    while True:
+        assert all(w.poll() is None for w in workers), log()
+        described = admin.describe_groups(groups).values()
+        if all(g["group_state"] == "Stable" and len(g["members"]) == n for g in described):
+            return
+        seen = [(g["group_state"], len(g["members"])) for g in described]
+        assert time.monotonic() < deadline, (seen, log())
+        time.sleep(0.5)

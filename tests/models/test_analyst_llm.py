@@ -516,11 +516,31 @@ def test_a_context_learnt_from_the_servers_refusal(server: FakeLLM) -> None:
     assert len(server.requests) == 3  # known now: fits the first time
 
 
+def _probe(request: dict[str, object]) -> bool:
+    return request.get("max_tokens") == 1  # the one-token "is it there at all" request
+
+
 def test_a_timed_out_call_is_retried_once_not_max_retries_times(server: FakeLLM) -> None:
     server.script.extend(["slow:1.5"] * 4)
-    out = run(analyst(server, timeout_s=0.5, max_retries=3, timeout_retries=1))
+    a = analyst(server, timeout_s=0.5, max_retries=3, timeout_retries=1)
+    out = run(a)
     assert out.provenance.error_category == "timeout"
-    assert len(server.requests) == 2
+    assert len([r for r in server.requests if not _probe(r)]) == 2
+    assert [r for r in server.requests if _probe(r)] and a.is_down()  # nor did it answer that
+
+
+def test_a_slow_endpoint_that_still_answers_gets_patience_not_the_offline_path(
+    server: FakeLLM,
+) -> None:
+    """A call passes its wait, but the endpoint answers a one-token probe: it is computing,
+    not down. The call is made again waiting twice as long, and so is every later call."""
+    server.script.extend(["slow:1.5", "ok", "slow:1.5", "slow:1.5"])
+    a = analyst(server, timeout_s=1, max_retries=3)
+    out = run(a)
+    assert out.provenance.analysis == "llm" and not a.is_down()
+    assert a.slow and a.timeout_s == 2
+    assert [_probe(r) for r in server.requests] == [False, True, False]
+    assert run(a).provenance.analysis == "llm"  # 1.5 s: within the wait it learnt
 
 
 def test_triage_sends_only_what_fits_a_small_context(server: FakeLLM) -> None:
@@ -623,3 +643,17 @@ def test_scan_goes_offline_at_once_when_the_endpoint_is_down(server: FakeLLM) ->
     closed = sum(result.analysis.windows_closed.values())
     assert len(result.alerts) == closed and closed > 1
     assert all(x.provenance.analysis == "degraded" for x in result.alerts)
+
+
+def test_llm_check_with_nothing_configured_says_offline_and_succeeds() -> None:
+    """The offline analyst is the documented default: not a failure (exit 0), said as such."""
+    from click.testing import CliRunner
+
+    from sluice.stream.cli.main import cli
+
+    run = CliRunner(env={"SLUICE_LLM__BASE_URL": ""}).invoke(cli, ["llm", "check"])
+    assert run.exit_code == 0, run.output
+    assert "OFFLINE: analyses use the offline heuristic analyst" in run.output
+    assert "FAILED" not in run.output
+    run = CliRunner(env={"SLUICE_LLM__BASE_URL": ""}).invoke(cli, ["llm", "check", "--json"])
+    assert json.loads(run.output)["verdict"] == "offline"

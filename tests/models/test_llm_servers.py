@@ -79,7 +79,7 @@ def silent_scan() -> Iterator[Background]:
         bg = Background(time.monotonic())
 
         def go() -> None:
-            bg.run = sluice(endpoint(url), "scan", "--demo", "--json", timeout=200)
+            bg.run = sluice(endpoint(url), "scan", "--demo", "--json", "--metrics", timeout=200)
             bg.ended = time.monotonic()
 
         thread = threading.Thread(target=go, daemon=True)
@@ -101,7 +101,7 @@ def test_scan_demo_gets_schema_valid_reports_from_a_real_model(local_llm: str) -
     should.)"""
     started = time.monotonic()
     env = {**endpoint(local_llm), "SLUICE_LLM__TIMEOUT_S": "120"}
-    run = sluice(env, "--log-level", "info", "scan", "--demo", "--json")
+    run = sluice(env, "--log-level", "info", "scan", "--demo", "--json", "--metrics")
     took = time.monotonic() - started
     assert run.returncode == 0, run.stderr[-3000:]
     alerts = [Alert.model_validate_json(line) for line in run.stdout.splitlines()]

@@ -118,7 +118,7 @@ def test_signal_baselines_survive_a_restart_and_name_the_silent_service(
     with running_worker(env, tmp_path / "worker2.log"):  # a new process: state from Kafka
         produce(kafka_bootstrap, settings.topics.events, _events(FAULT[0], FAULT[1] + 90),
                 key=b"shop")  # fmt: skip
-        values = read_until(kafka_bootstrap, settings.topics.alerts, lambda v: len(v) >= 1, 120,
+        values = read_until(kafka_bootstrap, settings.topics.alerts, lambda v: len(v) >= 1, 240,
                             lambda: (tmp_path / "worker2.log").read_text()[-4000:])  # fmt: skip
 
     alert = Alert.model_validate_json(values[0])
