@@ -71,7 +71,26 @@ def foreign_topics(topics: set[str], handed_out: set[str]) -> list[str]:
     )
 
 
+#: The longest test files (measured: `--durations`), handed out first: pytest-xdist gives each
+#: process whole files in collection order, so a long file collected last would run alone at the
+#: end while the other processes sit idle.
+LONG_FILES = (
+    "tests/models/test_llm_servers.py",
+    "tests/analysis/test_outage_kafka.py",
+    "tests/kafka/test_cluster_kafka.py",
+    "tests/kafka/test_rolling_upgrade_kafka.py",
+    "tests/delivery/test_controls_kafka.py",
+    "tests/learning/test_loop_kafka.py",
+    "tests/test_pipeline_kafka.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
     for item in items:
         fixtures = getattr(item, "fixturenames", ())
         if "kafka_bootstrap" in fixtures and item.get_closest_marker("integration") is None:
