@@ -39,6 +39,7 @@ __all__ = [
     "choose_threshold",
     "read_examples",
     "train",
+    "validation_at",
     "weighted_metrics",
 ]
 
@@ -108,6 +109,42 @@ def _matrix(templates: Sequence[str], spec: FeatureSpec) -> sparse.csr_matrix:
     indices = np.fromiter((i for r in rows for i in r), dtype=np.int64, count=int(indptr[-1]))
     data = np.ones(len(indices), dtype=np.float32)
     return sparse.csr_matrix((data, indices, indptr), shape=(len(rows), spec.n_buckets + 1))
+
+
+def _validation_rows(
+    labels: npt.NDArray[np.bool_], val_fraction: float, seed: int
+) -> npt.NDArray[np.bool_]:
+    """Stratified split: the rarer class is split in the same proportion as the common one."""
+    rng = np.random.default_rng(seed)
+    is_val = np.zeros(len(labels), dtype=bool)
+    for cls in (True, False):
+        idx = np.flatnonzero(labels == cls)
+        n_val = round(len(idx) * val_fraction) if len(idx) >= 5 else 0
+        is_val[rng.choice(idx, size=n_val, replace=False)] = True
+    return is_val
+
+
+def validation_at(
+    model: FilterModel,
+    examples: Sequence[Example],
+    threshold: float,
+    *,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> ValidationMetrics | None:
+    """The figures of `model` at `threshold` on the validation split `train` held out of
+    `examples` (the same split for the same examples and seed): a model whose threshold was
+    moved after training (`with_threshold`) says what it does at the threshold it ships with."""
+    labels = np.fromiter((e.label for e in examples), dtype=bool, count=len(examples))
+    is_val = _validation_rows(labels, val_fraction, seed)
+    if not is_val.any():
+        return None
+    rows = np.flatnonzero(is_val)
+    templates = normalize_batch([examples[i].text for i in rows.tolist()])
+    weights = np.fromiter((examples[i].weight for i in rows.tolist()), dtype=np.float64)
+    va = _collapse(templates, labels[is_val], weights)
+    scores = model.score_templates(va.templates).astype(np.float64)
+    return weighted_metrics(scores, va.labels, va.weights, threshold)
 
 
 def choose_threshold(
@@ -183,13 +220,7 @@ def train(
         raise TrainingError("training needs both positive and negative examples")
     if (weights <= 0).any() or not np.isfinite(weights).all():
         raise TrainingError("example weights must be positive and finite")
-    # Stratified split: the rarer class is split in the same proportion as the common one.
-    rng = np.random.default_rng(seed)
-    is_val = np.zeros(len(examples), dtype=bool)
-    for cls in (True, False):
-        idx = np.flatnonzero(labels == cls)
-        n_val = round(len(idx) * val_fraction) if len(idx) >= 5 else 0
-        is_val[rng.choice(idx, size=n_val, replace=False)] = True
+    is_val = _validation_rows(labels, val_fraction, seed)
     tr = _collapse(
         (templates[i] for i in np.flatnonzero(~is_val)), labels[~is_val], weights[~is_val]
     )

@@ -40,9 +40,9 @@ import numpy as np
 import numpy.typing as npt
 
 from sluice.models.filter._features import FeatureSpec
-from sluice.models.filter._model import FilterModel, ValidationMetrics
+from sluice.models.filter._model import FilterModel
 from sluice.models.filter._normalize import normalize_batch
-from sluice.models.filter._train import Example, train
+from sluice.models.filter._train import Example, train, validation_at
 from sluice.models.filter._types import Source
 from sluice.models.training.datasets import (
     UNLABELED_LOGHUB,
@@ -224,10 +224,11 @@ class Recipe:
         t_heldout = (
             heldout_threshold(oof, by_name, self.heldout_recall, self.min_relevant) if oof else 1.0
         )
-        model = train(recipe_examples(systems, self.cap), target_recall=self.target_recall,
-                      seed=self.seed, spec=self.spec, created_by=created_by)  # fmt: skip
+        examples = recipe_examples(systems, self.cap)
+        model = train(examples, target_recall=self.target_recall, seed=self.seed, spec=self.spec,
+                      created_by=created_by)  # fmt: skip
         t = float(np.nextafter(np.float32(min(model.threshold, t_heldout)), np.float32(0)))
-        return model.with_threshold(t, model.meta.validation)
+        return model.with_threshold(t, validation_at(model, examples, t, seed=self.seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     # Systems with too few relevant lines to judge a threshold by are reported, not used.
     with_positives = {n: v for n, v in oof.items() if recipe.judges(by_name[n])}
     t_heldout = heldout_threshold(oof, by_name, args.heldout_recall, args.min_relevant)
-    model = _fit(recipe_examples(systems, args.cap), spec, args.seed, args.target_recall)
+    examples = recipe_examples(systems, args.cap)
+    model = _fit(examples, spec, args.seed, args.target_recall)
     threshold = float(np.nextafter(np.float32(min(model.threshold, t_heldout)), np.float32(0)))
     print(f"  {len(oof)} folds and the final model trained ({time.perf_counter() - t0:.0f}s)")
     print(f"\nthresholds: in distribution {model.threshold:.4f}, held-out systems "
@@ -309,21 +311,20 @@ def main(argv: list[str] | None = None) -> int:
     recalls = [v["recall"] for n, v in table.items() if n in with_positives]
     print(f"  mean held-out recall {np.mean(recalls):.3f}, lowest {min(recalls):.3f}")
 
-    val = model.meta.validation
-    model = model.with_threshold(
-        threshold,
-        ValidationMetrics(
-            precision=val.precision if val else 0.0,
-            recall=float(np.mean(recalls)),
-            forward_ratio=float(np.mean([v["forward_ratio"] for v in table.values()])),
-            positive_ratio=float(np.mean([v["positive_ratio"] for v in table.values()])),
-            n=sum(len(s.texts) for s in labeled),
-        ),
-    )
+    # Its figures, as `sluice model info` shows them: at the threshold it ships with, on the
+    # validation split its training held out (in distribution: one split, every figure from it,
+    # so precision x forward ratio = recall x positive ratio). The held-out systems' figures are
+    # the table above (README), not these.
+    shipped = validation_at(model, examples, threshold, seed=args.seed)
+    model = model.with_threshold(threshold, shipped)
     print(f"\ndefault filter {model.version}: {len(model.data) / 1e6:.2f} MB, threshold "
           f"{threshold:.4f}, subwords {args.subwords}, severity {args.severity}, "
           f"{time.perf_counter() - t0:.0f}s")  # fmt: skip
-    print("(its validation figures are the leave-one-system-out means above)")
+    v = model.meta.validation
+    if v is not None:
+        print(f"validation (in distribution, a 20% split of the training lines, at the shipped "
+              f"threshold): recall {v.recall:.3f}, precision {v.precision:.3f}, forward ratio "
+              f"{v.forward_ratio:.4f}, positive ratio {v.positive_ratio:.4f}")  # fmt: skip
     if not args.no_write:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         model.save(args.out)

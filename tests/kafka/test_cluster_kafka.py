@@ -26,6 +26,7 @@ from tests.support.kafka import (
     free_port_pair,
     numbered_events,
     producing_at,
+    read_until,
     running_worker,
     sluice,
     suspect_messages_until,
@@ -188,7 +189,10 @@ def test_sigkill_of_a_partition_leader_loses_no_event(
         running_worker(env, worker_log),
         producing_at(env, data, rate, tmp_path / "produce.log") as produced,
     ):
-        time.sleep(8)  # busy: the worker is consuming what the producer writes
+        # busy: the worker is consuming what the producer writes (its first suspects are out;
+        # a fixed sleep could kill the leader while a loaded machine was still starting it)
+        read_until(cluster.bootstrap, env["SLUICE_TOPICS__SUSPECTS"], lambda v: len(v) >= 1, 90,
+                   lambda: worker_log.read_text(errors="replace")[-4000:])  # fmt: skip
         os.kill(cluster.pid(leader), signal.SIGKILL)
         produced()
         got = suspect_messages_until(cluster.bootstrap, env, expected, worker_log)
