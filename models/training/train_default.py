@@ -57,7 +57,7 @@ from sluice.models.training.datasets import (
 
 __all__ = ["Recipe", "System", "load_systems", "main", "recipe_examples"]
 
-DEFAULT_OUT = Path(__file__).with_name("default.onnx")
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "filter" / "default.onnx"  # the shipped one
 
 
 @dataclass
