@@ -517,12 +517,11 @@ class OpenAIAnalyst:
 
     async def _answers(self) -> bool:
         """After a call timed out: does the endpoint answer a one-token request at all? A
-        server computing a long answer does (a local model, after the call it is finishing);
-        a hung one, or one that is not there, does not (within timeout_s, at most 30 s)."""
+        server computing a long answer does, once it has finished the call it is still working
+        on (a local model serves one at a time); a hung one, or one that is not there, does not.
+        The probe waits as long as the call did: a hung endpoint is down after twice the wait."""
         try:
-            await self._client.with_options(
-                timeout=min(self.cfg.timeout_s, 30.0)
-            ).chat.completions.create(
+            await self._client.with_options(timeout=self.timeout_s).chat.completions.create(
                 model=self.cfg.model,
                 messages=[{"role": "user", "content": "Reply with OK."}],
                 max_tokens=1,

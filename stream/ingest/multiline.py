@@ -50,6 +50,9 @@ _MAYBE = re.compile(
 )
 
 
+_STRUCTURED_HEADS = frozenset({b"{", b"\n", b""})
+
+
 def _opens_structured(value: bytes) -> bool:
     """A JSON object (or an OTLP request): a record of its own, never continued or continuing."""
     head = value[:1]
@@ -80,7 +83,9 @@ def continuation_groups(
     """The batch's events where records continue one another: each event's first record index
     and its bytes (its records joined with a newline); None when no record continues another.
     A record joins only one with the same key (producers that share a partition interleave)."""
-    if len(values) < 2 or _MAYBE.search(b"\n".join(values)) is None:
+    if len(values) < 2 or {v[:1] for v in values} <= _STRUCTURED_HEADS:  # JSON lines: no text
+        return None
+    if _MAYBE.search(b"\n".join(values)) is None:
         return None
     starts: list[int] = []
     joined: list[bytes] = []
