@@ -77,12 +77,14 @@ def stage_throughput(repeat: int = 6, runs: int = 3) -> dict[str, dict[str, list
         for s, vs in text_streams
     ]
     total = sum(len(v) for _, v in text_streams)
-    cfg = PipelineSettings()
+    joined = PipelineSettings()  # multi-line joining on, the default
     out: dict[str, dict[str, list[float]]] = {}
     for kind, streams in (("text lines", text_streams), ("JSON events", json_streams)):
-        rates: dict[str, list[float]] = {"before (no header reading)": [], "after (formats)": []}
+        rates: dict[str, list[float]] = {"before (no header reading)": [], "after (formats)": [],
+                                         "formats, no multi-line": []}  # fmt: skip
         for _ in range(runs):
             for mode in rates:
+                cfg = PipelineSettings(text={"multiline": False}) if "no multi" in mode else joined
                 filt = OnnxFilter(default_model())
                 text = None if mode.startswith("before") else cfg.text.formats()
                 t0 = time.perf_counter()
