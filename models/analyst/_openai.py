@@ -618,12 +618,12 @@ class OpenAIAnalyst:
             and self.timeout_s < cfg.max_timeout_s
             and await self._answers()
         ):
-            self.timeout_s = min(cfg.max_timeout_s, 2 * self.timeout_s)
+            waited, self.timeout_s = self.timeout_s, min(cfg.max_timeout_s, 2 * self.timeout_s)
             log.warning(
                 "the LLM endpoint is slow, not down: a call took over %gs while the endpoint "
                 "still answers; waiting up to %gs per call from now on, and sending fewer new "
                 "templates per triage call (SLUICE_LLM__TIMEOUT_S sets the first wait)",
-                self.timeout_s / 2, self.timeout_s,
+                waited, self.timeout_s,
             )  # fmt: skip
             return await self._request(
                 messages, prompt_tokens, scope, response_format, patient=True

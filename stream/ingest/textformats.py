@@ -238,6 +238,8 @@ class TextFormats:
             m = fmt.regex.match(line)  # one cached prefix
             if m is not None:
                 return (fmt, m), self.message((fmt, m))
+            found = self._by_shape(source, line)  # (not the source's format again)
+            return found, self.message(found) if found is not None else line
         found = self.match(source, line)
         return found, self.message(found) if found is not None else line
 
