@@ -123,10 +123,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     the process that ran the session, after every worker process is done."""
     if hasattr(session.config, "workerinput") or not _TOPICS_BEFORE:
         return
+    import shutil
+
     topics = _broker_topics()
+    handed_out = _handed_out()
+    shutil.rmtree(os.environ[_NAMES_DIR], ignore_errors=True)
     if topics is None:
         return
-    foreign = foreign_topics(topics - _TOPICS_BEFORE[0], _handed_out())
+    foreign = foreign_topics(topics - _TOPICS_BEFORE[0], handed_out)
     if foreign:
         message = (
             f"topics on the broker that no test was handed by unique_name: {foreign}; name every "
