@@ -127,11 +127,42 @@ def model_score_cli() -> dict[str, float]:
     return out
 
 
+def mixed(seeds: tuple[int, ...] = (1, 2, 3)) -> list[float]:
+    """Every system's lines shuffled into one source (as a server's log mixes syslog, web server
+    and application lines): the share of lines read with the format and service they get when
+    their system is read alone. Held out: the per-line reading was written on a fixture of
+    its own (`tests/fixtures/server-mixed.log`), not on these samples."""
+    import random
+
+    alone: dict[str, list[tuple[str, str | None] | None]] = {}
+    lines: list[tuple[str, int, str]] = []
+    for s in _systems():
+        raw = [x.decode("utf-8", "replace") for x in _raw(s)]
+        text = TextFormats()
+        alone[s] = [(h.format, h.service) if (h := text.header(s, x)) else None for x in raw]
+        lines += [(s, i, x) for i, x in enumerate(raw)]
+    shares = []
+    for seed in seeds:
+        random.Random(seed).shuffle(lines)
+        text = TextFormats()
+        same = 0
+        for s, i, x in lines:
+            h = text.header("mixed.log", x)
+            same += ((h.format, h.service) if h else None) == alone[s][i]
+        shares.append(same / len(lines))
+    print(
+        f"\n{len(alone)} systems' {len(lines):,} lines shuffled into one source, "
+        f"{len(seeds)} orders: read as alone in " + ", ".join(f"{x:.4f}" for x in shares)
+    )
+    return shares
+
+
 def main() -> None:
     results = {
         "benchmark": "formats",
         "command": "python -m bench.formats",
         "per_system": per_system(),
+        "mixed_read_as_alone": mixed(),
         "filter_stage": stage_throughput(),
         "model_score_cli": model_score_cli(),
     }

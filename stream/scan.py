@@ -33,7 +33,7 @@ from sluice.stream.analysis.triage import NewTemplates
 from sluice.stream.filtering.screen import screen_batch
 from sluice.stream.filtering.stage import StageCounters
 from sluice.stream.filtering.verdicts import FirstSight, VerdictCache
-from sluice.stream.ingest.multiline import MAX_LINES, ends_event
+from sluice.stream.ingest.multiline import ends_event
 from sluice.stream.ingest.sources import Record
 from sluice.stream.ingest.textformats import TextFormats
 from sluice.stream.records import (
@@ -70,13 +70,13 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _batches(records: Iterable[Record], size: int, whole_events: bool) -> Iterator[list[Record]]:
-    """Batches of about `size` records, never cut inside a multi-line event (a stack trace the
-    filter stage joins: `ingest.multiline`)."""
+def _batches(records: Iterable[Record], size: int, max_lines: int) -> Iterator[list[Record]]:
+    """Batches of about `size` records, never cut inside a multi-line event of up to
+    `max_lines` records (a stack trace the filter stage joins: `ingest.multiline`; 0: any)."""
     batch: list[Record] = []
     for rec in records:
         if len(batch) >= size and (
-            not whole_events or len(batch) >= size + MAX_LINES or ends_event(batch[-1][0], rec[0])
+            len(batch) >= size + max_lines or ends_event(batch[-1][0], rec[0])
         ):
             yield batch
             batch = []
@@ -153,7 +153,7 @@ async def scan(
 
     counter = SignalCounter(cfg.signals.bucket_s, cfg.signals.trace_ttl_s)  # across batches
     folder = TelemetryFolder(cfg.signals.bucket_s, max_keys=cfg.signals.max_keys)
-    for batch in _batches(records, cfg.batch_size, cfg.text.multiline):
+    for batch in _batches(records, cfg.batch_size, cfg.text.max_lines if cfg.text.multiline else 0):
         started = time.perf_counter()
         screened = screen_batch(
             [r[0] for r in batch],

@@ -9,8 +9,8 @@ lines it sees, the most specific one that matches nearly as many of them as the 
 then on tries only that one: a stream does not run every pattern on every line. A line the chosen
 format does not match (one source that mixes formats: a server's syslog, nginx and application
 lines in one file or topic) is read in its own format, found by the line's shape (its first
-characters, digits and letters folded; cached, so a shape costs the search once), and stays plain
-text where none matches. A pattern per source in the settings overrides detection: a built-in
+characters, digits and letters folded; the format last found for the shape is tried first), and
+stays plain text where none matches. A pattern per source in the settings overrides detection: a built-in
 format's name, or a grok-style pattern (`%{SYSLOGTIMESTAMP:ts} %{HOSTNAME:host}
 %{GREEDYDATA:body}`) as Logstash, Vector and Fluent Bit write them.
 
@@ -146,6 +146,7 @@ class TextFormats:
         self._prefixes: dict[tuple[str | None, ...], tuple[str, str | None, str]] = {}
         self._keyed: dict[str, bool] = {}
         self._shapes: dict[str, LineFormat | None] = {}  # a line's shape -> its format
+        self._misses: Counter[str] = Counter()  # shapes not (yet) matched: lines of them
         self._pinned: set[str] = set()  # sources whose format the settings name (or none)
         self._year_of: tuple[float | None, int] = (-1.0, 0)
         #: the service of lines whose format names none and that have no key (`scan`: the file)
@@ -190,8 +191,10 @@ class TextFormats:
         return self._by_shape(source, line)
 
     def _by_shape(self, source: str, line: str) -> Read | None:
-        """A line its source's format does not match, in the format its shape was last read in
-        (a line of that shape that the format does not match searches again)."""
+        """A line its source's format does not match, in the format a line of its shape was
+        last read in; where that does not match, every format is tried (and the one found
+        kept). A shape is taken for plain text only after `_PLAIN_AFTER` lines of it matched
+        no format and none ever did (one odd line must not make its shape plain for good)."""
         if source in self._pinned:  # the settings named this source's format: that one only
             return None
         shape = line[:_SHAPE_CHARS].translate(_SHAPE_TABLE)
@@ -205,7 +208,14 @@ class TextFormats:
         found = self._first_match(line)
         if len(self._shapes) >= 10_000:
             self._shapes.clear()
-        self._shapes[shape] = found[0] if found is not None else None
+            self._misses.clear()
+        if found is not None:
+            self._shapes[shape] = found[0]
+        elif fmt is _UNDECIDED:
+            self._misses[shape] += 1
+            if self._misses[shape] >= _PLAIN_AFTER:
+                self._shapes[shape] = None
+                del self._misses[shape]
         return found
 
     def _first_match(self, line: str) -> Read | None:
@@ -357,6 +367,8 @@ class TextFormats:
 _UNDECIDED: Any = object()
 #: A line's shape: its first characters with digits as 0, letters as a or A (`_by_shape`).
 _SHAPE_CHARS = 20
+#: Lines of a shape that matched no format before the shape is taken for plain text.
+_PLAIN_AFTER = 8
 _SHAPE_TABLE = str.maketrans(
     "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
     "0" * 10 + "a" * 26 + "A" * 26,

@@ -85,3 +85,47 @@ def test_scan_reads_the_file_without_dead_letters_and_names_real_services() -> N
     assert {"nginx", "postgres"} <= named
     evidence = " ".join(t for a in result.alerts for t in a.evidence.values())
     assert "<email>" not in evidence and "postgresql@" in evidence  # a unit, not an address
+
+
+_LANDED_READS_ALERTS = """
+import sys
+from sluice.stream.analysis.state import load_scope
+from sluice.stream.records import Alert, read_record
+from sluice.stream.wire import WIRE
+
+alert, state = sys.stdin.buffer.read().split(b"\\n")
+a = read_record(Alert, alert)
+firing = load_scope("scope/default", state).firing
+assert firing and all(isinstance(x, Alert) for x in firing.values()), firing
+print(len(a.evidence), WIRE.unknown_fields["alert"])
+"""
+
+
+def test_the_release_before_reads_alerts_with_their_anomalous_templates(
+    landed_release: str,
+) -> None:
+    """Rolling upgrades: the landed release reads this release's alerts (on `alerts`, and as
+    the firing alerts inside a scope's stored state), dropping `anomalous` and counting it."""
+    import subprocess
+    import sys
+
+    from sluice.stream.analysis.state import ScopeState, dump_state
+
+    text = TextFormats(reference=MIXED.stat().st_mtime)
+    flags = KeywordFilter(["error", "fatal"])
+    result = asyncio.run(scan(read_records(str(MIXED)), CFG, flags, HeuristicAnalyst(),
+                              lambda: datetime.now(UTC), text=text))  # fmt: skip
+    alert = result.alerts[-1]
+    assert alert.anomalous and set(alert.anomalous) < set(alert.evidence)  # context beside it
+    raw_state = dump_state(ScopeState(firing={alert.fingerprint: alert}))  # as a worker stores it
+    assert b'"anomalous"' in raw_state
+    run = subprocess.run(
+        [sys.executable, "-c", _LANDED_READS_ALERTS],
+        input=alert.to_bytes() + b"\n" + raw_state,
+        env={"PYTHONPATH": landed_release},
+        capture_output=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr.decode()[-3000:]
+    templates, unknown = map(int, run.stdout.split())
+    assert templates == len(alert.evidence) and unknown == 1
