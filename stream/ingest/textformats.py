@@ -10,8 +10,8 @@ then on tries only that one: a stream does not run every pattern on every line. 
 format does not match (one source that mixes formats: a server's syslog, nginx and application
 lines in one file or topic) is read in its own format, found by the line's shape (its first
 characters, digits and letters folded; the format last found for the shape is tried first), and
-stays plain text where none matches. A pattern per source in the settings overrides detection: a built-in
-format's name, or a grok-style pattern (`%{SYSLOGTIMESTAMP:ts} %{HOSTNAME:host}
+stays plain text where none matches. A pattern per source in the settings overrides detection: a
+built-in format's name, or a grok-style pattern (`%{SYSLOGTIMESTAMP:ts} %{HOSTNAME:host}
 %{GREEDYDATA:body}`) as Logstash, Vector and Fluent Bit write them.
 
 The message an event keeps (what the filter scores and templates are made from) is the body
