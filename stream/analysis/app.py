@@ -212,13 +212,22 @@ class _Gaps:
     its own (no compaction, no transactions), so a record past the next expected offset means
     such a loss: the partition is read again from the gap, and the records after it wait for
     their turn. A gap the topic no longer holds (retention) is given up after a minute, said.
+
+    The first record of a partition after an assignment is checked too, against `first(topic,
+    partition)`: the offset after the last one the state applied (the state is flushed before
+    an offset is committed, so nothing after it was ever applied), or the topic's earliest when
+    the state holds none. The records dropped at a resume can be a partition's first ones: a
+    worker read a partition from offset 3 and its commit went on from there (measured, the
+    SIGKILL test; Faust commits from the first offset it saw acknowledged when none was
+    committed before).
     """
 
     GIVE_UP_S = 60.0
     SEEK_AGAIN_S = 2.0
 
-    def __init__(self, app: faust.App) -> None:
+    def __init__(self, app: faust.App, first: Callable[[str, int], Awaitable[int]]) -> None:
         self._app = app
+        self._first = first
         self._next: dict[int, int] = {}  # partition -> the offset expected next
         self._rewinding: dict[int, tuple[int, float, float]] = {}  # -> (gap, since, sought)
 
@@ -245,7 +254,9 @@ class _Gaps:
                 )
         else:
             expected = self._next.get(partition)
-            if expected is not None and offset > expected:
+            if expected is None:
+                expected = await self._first(topic, partition)
+            if offset > expected:
                 log.warning(
                     "%s:%s: the stream skipped offsets %d-%d (a rebalance or a recovery); "
                     "reading them again", topic, partition, expected, offset - 1,
@@ -282,7 +293,17 @@ class _Stage:
         self.triage = NewTemplates(cfg, counters=counters.triage) if counters else NewTemplates(cfg)
         self._chunks = ChunkCache()  # parsed suspects of open windows, shared by every record
         self._counters, self._controls = counters, controls
-        self._gaps = _Gaps(app)
+        self._gaps = _Gaps(app, self._first_expected)
+        self._app = app
+
+    async def _first_expected(self, topic: str, partition: int) -> int:
+        """The offset a partition's first record after an assignment must have (`_Gaps`)."""
+        state = AnalysisState(self._cfg, _TableStore(self._table), time.time, self._topic)
+        applied = state.last_applied(partition)
+        if applied >= 0:
+            return applied + 1
+        tp = TP(topic, partition)
+        return (await self._app.consumer.earliest_offsets(tp)).get(tp, 0)
 
     async def on_record(self, topic: str, partition: int, offset: int, value: bytes) -> None:
         """Apply a record until its effects are delivered; one the stage cannot apply becomes a

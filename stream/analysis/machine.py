@@ -148,6 +148,10 @@ class AnalysisState:
         """Whether the record at offset was applied already (a replay after a crash)."""
         return offset <= self._partition(partition).applied
 
+    def last_applied(self, partition: int) -> int:
+        """The offset of the partition's last record applied; -1 when none was."""
+        return self._partition(partition).applied
+
     def mark_applied(self, partition: int, offset: int) -> None:
         part = self._partition(partition)
         part.applied = max(part.applied, offset)

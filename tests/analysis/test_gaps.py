@@ -41,13 +41,22 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
+def _gaps(app: _App, first: dict[int, int] | None = None) -> Any:
+    """Gaps over `app`, a partition's first expected offset from `first` (0 when absent)."""
+
+    async def expected(_topic: str, partition: int) -> int:
+        return (first or {}).get(partition, 0)
+
+    return analysis_app._Gaps(app, expected)  # type: ignore[arg-type]
+
+
 def _run(gaps: Any, offsets: list[int], partition: int = 0) -> list[bool]:
     return [asyncio.run(gaps.in_order("suspects", partition, o)) for o in offsets]
 
 
 def test_a_gap_rewinds_to_it_and_the_records_after_it_wait(clock: list[float]) -> None:
     app = _App()
-    gaps = analysis_app._Gaps(app)  # type: ignore[arg-type]
+    gaps = _gaps(app)
     assert _run(gaps, [0, 1]) == [True, True]
     assert _run(gaps, [3, 4]) == [False, False]  # 2 was dropped: read again from 2
     assert [o for s in app.consumer.seeks for o in s.values()] == [2]
@@ -57,7 +66,7 @@ def test_a_gap_rewinds_to_it_and_the_records_after_it_wait(clock: list[float]) -
 
 def test_what_ran_past_the_seek_seeks_again_and_a_gone_gap_is_given_up(clock: list[float]) -> None:
     app = _App()
-    gaps = analysis_app._Gaps(app)  # type: ignore[arg-type]
+    gaps = _gaps(app)
     _run(gaps, [0, 5])
     clock[0] += analysis_app._Gaps.SEEK_AGAIN_S
     assert _run(gaps, [6]) == [False]
@@ -68,9 +77,21 @@ def test_what_ran_past_the_seek_seeks_again_and_a_gone_gap_is_given_up(clock: li
 
 def test_a_revoked_partition_is_forgotten(clock: list[float]) -> None:
     app = _App()
-    gaps = analysis_app._Gaps(app)  # type: ignore[arg-type]
-    _run(gaps, [0, 1], partition=3)
+    gaps = _gaps(app, {3: 40})
+    _run(gaps, [40, 41], partition=3)
     (forget,) = app.on_partitions_revoked.receivers
     asyncio.run(forget(app, {analysis_app.TP("suspects", 3)}))
-    assert _run(gaps, [40], partition=3) == [True]  # the committed offset of its last owner
+    assert _run(gaps, [38], partition=3) == [True]  # a replay: what its last owner committed
     assert app.consumer.seeks == []
+
+
+def test_a_partitions_first_records_dropped_at_a_resume_are_read_again(clock: list[float]) -> None:
+    """The first record after an assignment is past the one after the state's last applied
+    (or the topic's earliest): the stream dropped the records before it; read from there."""
+    app = _App()
+    gaps = _gaps(app, {5: 0, 4: 161})
+    assert _run(gaps, [3, 4], partition=5) == [False, False]
+    assert _run(gaps, [170], partition=4) == [False]
+    assert [o for s in app.consumer.seeks for o in s.values()] == [0, 161]
+    assert _run(gaps, [0, 1, 2, 3], partition=5) == [True] * 4
+    assert _run(gaps, [161, 162], partition=4) == [True, True]

@@ -191,9 +191,12 @@ def test_a_failing_dead_letter_producer_holds_the_offset_until_it_delivers(
     with running_worker(env, tmp_path / "worker.log"):
         produce(kafka_bootstrap, events, [b'{"message": "truncated', good])
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")[-4000:]  # noqa: E731
-        time.sleep(10)  # the worker reads, screens, and the broker refuses, again and again
+        # the worker joins, reads, screens, and the broker refuses, again and again
+        deadline = time.monotonic() + 90
+        while (tmp_path / "worker.log").read_text().count("re-reading from the last commit") < 2:
+            assert time.monotonic() < deadline, log()
+            time.sleep(0.5)
         assert committed() == 0, log()
-        assert "re-reading from the last commit" in log()
         limit(1 << 20)
         dead = read_until(kafka_bootstrap, dead_topic, lambda v: len(v) >= 1, 60, log)
         deadline = time.monotonic() + 30

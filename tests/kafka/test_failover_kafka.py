@@ -181,16 +181,22 @@ def test_sigkill_mid_stream_loses_nothing_and_the_group_recovers(
         # Every window was open at the kill; each is analysed after it, with all its suspects.
         per_scope = Counter(expected.values())
 
+        forwarded = Counter[str]()
+
         def analysed_all(v: list[bytes]) -> bool:
-            forwarded = Counter[str]()
+            forwarded.clear()
             for a in map(Alert.model_validate_json, v):
                 m = re.search(r"out of (\d+) forwarded", a.report.summary)
                 if a.status == "firing" and m:
                     forwarded[a.report.scope] += int(m.group(1))
             return all(forwarded[s] >= n for s, n in per_scope.items())
 
+        def short() -> str:
+            counts = {s: (forwarded[s], n) for s, n in per_scope.items()}
+            return f"analysed of forwarded, per scope: {counts}\n{log()}"
+
         alert_values = read_until(
-            kafka_bootstrap, env["SLUICE_TOPICS__ALERTS"], analysed_all, 90, log
+            kafka_bootstrap, env["SLUICE_TOPICS__ALERTS"], analysed_all, 90, short
         )
     finally:
         for w in workers:
