@@ -378,7 +378,12 @@ class WorkerSettings(BaseModel):
     stall_timeout_s: float = Field(
         120.0,
         gt=0,
-        description="/healthz fails once the filter stage has had lag this long with no commit",
+        description="/healthz fails once a stage has had lag this long with no progress",
+    )
+    stages: Literal["both", "filter", "analysis"] = Field(
+        "both",
+        description="the stages this worker runs: both in one process, or only the filter stage "
+        "or only the analysis stage (each its own cores and replicas; run both kinds)",
     )
 
 

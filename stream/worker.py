@@ -17,11 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sluice.stream.settings import Settings
 
 if TYPE_CHECKING:
+    from sluice.stream.analysis import AnalysisProgress
     from sluice.stream.filtering.stage import FilterStage
 
 __all__ = ["HEALTH_PATH", "READY_PATH", "Health", "run_worker"]
@@ -35,22 +37,39 @@ log = logging.getLogger(__name__)
 
 
 class Health:
-    """Liveness means progress, not an answering web server: a worker is dead when its filter
-    stage has had lag for `stall_timeout_s` without committing anything. Readiness: the stage
-    has joined its group (partitions assigned, maybe none) and scores with the active model."""
+    """Liveness means progress, not an answering web server: a worker is dead when one of its
+    stages has had lag for `stall_timeout_s` without progress (the filter stage: no commit; the
+    analysis stage: no record handled). Readiness: the filter stage has joined its group
+    (partitions assigned, maybe none) and scores with the active model; a worker of the
+    analysis stage alone, once that stage has joined its group."""
 
-    def __init__(self, stage: FilterStage, stall_timeout_s: float) -> None:
+    def __init__(
+        self,
+        stage: FilterStage | None,
+        stall_timeout_s: float,
+        analysis: AnalysisProgress | None = None,
+    ) -> None:
         self._stage = stage
+        self._analysis = analysis
         self._timeout = stall_timeout_s
 
     def live(self) -> tuple[bool, str]:
-        stalled = self._stage.stalled_s()
-        lag = sum(self._stage.lag().values())
-        if stalled >= self._timeout:
-            return False, f"stalled: lag {lag} and no commit for {stalled:.0f} s"
-        return True, f"ok: lag {lag}"
+        said: list[str] = []
+        for name, stage, what in (("", self._stage, "commit"),
+                                  ("analysis ", self._analysis, "record handled")):  # fmt: skip
+            if stage is None:
+                continue
+            stalled, lag = stage.stalled_s(), sum(stage.lag().values())
+            if stalled >= self._timeout:
+                return False, f"stalled: {name}lag {lag} and no {what} for {stalled:.0f} s"
+            said.append(f"{name}lag {lag}")
+        return True, "ok: " + "; ".join(said)
 
     def ready(self) -> tuple[bool, str]:
+        if self._stage is None:
+            if self._analysis is not None and not self._analysis.joined:
+                return False, "not ready: no partitions assigned yet"
+            return True, "ready: the analysis stage"
         if not self._stage.joined:
             return False, "not ready: no partitions assigned yet"
         if not self._stage.model_loaded:
@@ -58,16 +77,34 @@ class Health:
         return True, f"ready: model {self._stage.counters.model_version}"
 
 
+@dataclass
+class _Page:
+    """One page of the worker's web port: its text, status, content type and headers."""
+
+    body: str
+    status: int = 200
+    content_type: str = "text/plain"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Service(Protocol):
+    """A reader beside the stages (model watcher, followers): run until stopped."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
 def run_worker(settings: Settings) -> None:
-    """Build both stages and run until SIGTERM/SIGINT (Faust's worker handles the signals)."""
+    """Build the stages `worker.stages` names and run until SIGTERM/SIGINT."""
     import faust
     import mode
 
     from sluice.models.analyst import create_analyst
-    from sluice.stream.analysis import AnalysisCounters, create_app, open_windows
+    from sluice.stream.analysis import AnalysisCounters, AnalysisProgress, create_app, open_windows
     from sluice.stream.delivery.controls import ControlsWatcher
     from sluice.stream.filtering.screen import build_filter
-    from sluice.stream.filtering.stage import FilterStage
+    from sluice.stream.filtering.stage import FilterStage, StageCounters
     from sluice.stream.kafka.followers import TopicFollower
     from sluice.stream.learning.recall import RecallTally
     from sluice.stream.learning.registry import ModelWatcher
@@ -81,70 +118,82 @@ def run_worker(settings: Settings) -> None:
         StatusPage,
     )
 
-    ready = asyncio.Event()
-    stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)
-    watcher = ModelWatcher(settings, lambda model, _act: stage.offer_model(model), ready)
+    filtering, analysing = settings.worker.stages in ("both", "filter"), \
+        settings.worker.stages in ("both", "analysis")  # fmt: skip
+    services: dict[str, _Service] = {}
+    stage: FilterStage | None = None
+    watcher: ModelWatcher | None = None
+    if filtering:
+        ready = asyncio.Event()
+        stage = FilterStage(settings, build_filter(settings.pipeline), models_ready=ready)
+        offer = stage.offer_model
+        watcher = ModelWatcher(settings, lambda model, _act: offer(model), ready)
+        services["model watcher"] = watcher
+        # Verdicts on `feedback` decide their templates in this worker's filter stage at once.
+        if stage.verdicts is not None:
+            feed = TopicFollower(settings, settings.topics.feedback, "sluice-verdicts",
+                                 stage.verdicts.apply_bytes)  # fmt: skip
+            stage.verdicts_ready = feed.loaded
+            services["verdicts"] = feed
     outcomes = OutcomeWatcher(settings, RecallTally())
-    # Verdicts on `feedback` decide their templates in this worker's filter stage at once.
-    verdicts = stage.verdicts
-    verdict_feed = (
-        TopicFollower(settings, settings.topics.feedback, "sluice-verdicts", verdicts.apply_bytes)
-        if verdicts is not None
-        else None
-    )
-    if verdict_feed is not None:
-        stage.verdicts_ready = verdict_feed.loaded
-    controls = ControlsWatcher(settings)
+    services["outcome watcher"] = outcomes
     analyst = create_analyst(settings.llm)
     analysis = AnalysisCounters()
-    app = create_app(settings, analyst=analyst, counters=analysis, controls=controls.controls)
-    probes = WorkerProbes(stage, watcher, outcomes.tally, lambda: open_windows(app, settings))
-    metrics = PipelineMetrics(stage.counters, analysis, analyst, probes)
-    health = Health(stage, settings.worker.stall_timeout_s)
+    app: faust.App | None = None
+    progress: AnalysisProgress | None = None
+    if analysing:
+        controls = ControlsWatcher(settings)
+        services["controls watcher"] = controls
+        progress = AnalysisProgress(settings.topics.suspects)
+        app = create_app(settings, analyst=analyst, counters=analysis,
+                         controls=controls.controls, progress=progress)  # fmt: skip
+    windows = (lambda: open_windows(app, settings)) if app is not None else (lambda: 0)
+    probes = WorkerProbes(stage, watcher, outcomes.tally, windows, progress)
+    counters = stage.counters if stage is not None else StageCounters()
+    metrics = PipelineMetrics(counters, analysis, analyst, probes)
+    health = Health(stage, settings.worker.stall_timeout_s, progress)
     board = AlertBoard()
-    recent = TopicFollower(settings, settings.topics.alerts, "sluice-status", board.add, tail=200)
+    services["status page's alerts"] = TopicFollower(
+        settings, settings.topics.alerts, "sluice-status", board.add, tail=200
+    )
     status = StatusPage(metrics, board, settings.kafka.instance_id or socket.gethostname())
 
-    @app.page(STATUS_PATH)
-    async def status_page(web: Any, _request: Any) -> Any:
-        headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store"}
-        return web.html(status.render(), headers=headers)
+    def probe(check: Any) -> _Page:
+        ok, text = check()
+        return _Page(text + "\n", 200 if ok else 503)
+
+    pages: dict[str, Any] = {
+        STATUS_PATH: lambda: _Page(status.render(), content_type="text/html", headers={
+            "Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-store"}),
+        "/metrics": lambda: _Page(metrics.render(), content_type=CONTENT_TYPE),
+        HEALTH_PATH: lambda: probe(health.live),
+        READY_PATH: lambda: probe(health.ready),
+    }  # fmt: skip
+    if app is None:  # the filter stage alone: no Faust, its event loop all the stage's
+        assert stage is not None
+        asyncio.run(_run_filter_only(settings, stage, services, pages, status.sample))
+        return
+
+    for path, page in pages.items():
+        app.page(path)(_faust_page(page))
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]
     async def sample_throughput() -> None:
         status.sample()
 
-    @app.page("/metrics")
-    async def metrics_page(web: Any, _request: Any) -> Any:
-        return web.text(metrics.render(), content_type=CONTENT_TYPE)
-
-    @app.page(HEALTH_PATH)
-    async def healthz(web: Any, _request: Any) -> Any:
-        ok, text = health.live()
-        return web.text(text + "\n", status=200 if ok else 503)
-
-    @app.page(READY_PATH)
-    async def readyz(web: Any, _request: Any) -> Any:
-        ok, text = health.ready()
-        return web.text(text + "\n", status=200 if ok else 503)
-
     class FilterStageService(mode.Service):
-        """Runs the filter stage's loop; a stage that cannot go on stops the worker."""
+        """Runs the filter stage's loop (when this worker has it) and the readers beside the
+        stages; one that cannot go on stops the worker."""
 
-        _stage_run: asyncio.Future[Any] | None = None
-        _watch_runs: tuple[asyncio.Future[Any], ...] = ()
+        _runs: tuple[asyncio.Future[Any], ...] = ()
 
         async def on_start(self) -> None:
             install_repeat_filter()  # on the handlers Faust's worker has set up by now
-            self._watch_runs = (
-                self.add_future(self._watch("model watcher", watcher.run())),
-                self.add_future(self._watch("outcome watcher", outcomes.run())),
-                self.add_future(self._watch("controls watcher", controls.run())),
-                self.add_future(self._watch("status page's alerts", recent.run())),
+            self._runs = tuple(
+                self.add_future(self._watch(name, svc.run())) for name, svc in services.items()
             )
-            if verdict_feed is not None:
-                self._watch_runs += (self.add_future(self._watch("verdicts", verdict_feed.run())),)
-            self._stage_run = self.add_future(self._consume())
+            if stage is not None:
+                self._runs += (self.add_future(self._watch("filter stage", stage.run())),)
 
         async def _watch(self, name: str, run: Any) -> None:
             try:
@@ -153,25 +202,97 @@ def run_worker(settings: Settings) -> None:
                 log.exception("the %s stopped", name)
                 await self.crash(exc)
 
-        async def _consume(self) -> None:
-            try:
-                await stage.run()
-            except Exception as exc:
-                log.exception("the filter stage stopped")
-                await self.crash(exc)
-
         async def on_stop(self) -> None:
-            stage.stop()
-            watcher.stop()
-            outcomes.stop()
-            controls.stop()
-            recent.stop()
-            if verdict_feed is not None:
-                verdict_feed.stop()
-            runs = [f for f in (self._stage_run, *self._watch_runs) if f is not None]
-            if runs:
-                await asyncio.wait(runs, timeout=10)
+            if stage is not None:
+                stage.stop()
+            for svc in services.values():
+                svc.stop()
+            if self._runs:
+                await asyncio.wait(self._runs, timeout=10)
 
     faust.Worker(
         app, FilterStageService(), loglevel=settings.worker.log_level
     ).execute_from_commandline()
+
+
+def _faust_page(page: Any) -> Any:
+    async def handler(web: Any, _request: Any) -> Any:
+        p = page()
+        if p.content_type == "text/html":
+            return web.html(p.body, status=p.status, headers=p.headers)
+        return web.text(p.body, status=p.status, content_type=p.content_type, headers=p.headers)
+
+    return handler
+
+
+async def _run_filter_only(
+    settings: Settings,
+    stage: FilterStage,
+    services: dict[str, _Service],
+    pages: dict[str, Any],
+    sample: Any,
+) -> None:
+    """The filter stage and its readers on a plain event loop, the web port on aiohttp; SIGTERM
+    and SIGINT stop the stage, which commits what it acknowledged."""
+    import signal
+
+    from aiohttp import web
+
+    from sluice.stream.observe.logs import install_repeat_filter
+
+    levels = {"warn": "WARNING", "crit": "CRITICAL"}
+    logging.basicConfig(
+        level=levels.get(settings.worker.log_level, settings.worker.log_level.upper()),
+        format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s",
+    )
+    install_repeat_filter()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    runner: web.AppRunner | None = None
+    if settings.worker.web_port is not None:
+        webapp = web.Application()
+        for path, page in pages.items():
+            webapp.router.add_get(path, _aiohttp_page(page))
+        runner = web.AppRunner(webapp, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, port=settings.worker.web_port).start()
+    runs: dict[asyncio.Task[Any], str] = {
+        asyncio.create_task(svc.run()): name for name, svc in services.items()
+    }
+    runs[asyncio.create_task(stage.run())] = "filter stage"
+    ticks = asyncio.create_task(_every(5.0, sample))
+    stop = asyncio.create_task(stopping.wait())
+    log.info("filter stage alone (worker.stages=filter)")
+    done, _ = await asyncio.wait([stop, *runs], return_when=asyncio.FIRST_COMPLETED)
+    failed = [t for t in done if t in runs]
+    stage.stop()
+    for svc in services.values():
+        svc.stop()
+    await asyncio.wait(runs, timeout=30)
+    ticks.cancel()
+    if runner is not None:
+        await runner.cleanup()
+    for task in failed:
+        exc = task.exception()
+        log.error("the %s stopped%s", runs[task], f": {exc!r}" if exc else "", exc_info=exc)
+    if failed:
+        raise SystemExit(1)
+
+
+async def _every(interval_s: float, fun: Any) -> None:
+    while True:
+        await asyncio.sleep(interval_s)
+        fun()
+
+
+def _aiohttp_page(page: Any) -> Any:
+    from aiohttp import web
+
+    async def handler(_request: Any) -> web.Response:
+        p = page()
+        headers = {**p.headers, "Content-Type": f"{p.content_type}; charset=utf-8"}
+        return web.Response(body=p.body.encode(), status=p.status, headers=headers)
+
+    return handler

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
-    from sluice.stream.analysis.app import create_app, open_windows
+    from sluice.stream.analysis.app import AnalysisProgress, create_app, open_windows
     from sluice.stream.analysis.effects import AnalysisCounters, Effects, Published
     from sluice.stream.analysis.machine import AnalysisState
     from sluice.stream.analysis.redaction import Redactor
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STATE_VERSION",
     "AnalysisCounters",
+    "AnalysisProgress",
     "AnalysisState",
     "ChunkCache",
     "ClosedWindow",
@@ -45,7 +46,7 @@ __all__ = [
 __getattr__, __dir__ = lazy_names(
     globals(),
     {
-        "sluice.stream.analysis.app": ["create_app", "open_windows"],
+        "sluice.stream.analysis.app": ["AnalysisProgress", "create_app", "open_windows"],
         "sluice.stream.analysis.effects": ["AnalysisCounters", "Effects", "Published"],
         "sluice.stream.analysis.machine": ["AnalysisState"],
         "sluice.stream.analysis.redaction": ["Redactor"],

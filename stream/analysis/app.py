@@ -43,7 +43,7 @@ from sluice.stream.records import (
 )
 from sluice.stream.settings import Settings
 
-__all__ = ["create_app"]
+__all__ = ["AnalysisProgress", "create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,19 @@ def create_app(
     analyst: Analyst | None = None,
     counters: AnalysisCounters | None = None,
     controls: Controls | None = None,
+    progress: AnalysisProgress | None = None,
 ) -> faust.App:
     """Build the analysis stage's Faust app from settings (agents run with concurrency 1).
 
     `counters`, when given, receives what each suspects record did once its effects are
-    committed (the worker's metrics); `controls`, the acks and silences alerts are marked with."""
+    committed (the worker's metrics); `controls`, the acks and silences alerts are marked with;
+    `progress`, the records handled (the worker's liveness and lag)."""
     t, cfg = settings.topics, settings.pipeline
     app = _faust_app(settings)
     stage = _Stage(app, settings, analyst or create_analyst(settings.llm), counters, controls)
+    if progress is not None:
+        progress.attach(app)
+        stage.progress = progress
 
     @app.agent(stage.suspects, concurrency=1)
     async def analyse_suspects(stream: Any) -> None:
@@ -295,6 +300,7 @@ class _Stage:
         self._counters, self._controls = counters, controls
         self._gaps = _Gaps(app, self._first_expected)
         self._app = app
+        self.progress: AnalysisProgress | None = None
 
     async def _first_expected(self, topic: str, partition: int) -> int:
         """The offset a partition's first record after an assignment must have (`_Gaps`)."""
@@ -310,6 +316,8 @@ class _Stage:
         dead letter saying why (Faust would acknowledge it silently)."""
         if not await self._gaps.in_order(topic, partition, offset):
             return
+        if self.progress is not None:
+            self.progress.handled(partition, offset)
         where = f"{topic}:{partition}:{offset}"
         try:
             await _until_delivered(
@@ -336,6 +344,63 @@ class _Stage:
             self._counters.merge(state.counters)
         for scope, seq, attempt in effects.due:
             self._runner.launch(partition, scope, seq, attempt, state)
+
+
+class AnalysisProgress:
+    """The analysis stage's lag and progress, for `/healthz` and `/metrics` (as the filter
+    stage's `lag()` and `stalled_s()`).
+
+    Lag per assigned suspects partition: the records after the last one the stage handled. Every
+    worker's timer writes a tick to each of its suspects partitions every few seconds, so a
+    stage that handles nothing while assigned records wait is stuck, not idle: stalled seconds
+    count from its last handled record (or its assignment), and not while Faust rebalances or
+    restores the table (that is progress of its own)."""
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+        self._app: faust.App | None = None
+        self._next: dict[int, int] = {}  # partition -> the offset after the last one handled
+        self._progress_at = time.monotonic()
+        self.joined = False  # the group gave the stage its partitions (maybe none)
+
+    def attach(self, app: faust.App) -> None:
+        self._app = app
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def assigned(_app: Any, assigned: Any, **_: Any) -> None:
+            self._next = {p: o for p, o in self._next.items()
+                          if TP(self._topic, p) in assigned}  # fmt: skip
+            self._progress_at = time.monotonic()
+            self.joined = True
+
+    def handled(self, partition: int, offset: int) -> None:
+        self._next[partition] = offset + 1
+        self._progress_at = time.monotonic()
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        """Records after the last handled one per assigned partition (a partition none of whose
+        records was handled yet counts all it holds beyond that: its highwater)."""
+        app = self._app
+        if app is None:
+            return {}
+        out: dict[tuple[str, int], int] = {}
+        consumer = app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != self._topic:
+                continue
+            high = consumer.highwater(tp)
+            if high is not None:
+                out[(tp.topic, tp.partition)] = max(0, high - self._next.get(tp.partition, 0))
+        return out
+
+    def stalled_s(self) -> float:
+        """Seconds with records waiting and none handled (0 while none wait, or Faust rebalances
+        or recovers the table)."""
+        app = self._app
+        if app is None or app.rebalancing or app.in_recovery or not any(self.lag().values()):
+            self._progress_at = time.monotonic()
+            return 0.0
+        return time.monotonic() - self._progress_at
 
 
 def _failure(exc: Exception) -> str:

@@ -20,7 +20,7 @@ from sluice.stream.learning.recall import RecallTally
 
 if TYPE_CHECKING:
     from sluice.models.analyst import Analyst
-    from sluice.stream.analysis import AnalysisCounters
+    from sluice.stream.analysis import AnalysisCounters, AnalysisProgress
     from sluice.stream.filtering.stage import FilterStage, StageCounters
     from sluice.stream.learning.registry import ModelWatcher
 
@@ -35,13 +35,14 @@ CONTENT_TYPE = "text/plain; version=0.0.4"
 
 @dataclass
 class WorkerProbes:
-    """What only a worker has: its filter stage's lag, the model registry, the recall tally and
-    the analysis table's open windows."""
+    """What only a worker has: its stages' lag (a worker may run one of them: `worker.stages`),
+    the model registry, the recall tally and the analysis table's open windows."""
 
-    stage: FilterStage
-    watcher: ModelWatcher
+    stage: FilterStage | None
+    watcher: ModelWatcher | None
     tally: RecallTally
     open_windows: Callable[[], int]
+    analysis: AnalysisProgress | None = None
 
 
 class PipelineMetrics:
@@ -255,22 +256,21 @@ class PipelineMetrics:
     def _worker_only(self, w: WorkerProbes) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        yield CounterMetricFamily(
-            "sluice_models_rejected", "models records rejected", value=w.watcher.rejected
-        )
-        lag = GaugeMetricFamily(
-            "sluice_consumer_lag",
-            "records not yet committed by the filter stage, per assigned partition",
-            labels=["topic", "partition"],
-        )
-        for (topic, partition), behind in sorted(w.stage.lag().items()):
-            lag.add_metric([topic, str(partition)], behind)
-        yield lag
-        yield GaugeMetricFamily(
-            "sluice_filter_stalled_seconds",
-            "seconds with lag and no commit (/healthz fails past worker.stall_timeout_s)",
-            value=w.stage.stalled_s(),
-        )
+        if w.watcher is not None:
+            yield CounterMetricFamily(
+                "sluice_models_rejected", "models records rejected", value=w.watcher.rejected
+            )
+        if w.stage is not None:
+            yield from _progress(
+                w.stage, "sluice_consumer_lag", "sluice_filter_stalled_seconds",
+                "records not yet committed by the filter stage, per assigned partition",
+            )  # fmt: skip
+        if w.analysis is not None:
+            yield from _progress(
+                w.analysis, "sluice_analysis_lag", "sluice_analysis_stalled_seconds",
+                "records of suspects after the last one the analysis stage handled, per "
+                "assigned partition",
+            )  # fmt: skip
         names = ("estimate", "low", "high")
         fams = {
             n: GaugeMetricFamily(
@@ -290,6 +290,21 @@ class PipelineMetrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry).decode()
+
+
+def _progress(stage: Any, lag_name: str, stalled_name: str, doc: str) -> Iterator[Any]:
+    """A stage's lag per partition and its stalled seconds."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    lag = GaugeMetricFamily(lag_name, doc, labels=["topic", "partition"])
+    for (topic, partition), behind in sorted(stage.lag().items()):
+        lag.add_metric([topic, str(partition)], behind)
+    yield lag
+    yield GaugeMetricFamily(
+        stalled_name,
+        "seconds with lag and no progress (/healthz fails past worker.stall_timeout_s)",
+        value=stage.stalled_s(),
+    )
 
 
 def summary(metrics: PipelineMetrics) -> list[str]:

@@ -156,3 +156,25 @@ def test_readiness_needs_partitions_and_the_model() -> None:
     assert not health.ready()[0]
     stage.model_loaded = True
     assert health.ready() == (True, "ready: model v9")
+
+
+def test_liveness_judges_each_stage_and_names_the_one_stalled() -> None:
+    stage: Any = _Stage()
+    analysis: Any = _Stage()
+    health = Health(stage, stall_timeout_s=30, analysis=analysis)
+    assert health.live() == (True, "ok: lag 0; analysis lag 0")
+    analysis.behind, analysis.stalled = 7, 31.0
+    ok, text = health.live()
+    assert not ok and text == "stalled: analysis lag 7 and no record handled for 31 s"
+    alone = Health(None, stall_timeout_s=30, analysis=analysis)
+    assert not alone.live()[0]
+    analysis.stalled = 0.0
+    assert alone.live() == (True, "ok: analysis lag 7")
+
+
+def test_a_worker_of_the_analysis_stage_alone_is_ready_once_it_joined() -> None:
+    analysis: Any = _Stage()
+    health = Health(None, stall_timeout_s=30, analysis=analysis)
+    assert health.ready() == (False, "not ready: no partitions assigned yet")
+    analysis.joined = True
+    assert health.ready() == (True, "ready: the analysis stage")

@@ -3,7 +3,8 @@
 The counters must move by exactly what was produced (records in = parsed + dead-lettered;
 flagged + unflagged = parsed; forwarded = what reached `suspects`), and liveness must mean
 progress: a worker whose filter stage has lag and cannot commit (the broker refuses its
-suspects) fails /healthz, and passes again once it catches up.
+suspects), or whose analysis stage handles nothing while suspects wait (the broker refuses its
+alerts), fails /healthz, and passes again once it catches up.
 """
 
 from __future__ import annotations
@@ -138,8 +139,11 @@ def test_metrics_count_every_record_once(
         assert _total(m, "sluice_analysis_windows_closed_total") >= 1
         assert m[("sluice_analysis_windows_analysed_total", (("analysis", "heuristic"),))] >= 1
         assert _total(m, "sluice_filter_batch_seconds_count") >= 1
-        m = _wait_for(port, lambda s: _total(s, "sluice_consumer_lag") == 0, 30, log)
-        assert http_get(port, "/healthz") == (200, "ok: lag 0\n")
+        m = _wait_for(port, lambda s: bool(s) and _total(s, "sluice_consumer_lag") == 0, 30, log)
+        analysis_lag = [k for k in m if k[0] == "sluice_analysis_lag"]
+        assert len(analysis_lag) == 2, m  # both partitions of suspects are this worker's
+        status, text = http_get(port, "/healthz")
+        assert status == 200 and text.startswith("ok: lag 0; analysis lag "), text
 
 
 def test_liveness_fails_while_the_consumer_is_stalled_with_lag_and_recovers(
@@ -181,9 +185,51 @@ def test_liveness_fails_while_the_consumer_is_stalled_with_lag_and_recovers(
             assert _total(m, "sluice_filter_stalled_seconds") >= 3
             assert http_get(port, "/readyz")[0] == 200  # ready and stalled are not the same
             limit(1 << 20)
-            assert wait_health(200, 60) == "ok: lag 0\n"
+            assert wait_health(200, 60).startswith("ok: lag 0; analysis lag ")
             read_until(
                 kafka_bootstrap, suspects_topic, lambda v: len(suspects_in(v)) >= 20, 30, log
             )
+    finally:
+        admin.close()
+
+
+def test_liveness_fails_while_the_analysis_stage_is_stuck_and_recovers(
+    kafka_bootstrap: str, tmp_path: Path, kafka_env: KafkaEnv
+) -> None:
+    """The broker refuses alerts (64-byte records): the analysis stage retries its record and
+    handles no other, while every worker's ticks keep arriving on suspects. With that lag and
+    nothing handled for 3 s, /healthz answers 503 and names the analysis stage (the filter
+    stage is fine); once the broker takes alerts, 200."""
+    env = kafka_env(SLUICE_WORKER__WEB_PORT=str(free_port()),
+        SLUICE_WORKER__STALL_TIMEOUT_S="3",
+        SLUICE_PIPELINE__IDLE_CLOSE_S="2",
+        SLUICE_KAFKA__PARTITIONS="1",
+    )  # fmt: skip
+    port = int(env["SLUICE_WORKER__WEB_PORT"])
+    alerts_topic = env["SLUICE_TOPICS__ALERTS"]
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
+
+    def wait_health(status: int, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while (got := http_get(port, "/healthz"))[0] != status:
+            assert time.monotonic() < deadline, (got, log()[-3000:])
+            time.sleep(0.5)
+        return got[1]
+
+    limit_record_bytes(admin, alerts_topic, 64)
+    try:
+        with running_worker(env, tmp_path / "worker.log"):
+            wait_health(200, 60)
+            produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], _events(20))
+            text = wait_health(503, 90)
+            assert text.startswith("stalled: analysis lag "), text
+            m = _scrape(port)
+            assert _total(m, "sluice_analysis_lag") >= 1
+            assert _total(m, "sluice_analysis_stalled_seconds") >= 3
+            assert _total(m, "sluice_filter_stalled_seconds") == 0
+            limit_record_bytes(admin, alerts_topic, 1 << 20)
+            assert wait_health(200, 60).startswith("ok: lag ")
+            read_until(kafka_bootstrap, alerts_topic, lambda v: len(v) >= 1, 30, log)
     finally:
         admin.close()
