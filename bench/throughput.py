@@ -5,13 +5,20 @@
 For each data set (1,000,000 HDFS lines: the shared 222,579 replicated; 200,000 Nezha JSON events:
 every window, replicated), in one run and on the same topic:
   (a) a raw aiokafka `getmany` drain with no processing, pinned to one core;
+  (a') a raw librdkafka drain (confluent-kafka, batch `consume`), pinned to one core;
   (b) one `sluice worker` pinned to one core (rate from the filter stage's committed offsets,
       first commit to last, so start-up is not counted);
   (b') the same with signals on (SLUICE_PIPELINE__SIGNALS__ENABLED): their cost;
+  (b'') a worker of the filter stage alone (SLUICE_WORKER__STAGES=filter);
   (c) two workers, each pinned to its own core, on a two-partition copy of the topic (total).
 Then p50/p99 latency from produce to suspect at half of (b)'s rate (HDFS), and the worker's peak
 RSS. Figures are printed and written to bench/results/throughput.json. The broker runs on the same
 two cores: (c) shares them with it.
+
+    python -m bench.throughput --before REF
+
+also runs (b) with the code of git REF (a worktree of it first on the workers' PYTHONPATH), on
+the same topic in the same run: the before and after of a change, side by side.
 """
 
 from __future__ import annotations
@@ -195,9 +202,26 @@ asyncio.run(main(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
 """
 
 
-def _drain(topic: str, n: int) -> float:
+_DRAIN_RDKAFKA = """
+import sys, time, uuid
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[3], "group.id": uuid.uuid4().hex,
+              "auto.offset.reset": "earliest", "enable.auto.commit": False})
+c.subscribe([sys.argv[1]])
+n, got, t0 = int(sys.argv[2]), 0, None
+while got < n:
+    msgs = c.consume(num_messages=2000, timeout=0.5)
+    if msgs and t0 is None:
+        t0 = time.perf_counter()
+    got += sum(1 for m in msgs if m.error() is None)
+print(got / (time.perf_counter() - t0))
+c.close()
+"""
+
+
+def _drain(topic: str, n: int, script: str = _DRAIN) -> float:
     out = subprocess.run(
-        [*_taskset(0), sys.executable, "-c", _DRAIN, topic, str(n), BOOTSTRAP],
+        [*_taskset(0), sys.executable, "-c", script, topic, str(n), BOOTSTRAP],
         capture_output=True,
         text=True,
         check=True,
@@ -251,13 +275,39 @@ def _latency(rate: float, values: list[bytes], seconds: float = 20.0) -> dict[st
     }
 
 
-def run_dataset(name: str, values: list[bytes]) -> dict[str, Any]:
+def _site_of(ref: str) -> Path:
+    """A folder whose `sluice` package is the code of git `ref` (a worktree, linked)."""
+    root = Path(__file__).resolve().parent.parent
+    tree = Path(tempfile.mkdtemp(prefix="sluice-before-")) / "tree"
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), ref],
+                   check=True, capture_output=True)  # fmt: skip
+    site = tree.parent / "site" / "sluice"
+    site.mkdir(parents=True)
+    (site / "stream").symlink_to(tree / "stream")
+    (site / "models").symlink_to(tree / "models")
+    return site.parent
+
+
+def _group(env: dict[str, str], suffix: str, **settings: str) -> dict[str, str]:
+    """The same topics, a consumer group of its own (another reading of the same records)."""
+    out = {**env, "SLUICE_KAFKA__GROUP_ID": f"{env['SLUICE_KAFKA__GROUP_ID']}-{suffix}", **settings}
+    _topics(out)
+    return out
+
+
+def run_dataset(name: str, values: list[bytes], before: Path | None = None) -> dict[str, Any]:
     n = len(values)
     one = _env(uuid.uuid4().hex[:8], 1)
     _topics(one)
     _produce(one["SLUICE_TOPICS__EVENTS"], values)
     drain = _drain(one["SLUICE_TOPICS__EVENTS"], n)
+    rdkafka = _drain(one["SLUICE_TOPICS__EVENTS"], n, _DRAIN_RDKAFKA)
+    old = None
+    if before is not None:  # the code before, on the same topic, just before the code now
+        path = os.pathsep.join(x for x in (str(before), os.environ.get("PYTHONPATH")) if x)
+        old = _measure(_group(one, "before", PYTHONPATH=path), n, [0])
     single = _measure(one, n, [0])
+    alone = _measure(_group(one, "filter", SLUICE_WORKER__STAGES="filter"), n, [0])
     # (b') the same worker with signals on: every event also counted per service,
     # bucket and trace hop; its own group on the same topic
     sig = {**one, "SLUICE_KAFKA__GROUP_ID": one["SLUICE_KAFKA__GROUP_ID"] + "-signals",
@@ -271,7 +321,12 @@ def run_dataset(name: str, values: list[bytes]) -> dict[str, Any]:
     row = {
         "events": n,
         "raw_drain_per_s": round(drain),
+        "raw_rdkafka_drain_per_s": round(rdkafka),
+        "one_worker_before": old,
         "one_worker": single,
+        "filter_stage_alone": alone,
+        "ratio_worker_to_rdkafka": round(single["events_per_s"] / rdkafka, 3),
+        "ratio_filter_alone_to_drain": round(alone["events_per_s"] / drain, 3),
         "one_worker_signals": with_signals,
         "signals_cost": round(1 - with_signals["events_per_s"] / max(1, single["events_per_s"]), 3),
         "two_workers": double,
@@ -285,10 +340,23 @@ def run_dataset(name: str, values: list[bytes]) -> dict[str, Any]:
         f"with signals {with_signals['events_per_s']:,.0f}/s (cost {row['signals_cost']:.1%})",
         flush=True,
     )
+    print(
+        f"{'':22s} librdkafka drain {rdkafka:,.0f}/s (worker {row['ratio_worker_to_rdkafka']:.3f}"
+        f" of it); filter stage alone {alone['events_per_s']:,.0f}/s "
+        f"({row['ratio_filter_alone_to_drain']:.3f} of the aiokafka drain)"
+        + (f"; before: one worker {old['events_per_s']:,.0f}/s" if old else ""),
+        flush=True,
+    )
     return row
 
 
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--before", metavar="REF", help="also run one worker of git REF's code")
+    args = parser.parse_args()
+    before = _site_of(args.before) if args.before else None
     print(f"sluice worker throughput, local Kafka {BOOTSTRAP}, heuristic analyst, pinned cores\n")
     print(
         f"{'data set':22s} {'events':>9s} {'(a) drain':>14s} {'(b) 1 worker':>14s} "
@@ -298,9 +366,11 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
-        "command": "python -m bench.throughput",
-        "hdfs": run_dataset("HDFS (text lines)", hdfs),
-        "nezha": run_dataset("Nezha (JSON events)", _nezha(200_000)),
+        "command": "python -m bench.throughput"
+        + (f" --before {args.before}" if args.before else ""),
+        "before": args.before,
+        "hdfs": run_dataset("HDFS (text lines)", hdfs, before),
+        "nezha": run_dataset("Nezha (JSON events)", _nezha(200_000), before),
     }
     rate = results["hdfs"]["one_worker"]["events_per_s"] / 2
     results["latency_half_load_hdfs"] = lat = _latency(rate, hdfs)

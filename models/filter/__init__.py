@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         NORMALIZER_VERSION,
         cache_keys,
         decode_line,
+        mask_batch,
         normalize,
         normalize_batch,
         template_of_key,
@@ -64,6 +65,7 @@ __all__ = [
     "choose_threshold",
     "decode_line",
     "default_model",
+    "mask_batch",
     "normalize",
     "normalize_batch",
     "read_examples",
@@ -84,6 +86,7 @@ _WHERE = {
         "normalize",
         "normalize_batch",
         "cache_keys",
+        "mask_batch",
         "template_of_key",
     ],
     "sluice.models.filter._runtime": [

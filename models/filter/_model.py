@@ -13,13 +13,11 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sluice.models.filter._features import FeatureSpec, featurize
-from sluice.models.filter._normalize import NORMALIZER_VERSION, cache_keys, template_of_key
+from sluice.models.filter._normalize import NORMALIZER_VERSION, mask_batch, template_of_masked
 from sluice.models.filter._types import Source
 from sluice.stream.errors import FilterError, FilterModelError
 
@@ -59,6 +57,9 @@ class ModelMetadata(BaseModel):
 
 def build_onnx(weights: npt.NDArray[np.float32], bias: float, meta: ModelMetadata) -> bytes:
     """Serialize weights (index 0 = padding, weight 0) and metadata into one self-contained file."""
+    import onnx  # here, not at the top: 0.9 s of imports (ml_dtypes) every scoring command and
+    from onnx import TensorProto, helper, numpy_helper  # worker start paid, measured
+
     w = numpy_helper.from_array(weights.astype(np.float32), "weights")
     b = numpy_helper.from_array(np.array(bias, dtype=np.float32), "bias")
     axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
@@ -145,6 +146,9 @@ class FilterModel:
 
     def with_threshold(self, threshold: float, validation: ValidationMetrics | None) -> FilterModel:
         """The same weights with another decision threshold (a new version)."""
+        import onnx
+        from onnx import numpy_helper
+
         proto = onnx.load_from_string(self.data)
         inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
         weights, bias = inits["weights"].astype(np.float32), float(inits["bias"])
@@ -169,56 +173,46 @@ class FilterModel:
         return np.asarray(out, dtype=np.float32)
 
     def score(self, lines: Sequence[str]) -> npt.NDArray[np.float32]:
-        """Scores in [0, 1] for a batch; repeated lines (by exact cache key) are not re-run."""
-        return self._score(cache_keys(lines))
+        """Scores in [0, 1] for a batch; each distinct masked form is looked up once."""
+        forms, index = mask_batch(lines)
+        return self._resolve(forms)[0][index]
 
     def score_with_templates(
         self, lines: Sequence[str]
     ) -> tuple[npt.NDArray[np.float32], list[str]]:
-        """Scores and the template (line shape) of each line: scoring works them out anyway,
-        so they cost one more cache lookup per line."""
-        keys = cache_keys(lines)
-        scores = self._score(keys)
-        templates = list(map(self._template_by_key.get, keys))
-        if None in templates:  # the cache was cleared while this batch filled it
-            templates = [t if t is not None else template_of_key(k)
-                         for t, k in zip(templates, keys, strict=True)]  # fmt: skip
-        return scores, templates  # type: ignore[return-value]
+        """Scores and the template (line shape) of each line: scoring works them out anyway."""
+        forms, index = mask_batch(lines)
+        scores, templates = self._resolve(forms)
+        return scores[index], list(map(templates.__getitem__, index.tolist()))
 
-    def _score(self, keys: list[bytes]) -> npt.NDArray[np.float32]:
+    def _resolve(self, forms: list[bytes]) -> tuple[npt.NDArray[np.float32], list[str]]:
+        """Scores and templates of distinct masked forms: cached by form, each new form's
+        template worked out once, ONNX run only on templates never scored."""
         get = self._by_key.get
-        scores = np.fromiter(map(get, keys, repeat(math.nan)), dtype=np.float32, count=len(keys))
-        missing = np.flatnonzero(np.isnan(scores))
-        if missing.size:
-            resolved = self._resolve([keys[i] for i in missing])
-            scores[missing] = [resolved[keys[i]] for i in missing]
-        return scores
-
-    def _resolve(self, keys: list[bytes]) -> dict[bytes, float]:
-        """Scores for keys not in the cache: template each once, run ONNX on unseen templates."""
-        fresh = list(dict.fromkeys(keys))
-        templates = [template_of_key(k) for k in fresh]
+        scores = np.fromiter(map(get, forms, repeat(math.nan)), dtype=np.float32, count=len(forms))
+        templates = list(map(self._template_by_key.get, forms))
+        missing = np.flatnonzero(np.isnan(scores)).tolist()
+        if not missing:
+            return scores, templates  # type: ignore[return-value]
+        fresh = [forms[i] for i in missing]
+        shapes = [template_of_masked(f) for f in fresh]
         known = self._by_template
-        by_template: dict[str, float] = {}
-        unknown: list[str] = []
-        for t in dict.fromkeys(templates):
-            s = known.get(t)
-            if s is None:
-                unknown.append(t)
-            else:
-                by_template[t] = s
+        unknown = [t for t in dict.fromkeys(shapes) if t not in known]
         if unknown:
-            by_template.update(zip(unknown, self.score_templates(unknown).tolist(), strict=True))
             if len(known) + len(unknown) > CACHE_MAX:
                 known.clear()
-            known.update((t, by_template[t]) for t in unknown)
-        resolved = {k: by_template[t] for k, t in zip(fresh, templates, strict=True)}
+            known.update(zip(unknown, self.score_templates(unknown).tolist(), strict=True))
         if len(self._by_key) + len(fresh) > CACHE_MAX:
             self._by_key.clear()
             self._template_by_key.clear()
-        self._by_key.update(resolved)
-        self._template_by_key.update(zip(fresh, templates, strict=True))
-        return resolved
+        for i, f, t in zip(missing, fresh, shapes, strict=True):
+            s = known.get(t)
+            if s is None:  # cleared just now with this batch's own templates in it
+                s = float(self.score_templates([t])[0])
+            scores[i], templates[i] = s, t
+            self._by_key[f] = s
+            self._template_by_key[f] = t
+        return scores, templates  # type: ignore[return-value]
 
     def describe(self) -> dict[str, object]:
         d: dict[str, object] = json.loads(self.meta.model_dump_json())

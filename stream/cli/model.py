@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = ["model"]
 
-_BATCH = 4096
+_BLOCK_BYTES = 4 << 20  # read and scored at once
 
 
 def _load(path: str | None) -> FilterModel:
@@ -48,18 +49,44 @@ def info(path: str | None) -> None:
 def score(path: str | None, flag_only: bool) -> None:
     """Score lines from stdin: prints `score<TAB>flag<TAB>line` per line."""
     m = _load(path)
-    stdin = sys.stdin.buffer
-    out = sys.stdout
+    stdin, out = sys.stdin.buffer, sys.stdout
     while True:
-        raw = stdin.readlines(_BATCH * 256)  # bytes: invalid UTF-8 is replaced, not fatal
-        if not raw:
+        block = stdin.read(_BLOCK_BYTES)
+        if not block:
             break
-        lines = [decode_line(r.rstrip(b"\r\n")) for r in raw]
-        for s, line in zip(m.score(lines).tolist(), lines, strict=True):
-            flagged = s >= m.threshold
-            if flagged or not flag_only:
-                out.write(f"{s:.6f}\t{int(flagged)}\t{line}\n")
+        if not block.endswith(b"\n"):
+            block += stdin.readline()  # whole lines only
+        out.write(_scored(m, block, flag_only))
     out.flush()
+
+
+def _scored(m: FilterModel, block: bytes, flag_only: bool) -> str:
+    """The output for a block of whole lines. Nothing runs per line in Python: the block is
+    decoded at once (invalid UTF-8 replaced, as `decode_line` does), scored per distinct masked
+    form, and each line's `score<TAB>flag<TAB>` prefix is one of the distinct scores' (1M lines
+    a second was the target; the per-line loop did 250k)."""
+    import operator
+
+    import numpy as np
+
+    lines = decode_line(block).split("\n")
+    if block.endswith(b"\n"):
+        lines.pop()
+    if b"\r" in block:
+        lines = list(map(str.rstrip, lines, itertools.repeat("\r\n")))
+    scores = m.score(lines)
+    distinct, which = np.unique(scores, return_inverse=True)
+    flags = distinct >= m.threshold
+    pairs = zip(distinct.tolist(), flags.tolist(), strict=True)
+    prefixes = [f"{s:.6f}\t{int(f)}\t" for s, f in pairs]
+    chosen = which.ravel().tolist()
+    if flag_only:
+        keep = np.flatnonzero(flags[which.ravel()]).tolist()
+        lines = list(map(lines.__getitem__, keep))
+        chosen = list(map(chosen.__getitem__, keep))
+    if not lines:
+        return ""
+    return "\n".join(map(operator.add, map(prefixes.__getitem__, chosen), lines)) + "\n"
 
 
 @model.command("train")

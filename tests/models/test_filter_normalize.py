@@ -85,3 +85,32 @@ def test_invalid_utf8_decodes_with_replacement() -> None:
     text = decode_line(b"ERROR \xff\xfe\xfd disk \xc3")
     assert "\ufffd" in text
     assert normalize(text).startswith("error")
+
+
+@given(st.lists(logish, max_size=40))
+@settings(max_examples=300)
+def test_re2_over_a_batch_masks_as_pythons_re_one_by_one(lines: list[str]) -> None:
+    """The two engines of K (`mask_batch`): RE2 over many distinct keys at once, Python's `re`
+    one by one; the same masked form for every key."""
+    from sluice.models.filter import _normalize
+
+    keys = list(dict.fromkeys(cache_keys(lines)))  # already masked: K again must hold them
+    raw = [x.encode("utf-8", errors="replace").translate(_normalize._KEY_TABLE) for x in lines]
+    for batch in (keys, raw):
+        python = [_normalize._MASK.sub(b"1", k) for k in batch]
+        original = _normalize._ARROW_FROM
+        try:
+            _normalize._ARROW_FROM = 0  # RE2 however few
+            assert _normalize._mask_new(batch) == python
+        finally:
+            _normalize._ARROW_FROM = original
+
+
+def test_a_batch_of_fresh_trace_ids_masks_to_one_form_per_shape() -> None:
+    """Every line new (a trace id each), more than RE2's threshold: one masked form."""
+    from sluice.models.filter import mask_batch
+
+    lines = [f"GET /cart trace={i:032x} span={i * 7919:016x} took {i % 97} ms" for i in range(600)]
+    forms, index = mask_batch(lines)
+    assert forms == [b"get /cart trace=1 span=1 took 1 ms"]
+    assert index.tolist() == [0] * 600
