@@ -373,6 +373,10 @@ def main() -> None:
         "nezha": run_dataset("Nezha (JSON events)", _nezha(200_000), before),
     }
     rate = results["hdfs"]["one_worker"]["events_per_s"] / 2
+    if before is not None:  # the worktree `_site_of` added
+        root, tree = Path(__file__).resolve().parent.parent, before.parent / "tree"
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                       check=False, capture_output=True)  # fmt: skip
     results["latency_half_load_hdfs"] = lat = _latency(rate, hdfs)
     print(
         f"\nproduce -> suspect latency at {lat['rate']:,}/s (half of one worker's rate, HDFS): "
