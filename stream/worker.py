@@ -1,4 +1,5 @@
-"""`sluice worker`: the filter stage (aiokafka) and the analysis stage (Faust) in one process.
+"""`sluice worker`: the filter stage (aiokafka) and the analysis stage (Faust) in one process, or
+one of them (`worker.stages`: a deployment that gives each stage its own cores runs both kinds).
 
 A model watcher reads the `models` topic beside them and hands every activation to the filter
 stage, which swaps models between batches (hot swap, no restart); an outcome watcher keeps the
@@ -10,6 +11,8 @@ given, without a retrain. The web port serves `/metrics`, the probes and the sta
 
 The filter stage runs as a service of the Faust worker, on the same event loop: it shares the
 process's start, stop and logging with the analysis stage, and needs no second process per core.
+Alone, it runs on a plain event loop (`_run_filter_only`), the web port on aiohttp: Faust's
+loop, timers and consumer would only take from its core.
 """
 
 from __future__ import annotations
