@@ -104,6 +104,7 @@ def run_worker(settings: Settings) -> None:
     import mode
 
     from sluice.models.analyst import create_analyst
+    from sluice.stream._gc import tune_gc
     from sluice.stream.analysis import AnalysisCounters, AnalysisProgress, create_app, open_windows
     from sluice.stream.delivery.controls import ControlsWatcher
     from sluice.stream.filtering.screen import build_filter
@@ -172,6 +173,7 @@ def run_worker(settings: Settings) -> None:
         HEALTH_PATH: lambda: probe(health.live),
         READY_PATH: lambda: probe(health.ready),
     }  # fmt: skip
+    tune_gc()  # everything is built: freeze it, and collect at a streaming pace
     if app is None:  # the filter stage alone: no Faust, its event loop all the stage's
         assert stage is not None
         asyncio.run(_run_filter_only(settings, stage, services, pages, status.sample))

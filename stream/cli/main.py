@@ -212,6 +212,9 @@ def scan(
     progress = file != "-" and sys.stderr.isatty()
     if progress:
         records = _with_progress(records, Path(file).stat().st_size)
+    from sluice.stream._gc import tune_gc
+
+    tune_gc()  # a file is a stream too (`stream._gc`)
     started = time.perf_counter()
     result = asyncio.run(
         run_scan(
