@@ -26,6 +26,7 @@ from tests.support.kafka import (
     free_port_pair,
     limit_record_bytes,
     numbered_events,
+    payment_failures,
     produce,
     producing_at,
     read_until,
@@ -222,17 +223,7 @@ def test_a_refused_alert_is_retried_by_the_analysis_stage_not_dead_lettered(
         limit_record_bytes(admin, alerts_topic, size)
 
     limit(64)
-    lines = [
-        json.dumps(
-            {
-                "ts": f"2024-06-01T08:00:{i:02d}Z",
-                "service": "ts-pay-service",
-                "level": "ERROR",
-                "message": f"ERROR payment {i} failed: connection refused",
-            }
-        ).encode()
-        for i in range(10)
-    ]
+    lines = payment_failures(10)
     with running_worker(env, tmp_path / "worker.log"):
         produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], lines, key=b"pay")
         log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731

@@ -4,8 +4,6 @@ own stage, and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 
 import pytest
@@ -15,26 +13,14 @@ from tests.support.kafka import (
     KafkaEnv,
     free_port,
     http_get,
+    payment_failures,
     produce,
     read_until,
     running_worker,
+    wait_for_status,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _events() -> list[bytes]:
-    return [
-        json.dumps(
-            {
-                "ts": f"2024-06-01T08:00:{i:02d}Z",
-                "service": "ts-pay-service",
-                "level": "ERROR",
-                "message": f"ERROR payment {i} failed: connection refused",
-            }
-        ).encode()
-        for i in range(10)
-    ]
 
 
 def test_a_filter_worker_and_an_analysis_worker_alert_together(
@@ -53,17 +39,13 @@ def test_a_filter_worker_and_an_analysis_worker_alert_together(
         return "\n".join(p.read_text(errors="replace")[-2000:] for p in logs.values())
 
     def healthy(stage: str) -> str:
-        deadline = time.monotonic() + 60
-        while (got := http_get(ports[stage], "/healthz"))[0] != 200:
-            assert time.monotonic() < deadline, (got, log())
-            time.sleep(0.5)
-        return got[1]
+        return wait_for_status(ports[stage], "/healthz", 200, 60, log)
 
     with (
         running_worker(envs["filter"], logs["filter"]) as filtering,
         running_worker(envs["analysis"], logs["analysis"]) as analysing,
     ):
-        produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], _events(), key=b"pay")
+        produce(kafka_bootstrap, env["SLUICE_TOPICS__EVENTS"], payment_failures(10), key=b"pay")
         alerts = read_until(
             kafka_bootstrap, env["SLUICE_TOPICS__ALERTS"], lambda v: len(v) >= 1, 90, log
         )

@@ -28,6 +28,7 @@ from tests.support.kafka import (
     read_until,
     running_worker,
     suspects_in,
+    wait_for_status,
 )
 
 pytestmark = pytest.mark.integration
@@ -167,11 +168,7 @@ def test_liveness_fails_while_the_consumer_is_stalled_with_lag_and_recovers(
     log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
 
     def wait_health(status: int, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (got := http_get(port, "/healthz"))[0] != status:
-            assert time.monotonic() < deadline, (got, log()[-3000:])
-            time.sleep(0.5)
-        return got[1]
+        return wait_for_status(port, "/healthz", status, timeout, log)
 
     limit(64)
     try:
@@ -211,11 +208,7 @@ def test_liveness_fails_while_the_analysis_stage_is_stuck_and_recovers(
     log = lambda: (tmp_path / "worker.log").read_text(errors="replace")  # noqa: E731
 
     def wait_health(status: int, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (got := http_get(port, "/healthz"))[0] != status:
-            assert time.monotonic() < deadline, (got, log()[-3000:])
-            time.sleep(0.5)
-        return got[1]
+        return wait_for_status(port, "/healthz", status, timeout, log)
 
     limit_record_bytes(admin, alerts_topic, 64)
     try:

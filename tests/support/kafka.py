@@ -268,6 +268,32 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return 0, str(exc)
 
 
+def wait_for_status(
+    port: int, path: str, status: int, timeout: float, log: Callable[[], str]
+) -> str:
+    """The body of GET path once it answers `status`; fails after timeout with the log's tail."""
+    deadline = time.monotonic() + timeout
+    while (got := http_get(port, path))[0] != status:
+        assert time.monotonic() < deadline, (got, log()[-3000:])
+        time.sleep(0.5)
+    return got[1]
+
+
+def payment_failures(n: int) -> list[bytes]:
+    """n JSON events of one failing service (`ts-pay-service`), a second apart: one alert."""
+    return [
+        json.dumps(
+            {
+                "ts": f"2024-06-01T08:00:{i:02d}Z",
+                "service": "ts-pay-service",
+                "level": "ERROR",
+                "message": f"ERROR payment {i} failed: connection refused",
+            }
+        ).encode()
+        for i in range(n)
+    ]
+
+
 def free_port_pair() -> int:
     """A port p with p and p+1 free on 127.0.0.1 (broker and controller)."""
     import socket
