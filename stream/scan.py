@@ -30,8 +30,8 @@ from sluice.stream.analysis import (
     bundle_of,
 )
 from sluice.stream.analysis.triage import NewTemplates
+from sluice.stream.filtering.counters import StageCounters
 from sluice.stream.filtering.screen import screen_batch
-from sluice.stream.filtering.stage import StageCounters
 from sluice.stream.filtering.verdicts import FirstSight, VerdictCache
 from sluice.stream.ingest.multiline import ends_event
 from sluice.stream.ingest.sources import Record

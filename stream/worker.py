@@ -107,8 +107,9 @@ def run_worker(settings: Settings) -> None:
     from sluice.stream._gc import tune_gc
     from sluice.stream.analysis import AnalysisCounters, AnalysisProgress, create_app, open_windows
     from sluice.stream.delivery.controls import ControlsWatcher
+    from sluice.stream.filtering.counters import StageCounters
     from sluice.stream.filtering.screen import build_filter
-    from sluice.stream.filtering.stage import FilterStage, StageCounters
+    from sluice.stream.filtering.stage import FilterStage
     from sluice.stream.kafka.followers import TopicFollower
     from sluice.stream.learning.recall import RecallTally
     from sluice.stream.learning.registry import ModelWatcher

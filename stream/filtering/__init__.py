@@ -13,6 +13,7 @@ from sluice.stream._lazy import lazy_names
 
 if TYPE_CHECKING:
     from sluice.stream.errors import FilterStageError
+    from sluice.stream.filtering.counters import StageCounters
     from sluice.stream.filtering.screen import (
         MAX_SUSPECTS_MESSAGE_BYTES,
         Screened,
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
         build_filter,
         screen_batch,
     )
-    from sluice.stream.filtering.stage import FilterStage, StageCounters
+    from sluice.stream.filtering.stage import FilterStage
     from sluice.stream.filtering.verdicts import Decision, FirstSight, Verdict, VerdictCache, decide
 
 __all__ = [
@@ -49,7 +50,8 @@ __getattr__, __dir__ = lazy_names(
             "build_filter",
             "screen_batch",
         ],
-        "sluice.stream.filtering.stage": ["FilterStage", "FilterStageError", "StageCounters"],
+        "sluice.stream.filtering.counters": ["StageCounters"],
+        "sluice.stream.filtering.stage": ["FilterStage", "FilterStageError"],
         "sluice.stream.filtering.verdicts": [
             "Decision",
             "FirstSight",

@@ -16,6 +16,7 @@ __all__ = [
     "SluiceKafkaError",
     "aiokafka_config",
     "client_config",
+    "librdkafka_config",
 ]
 
 log = logging.getLogger(__name__)
@@ -87,3 +88,32 @@ def aiokafka_config(kafka: KafkaSettings) -> dict[str, Any]:
     if context is not None:
         opts["ssl_context"] = context
     return opts
+
+
+def librdkafka_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """confluent-kafka (librdkafka) properties of the same listener; the SASL password is
+    unwrapped only here. Its log lines go to the `sluice.kafka.librdkafka` logger, where the
+    repeat filter holds back a reconnect storm as it does aiokafka's."""
+    cfg: dict[str, Any] = {
+        "bootstrap.servers": kafka.bootstrap_servers,
+        "security.protocol": kafka.security_protocol.lower(),
+        "socket.connection.setup.timeout.ms": int(kafka.connect_timeout_s * 1000),
+        "logger": logging.getLogger("sluice.kafka.librdkafka"),
+        "log.connection.close": False,  # an idle broker closing a connection is not news
+    }
+    if kafka.security_protocol.startswith("SASL"):
+        cfg["sasl.mechanisms"] = kafka.sasl_mechanism
+        if kafka.sasl_username is not None:
+            cfg["sasl.username"] = kafka.sasl_username
+        if kafka.sasl_password is not None:
+            cfg["sasl.password"] = kafka.sasl_password.get_secret_value()
+    if kafka.security_protocol.endswith("SSL"):
+        cfg["ssl.endpoint.identification.algorithm"] = (
+            "https" if kafka.ssl_check_hostname else "none"
+        )
+        for name, prop in (("ssl_cafile", "ssl.ca.location"),
+                           ("ssl_certfile", "ssl.certificate.location"),
+                           ("ssl_keyfile", "ssl.key.location")):  # fmt: skip
+            if (path := getattr(kafka, name)) is not None:
+                cfg[prop] = str(path)
+    return cfg

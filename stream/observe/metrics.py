@@ -21,7 +21,8 @@ from sluice.stream.learning.recall import RecallTally
 if TYPE_CHECKING:
     from sluice.models.analyst import Analyst
     from sluice.stream.analysis import AnalysisCounters, AnalysisProgress
-    from sluice.stream.filtering.stage import FilterStage, StageCounters
+    from sluice.stream.filtering.counters import StageCounters
+    from sluice.stream.filtering.stage import FilterStage
     from sluice.stream.learning.registry import ModelWatcher
 
 

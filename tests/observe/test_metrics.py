@@ -14,7 +14,8 @@ from sluice.models.analyst import HeuristicAnalyst
 from sluice.models.filter import KeywordFilter
 from sluice.stream import PipelineSettings, Settings
 from sluice.stream.analysis import AnalysisCounters
-from sluice.stream.filtering.stage import FilterStage, StageCounters
+from sluice.stream.filtering.counters import StageCounters
+from sluice.stream.filtering.stage import FilterStage
 from sluice.stream.learning.recall import RecallTally
 from sluice.stream.learning.registry import ModelWatcher
 from sluice.stream.observe.metrics import PipelineMetrics, WorkerProbes, summary

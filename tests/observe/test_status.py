@@ -8,7 +8,7 @@ from collections import Counter
 
 from sluice.models.analyst import EdgeLatency, GraphEdge, HeuristicAnalyst
 from sluice.stream.analysis import AnalysisCounters
-from sluice.stream.filtering.stage import StageCounters
+from sluice.stream.filtering.counters import StageCounters
 from sluice.stream.observe.graph import ROLE_COLOUR, service_graph_svg
 from sluice.stream.observe.metrics import PipelineMetrics
 from sluice.stream.observe.status import AlertBoard, StatusPage

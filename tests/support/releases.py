@@ -12,7 +12,7 @@ from tests.support.kafka import ROOT
 
 #: The landed release: the commit of main that this release's work started from. Bump it when a
 #: release lands, so that the upgrade test always runs the one before.
-LANDED = "ded0e924155902ce631df6759bef916b59874279"
+LANDED = "1755f41fc35c1a4192a633f9f4015f8b89b4dc88"
 
 
 def unpack_landed(dest: Path) -> Path:
