@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from sluice.stream import Settings, SettingsError, check_environment, client_config, setting_names
+from sluice.stream.kafka.clients import librdkafka_config
 
 SECRET = "s3cr3t-do-not-print-9f8e7d"
 
@@ -63,6 +64,9 @@ def test_secrets_are_secretstr_and_never_shown(
     assert "**********" in repr(s)
     # The secret is still usable where it is needed: the Kafka client configuration.
     assert client_config(s.kafka)["sasl_plain_password"] == SECRET
+    rd = librdkafka_config(s.kafka)  # and the filter stage's librdkafka clients' configuration
+    assert (rd["sasl.password"], rd["sasl.username"], rd["security.protocol"]) == (
+        SECRET, "svc", "sasl_ssl")  # fmt: skip
     assert s.llm.api_key is not None and s.llm.api_key.get_secret_value() == SECRET
 
 

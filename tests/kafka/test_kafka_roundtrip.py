@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.partitioner.default import murmur2
 
+from sluice.models.filter import KeywordFilter
 from sluice.stream import Settings, TopicNames, ensure_topics
+from sluice.stream.filtering.stage import FilterStage
 from sluice.stream.kafka.topics import describe_topics, state_changelog_topic
 
 pytestmark = pytest.mark.integration
@@ -63,3 +67,26 @@ def test_ensure_topics_creates_topology_once(
     assert rows[s.topics.outcomes]["cleanup.policy"] == "delete"  # counts, never compacted
     changelog = rows[state_changelog_topic(s)]  # one partition per suspects partition
     assert (changelog["partitions"], changelog["cleanup.policy"]) == (3, "compact")
+
+
+def test_the_filter_stage_puts_a_key_where_java_and_aiokafka_put_it(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """A scope's suspects must land on one partition whichever release produced them: the
+    release before produced with aiokafka (murmur2 of the key, Java's), this one's filter stage
+    with librdkafka, whose default partitioner (CRC32) puts most keys elsewhere."""
+    topic = topic_factory("partitioner", partitions=6)
+    settings = Settings.model_validate({"kafka": {"bootstrap_servers": kafka_bootstrap}})
+    consumer, producer = FilterStage(settings, KeywordFilter(["ERROR"]))._make_clients()
+    got: dict[bytes, int] = {}
+
+    def delivered(err: object, msg: Any) -> None:
+        assert err is None, err
+        got[msg.key()] = msg.partition()
+
+    keys = [f"scope-{i}".encode() for i in range(60)]
+    for key in keys:
+        producer.produce(topic, b"{}", key, on_delivery=delivered)
+    assert producer.flush(30) == 0
+    consumer.close()
+    assert got == {k: (murmur2(k) & 0x7FFFFFFF) % 6 for k in keys}
