@@ -42,7 +42,7 @@ import orjson
 
 from sluice.stream.errors import ParseError
 from sluice.stream.ingest.envelopes import Ignored, name_or_count, unwrap, unwrap_cri, with_paths
-from sluice.stream.ingest.formats import TextHeader
+from sluice.stream.ingest.formats import LineFormat, TextHeader
 from sluice.stream.ingest.otlp import LINE_KEY, Signal, is_otlp_json
 from sluice.stream.ingest.textformats import Read, TextFormats
 from sluice.stream.ingest.times import MAX_CLOCK_SKEW_S, epoch, in_range, parse_ts
@@ -416,7 +416,24 @@ def parse_batch(
     messages, index, objects, dead = out.messages, out.index, out.objects, out.dead
     headers, srcs = out.headers, out.sources
     unpack = Unpacker(out, max_bytes, formats, stream, scope_attribute)
+    known = None  # the lines of a source whose format is known, read in one tight loop
+    if formats is not None and sources is None and signal is None and \
+            (fmt := formats.batch_format(stream)) is not None:  # fmt: skip
+        known = _read_known(values, fmt, formats, max_bytes)
+        if None not in known:  # the usual case: every record of the batch is such a line
+            n = len(values)
+            messages[:] = [r[0] for r in known]  # type: ignore[index]
+            headers[:] = [(fmt, r[1]) for r in known]  # type: ignore[index]
+            index[:], srcs[:], objects[:] = range(n), [stream] * n, [None] * n
+            return out
     for i, raw in enumerate(values):
+        if known is not None and (got := known[i]) is not None:
+            messages.append(got[0])
+            headers.append((got[2], got[1]))
+            srcs.append(stream)
+            objects.append(None)
+            index.append(i)
+            continue
         if signal is not None:  # an OTLP topic: protobuf or JSON, told apart by the first byte
             unpack.otlp(i, raw, None, signal)
             continue
@@ -490,6 +507,46 @@ def parse_batch(
             srcs.append(src)
         objects.append(obj)
         index.append(i)
+    return out
+
+
+def _read_known(
+    values: Sequence[bytes], fmt: LineFormat, formats: TextFormats, max_bytes: int
+) -> list[tuple[str, re.Match[str], LineFormat] | None]:
+    """Per record, (message, match, format) where it is one plain line that `fmt` matches, read
+    as `parse_batch`'s loop reads it (the same regex, the same prefix) without its general
+    path's calls (1.6 us a HDFS line instead of 6.6); None where that path must read it: not
+    UTF-8, too large, blank, a leading space, `{` or byte order mark, more than one line, a CRI
+    line, or not in `fmt`."""
+    match, keys, one = fmt.regex.match, fmt.keys, len(fmt.keys) == 1
+    prefixes: dict[Any, str] = {}
+    out: list[tuple[str, re.Match[str], LineFormat] | None] = []
+    append = out.append
+    for raw in values:
+        if len(raw) > max_bytes:
+            append(None)
+            continue
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            append(None)
+            continue
+        head = line[:1]
+        if (not head or head == "{" or head == "\ufeff" or head.isspace() or "\n" in line
+                or "\r" in line or (head == "2" and unwrap_cri(line) is not None)):  # fmt: skip
+            append(None)
+            continue
+        m = match(line)
+        if m is None:
+            append(None)
+            continue
+        key = m.group(keys[0]) if one else m.group(*keys) if keys else None
+        prefix = prefixes.get(key)
+        if prefix is None:
+            parts = (key,) if one else key if keys else ()
+            prefix = prefixes[key] = formats.prefix(fmt, dict(zip(keys, parts, strict=True)))[0]
+        body = m.group("body")
+        append((prefix + body if body else prefix.rstrip(), m, fmt))
     return out
 
 

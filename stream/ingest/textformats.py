@@ -229,6 +229,18 @@ class TextFormats:
         """Every field of a matched line (for the events that are forwarded)."""
         return _header(read[0], read[1].groupdict())
 
+    @staticmethod
+    def prefix(fmt: LineFormat, groups: Mapping[str, str | None]) -> tuple[str, str | None, str]:
+        """The message's prefix (`LEVEL service: `), the service and the level, from a line's
+        groups in `fmt` (for `ingest.columns`, which reads a batch's lines at once)."""
+        return _prefix(fmt, groups)
+
+    def batch_format(self, source: str) -> LineFormat | None:
+        """The format a whole batch of `source`'s lines may be read in at once: chosen, its
+        message a prefix and the body, and no pattern per record key in the settings."""
+        fmt = self._chosen.get(source)
+        return fmt if fmt is not None and fmt.fast and not self._forced else None
+
     def _prefix_of(self, read: Read) -> tuple[str, str | None, str]:
         fmt, m = read
         key = (fmt.name, *m.group(*fmt.keys)) if len(fmt.keys) > 1 else (
