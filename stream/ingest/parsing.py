@@ -540,10 +540,10 @@ def _read_known(
         if m is None:
             append(None)
             continue
-        key = m.group(keys[0]) if one else m.group(*keys) if keys else None
+        key: Any = m.group(keys[0]) if one else m.group(*keys) if keys else None
         prefix = prefixes.get(key)
         if prefix is None:
-            parts = (key,) if one else key if keys else ()
+            parts: tuple[str | None, ...] = (key,) if one else key if keys else ()
             prefix = prefixes[key] = formats.prefix(fmt, dict(zip(keys, parts, strict=True)))[0]
         body = m.group("body")
         append((prefix + body if body else prefix.rstrip(), m, fmt))
