@@ -11,9 +11,10 @@ every window, replicated), in one run and on the same topic:
   (b') the same with signals on (SLUICE_PIPELINE__SIGNALS__ENABLED): their cost;
   (b'') a worker of the filter stage alone (SLUICE_WORKER__STAGES=filter);
   (c) two workers, each pinned to its own core, on a two-partition copy of the topic (total).
-Then p50/p99 latency from produce to suspect at half of (b)'s rate (HDFS), and the worker's peak
-RSS. Figures are printed and written to bench/results/throughput.json. The broker runs on the same
-two cores: (c) shares them with it.
+Then p50/p99 latency from produce to suspect at half of (b)'s rate (HDFS), on a worker of both
+stages and on one of the filter stage alone, and the worker's peak RSS. Figures are printed and
+written to bench/results/throughput.json. The broker runs on the same two cores: (c) shares
+them with it.
 
     python -m bench.throughput --before REF
 
@@ -230,9 +231,11 @@ def _drain(topic: str, n: int, script: str = _DRAIN) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def _latency(rate: float, values: list[bytes], seconds: float = 20.0) -> dict[str, Any]:
+def _latency(
+    rate: float, values: list[bytes], seconds: float = 20.0, **settings: str
+) -> dict[str, Any]:
     """Produce at `rate` to a running worker; produce-to-suspect latency of flagged events."""
-    env = _env(uuid.uuid4().hex[:8], 1)
+    env = {**_env(uuid.uuid4().hex[:8], 1), **settings}
     _topics(env)
     n = min(len(values), int(rate * seconds))
     with _workers(env, [0]):
@@ -380,6 +383,14 @@ def main() -> None:
     results["latency_half_load_hdfs"] = lat = _latency(rate, hdfs)
     print(
         f"\nproduce -> suspect latency at {lat['rate']:,}/s (half of one worker's rate, HDFS): "
+        f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms over {lat['suspects']} suspects"
+    )
+    # the same load on a worker of the filter stage alone: the analysis stage off its loop
+    results["latency_half_load_hdfs_filter_alone"] = lat = _latency(
+        rate, hdfs, SLUICE_WORKER__STAGES="filter"
+    )
+    print(
+        f"the same, the filter stage alone (SLUICE_WORKER__STAGES=filter): "
         f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms over {lat['suspects']} suspects"
     )
     RESULTS.parent.mkdir(exist_ok=True)
