@@ -87,6 +87,8 @@ class AnalysisState:
         self.counters = counters if counters is not None else AnalysisCounters()
         self._windows = Windows(cfg, store, self._cache, wall, self._detector, self.counters)
         self._alerts = AlertBook(wall, cfg.resolve_after_s, controls)
+        #: scope key -> the bytes this instance last saved there, and the state they hold
+        self._saved: dict[str, tuple[bytes, ScopeState]] = {}
 
     # -- the one entry point ---------------------------------------------------------------------
 
@@ -95,6 +97,13 @@ class AnalysisState:
 
         Raises `StateError` when stored state cannot be read (`StateVersionError`: a newer
         release wrote it); nothing is then committed, and the caller dead-letters the record."""
+        try:
+            return self._apply(partition, offset, value)
+        except BaseException:
+            self._saved.clear()  # a state changed half-way is not the one its bytes hold
+            raise
+
+    def _apply(self, partition: int, offset: int | None, value: bytes) -> Effects:
         out = Effects()
         if offset is not None and self.applied(partition, offset):
             out.replayed = True  # its effects are in the restored state
@@ -128,11 +137,24 @@ class AnalysisState:
         return out
 
     def scope_state(self, scope: str) -> ScopeState:
+        """The scope's state: parsed from the store, or the object this instance last saved
+        there while the store still holds those very bytes (a suspects record reads its scope
+        three times: parsing it each time was a third of the analysis stage). Every method
+        that changes a state saves it; none changes one it does not save."""
         key = f"scope/{scope}"
-        return load_scope(key, self.store.get(key))
+        raw = self.store.get(key)
+        saved = self._saved.get(key)
+        if saved is not None and raw is saved[0]:
+            return saved[1]
+        return load_scope(key, raw)
 
     def _save(self, scope: str, st: ScopeState) -> None:
-        self.store.put(f"scope/{scope}", dump_state(st))
+        key = f"scope/{scope}"
+        raw = dump_state(st)
+        self.store.put(key, raw)
+        if len(self._saved) >= 256:  # `scan` keeps one instance for a whole file
+            self._saved.clear()
+        self._saved[key] = (raw, st)
 
     def _partition(self, p: int) -> PartitionState:
         key = f"part/{p}"

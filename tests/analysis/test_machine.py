@@ -7,6 +7,7 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from pydantic import TypeAdapter
 
 from sluice.models.analyst import HeuristicAnalyst
@@ -207,3 +208,33 @@ def test_chunk_cache_is_bounded_and_answers_by_content() -> None:
     assert (
         cache.get("chunk/s/0", raw) == one and cache.get("chunk/s/0", raw) is not one
     )  # evicted, parsed again
+
+
+def test_a_suspects_record_parses_its_scope_state_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A suspects record reads its scope's state three times (add, publish, due): parsed from
+    the store once, then the object saved, while the store holds the bytes saved with it; a
+    record that fails half-way leaves nothing of its changes to the next one."""
+    from sluice.stream.analysis import machine
+
+    parsed: list[str] = []
+    load = machine.load_scope
+    monkeypatch.setattr(machine, "load_scope", lambda k, raw: parsed.append(k) or load(k, raw))
+    cfg = PipelineSettings(window_s=60, allowed_lateness_s=10)
+    store = MemoryStore()
+    state = AnalysisState(cfg, store, lambda: 0.0)
+    record = lambda *secs: SuspectBatch(scope="s", suspects=[suspect(x) for x in secs]).to_bytes()  # noqa: E731
+    state.apply(0, 0, record(5, 6))
+    assert parsed == ["scope/s"]
+    store.put("scope/s", bytes(bytearray(store.get("scope/s") or b"")))  # the same, other bytes
+    state.apply(0, 1, record(80))  # closes the first window
+    assert parsed == ["scope/s", "scope/s"]
+    assert [len(w.suspects) for w in closed_windows(state, "s")] == [2]
+
+    def half_way(*_args: object) -> None:
+        state.scope_state("s").open.clear()  # changed, then the record fails
+        raise RuntimeError("half-way")
+
+    monkeypatch.setattr(state._windows, "add", half_way)
+    with pytest.raises(RuntimeError):
+        state.apply(0, 2, record(90))
+    assert state.open_events("s") == 1  # the stored state, not the one changed half-way
