@@ -10,8 +10,9 @@ from the records below it is acknowledged (at-least-once, no gaps). A rebalance 
 the batches in flight, so revoked partitions are committed before they move.
 
 Every librdkafka call is made on the event loop's thread and never waits there, except in a
-rebalance (which waits for the acknowledgements of at most `MAX_IN_FLIGHT` batches) and at stop:
-its callbacks (deliveries, commits, rebalances, errors) run inside `consume()` and `poll()`.
+rebalance (which waits for the acknowledgements of at most `MAX_IN_FLIGHT` batches), at stop,
+and while librdkafka's produce queue is full; the first contact alone runs in a thread. Its
+callbacks (deliveries, commits, rebalances, errors) run inside `consume()` and `poll()`.
 """
 
 from __future__ import annotations
