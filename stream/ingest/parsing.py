@@ -515,9 +515,9 @@ def _read_known(
 ) -> list[tuple[str, re.Match[str], LineFormat] | None]:
     """Per record, (message, match, format) where it is one plain line that `fmt` matches, read
     as `parse_batch`'s loop reads it (the same regex, the same prefix) without its general
-    path's calls (`parse_batch` on HDFS lines 2.2 us a line instead of 3.3); None where that path must read it: not
-    UTF-8, too large, blank, a leading space, `{` or byte order mark, more than one line, a CRI
-    line, or not in `fmt`."""
+    path's calls (`parse_batch` on HDFS lines: 2.2 us a line instead of 3.3); None where that
+    path must read it: not UTF-8, too large, blank, a leading space, `{` or byte order mark, more
+    than one line, a CRI line, or not in `fmt`."""
     match, keys, one = fmt.regex.match, fmt.keys, len(fmt.keys) == 1
     prefixes: dict[Any, str] = {}
     out: list[tuple[str, re.Match[str], LineFormat] | None] = []
